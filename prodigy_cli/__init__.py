@@ -1,0 +1,1 @@
+"""Prodigy command-line interface: argument parsing and wiring only."""

@@ -1,0 +1,1 @@
+"""Prodigy core: the pure model, parsers and state machines. No I/O."""

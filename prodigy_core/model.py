@@ -1,0 +1,279 @@
+"""The immutable model of a workflow definition.
+
+Theory of operation
+-------------------
+A workflow file is read at the edge (``prodigy_effects.loader``) into plain data plus a
+table of source positions; ``prodigy_core.parse`` validates that data and builds the
+classes below, or returns every problem it found.  Everything here is inert data:
+frozen, keyword-only attrs classes holding tuples, strings, numbers and other model
+objects.  Nothing in this module performs I/O or holds callables.
+
+Durations are stored as float seconds.  Ordered mappings (``env``, ``on_exit_code``…)
+are tuples of pairs so that the author's order is kept and the value stays hashable.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+StepKind = Literal["shell", "claude", "write_file", "foreach", "goal_seek", "workflow"]
+CaptureFormat = Literal["string", "json", "lines", "number", "boolean"]
+WriteFormat = Literal["text", "json", "yaml"]
+BackoffKind = Literal["fixed", "linear", "exponential", "fibonacci", "custom"]
+Strategy = Literal["recovery", "fallback", "cleanup", "custom"]
+Mode = Literal["standard", "mapreduce"]
+
+
+@attrs.frozen(kw_only=True)
+class CaptureStreams:
+    """Which companion values ``capture`` stores (spec 02 §11.2)."""
+
+    stdout: bool = True
+    stderr: bool = False
+    exit_code: bool = True
+    success: bool = True
+    duration: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class WriteFileSpec:
+    """A ``write_file:`` command (spec 02 §5). ``path`` and ``content`` are interpolated."""
+
+    path: str
+    content: str
+    format: WriteFormat = "text"
+    mode: str = "0644"
+    create_dirs: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Backoff:
+    """Delay growth between retries (spec 10 §2.2). Unset delays default to ``initial_delay``."""
+
+    kind: BackoffKind = "exponential"
+    initial: float | None = None
+    increment: float | None = None
+    base: float = 2.0
+    delays: tuple[float, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class RetryMatcher:
+    """One ``retry_on`` entry (spec 10 §2.4).
+
+    ``kind`` is a class name (``network``, ``timeout``, ``server_error``, ``rate_limit``,
+    ``command_failed``, ``commit_required``, ``validation_failed``, ``claude_error``,
+    ``circuit_open``), ``pattern`` (with ``pattern`` set) or ``exit_code`` (with
+    ``exit_codes`` set).
+    """
+
+    kind: str
+    pattern: str | None = None
+    exit_codes: tuple[int, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class CircuitBreakerSpec:
+    name: str | None = None
+    failure_threshold: int = 5
+    recovery_timeout: float = 30.0
+    success_threshold: int = 1
+    half_open_requests: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class RetrySpec:
+    """A step's ``retry:`` (spec 10 §2)."""
+
+    attempts: int = 3
+    backoff: Backoff = Backoff()
+    initial_delay: float = 1.0
+    max_delay: float = 30.0
+    jitter: bool = False
+    jitter_factor: float = 0.3
+    retry_on: tuple[RetryMatcher, ...] = ()
+    retry_budget: float | None = None
+    exhausted: Literal["stop", "continue", "fallback"] = "stop"
+    fallback_command: str | None = None
+    circuit_breaker: CircuitBreakerSpec | None = None
+
+
+@attrs.frozen(kw_only=True)
+class OnFailure:
+    """A normalised ``on_failure`` (spec 10 §4).
+
+    ``allow`` is the ``on_failure: true`` form (no handler, failure allowed).
+    ``max_attempts`` is already resolved from ``max_retries`` / ``retry_original``;
+    a value of 2 or more turns on the fix loop.
+    """
+
+    commands: tuple[Step, ...] = ()
+    strategy: Strategy = "recovery"
+    strategy_given: bool = False
+    max_attempts: int | None = None
+    fail_workflow: bool | None = None
+    handler_failure_fatal: bool = False
+    timeout: float | None = None
+    capture: str | None = None
+    commit_required: bool = False
+    allow: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CommitConfig:
+    message_template: str | None = None
+    message_pattern: str | None = None
+    author: str | None = None
+    sign: bool = False
+    include_files: tuple[str, ...] = ()
+    exclude_files: tuple[str, ...] = ()
+    squash: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class StepValidate:
+    commands: tuple[str, ...]
+    timeout: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """One step, in any scope (spec 02). ``source`` is its ``$.path`` in the file."""
+
+    kind: StepKind
+    command: str = ""
+    write_file: WriteFileSpec | None = None
+    name: str | None = None
+    id: str | None = None
+    when: str | bool | None = None
+    timeout: float | None = None
+    retry: RetrySpec | None = None
+    on_success: Step | None = None
+    on_failure: OnFailure | None = None
+    on_exit_code: tuple[tuple[int, Step], ...] = ()
+    allow_failure: bool = False
+    capture: str | None = None
+    capture_format: CaptureFormat = "string"
+    capture_streams: CaptureStreams = CaptureStreams()
+    capture_output: bool = True
+    output_file: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    clear_env: bool = False
+    working_dir: str | None = None
+    commit_required: bool = False
+    auto_commit: bool = False
+    commit_config: CommitConfig | None = None
+    outputs: tuple[tuple[str, str], ...] = ()
+    step_validate: StepValidate | None = None
+    skip_validation: bool = False
+    ignore_validation_failure: bool = False
+    validation_timeout: float | None = None
+    model: str | None = None
+    legacy_test: bool = False
+    source: str = "$"
+
+
+# --- environment values (spec 11 §2) -------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class EnvStatic:
+    """A literal value (interpolated once at start). ``None`` unsets the name."""
+
+    value: str | None
+    secret: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class EnvDynamic:
+    command: str
+    cache: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class EnvConditional:
+    condition: str
+    when_true: str
+    when_false: str
+
+
+@attrs.frozen(kw_only=True)
+class EnvPerProfile:
+    values: tuple[tuple[str, str | None], ...]
+    default: str | None = None
+    has_default: bool = False
+
+
+EnvValue = EnvStatic | EnvDynamic | EnvConditional | EnvPerProfile
+
+
+@attrs.frozen(kw_only=True)
+class SecretSource:
+    provider: Literal["env", "file"]
+    key: str
+
+
+@attrs.frozen(kw_only=True)
+class EnvFile:
+    path: str
+    required: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Profile:
+    name: str
+    description: str | None = None
+    values: tuple[tuple[str, EnvValue], ...] = ()
+
+
+# --- phases -----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class StepList:
+    """A phase's steps with its optional phase timeout (``setup``, ``reduce``, ``merge``)."""
+
+    steps: tuple[Step, ...] = ()
+    timeout: float | None = None
+    capture_outputs: tuple[tuple[str, object], ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class MapSpec:
+    """The ``map:`` block of a MapReduce workflow (spec 05 §1). Run by a later issue."""
+
+    input: str
+    json_path: str | None = None
+    filter: str | None = None
+    sort_by: str | None = None
+    distinct: str | None = None
+    offset: int | None = None
+    max_items: int | None = None
+    max_parallel: int = 10
+    agent_timeout_secs: float | None = None
+    agent_template: tuple[Step, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Workflow:
+    """A validated workflow. ``steps`` is the standard step list (empty for MapReduce)."""
+
+    name: str
+    mode: Mode = "standard"
+    description: str | None = None
+    version: str | None = None
+    env: tuple[tuple[str, EnvValue], ...] = ()
+    secrets: tuple[tuple[str, SecretSource], ...] = ()
+    env_files: tuple[EnvFile, ...] = ()
+    profiles: tuple[Profile, ...] = ()
+    inherit_env: bool = True
+    strict_variables: bool = False
+    retry_defaults: RetrySpec | None = None
+    steps: tuple[Step, ...] = ()
+    merge: StepList | None = None
+    setup: StepList | None = None
+    map: MapSpec | None = None
+    reduce: StepList | None = None
+    extra: tuple[tuple[str, object], ...] = ()

@@ -1,0 +1,1 @@
+"""Prodigy effects: the trio interpreter and the environments it performs effects against."""
