@@ -139,6 +139,29 @@ class StepValidate:
 
 
 @attrs.frozen(kw_only=True)
+class OnIncomplete:
+    """``validate.on_incomplete`` (spec 12 §2.4)."""
+
+    commands: tuple[Step, ...] = ()
+    max_attempts: int = 2
+    fail_workflow: bool = True
+    prompt: str | None = None
+    commit_required: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ValidateSpec:
+    """A step's completeness ``validate:`` (spec 12 §2). ``expected_schema`` is frozen JSON."""
+
+    commands: tuple[Step, ...] = ()
+    result_file: str | None = None
+    threshold: float = 100.0
+    timeout: float | None = None
+    expected_schema: object = None
+    on_incomplete: OnIncomplete | None = None
+
+
+@attrs.frozen(kw_only=True)
 class Step:
     """One step, in any scope (spec 02). ``source`` is its ``$.path`` in the file."""
 
@@ -171,6 +194,7 @@ class Step:
     ignore_validation_failure: bool = False
     validation_timeout: float | None = None
     model: str | None = None
+    validate: ValidateSpec | None = None
     legacy_test: bool = False
     source: str = "$"
 
@@ -232,12 +256,72 @@ class Profile:
 
 
 @attrs.frozen(kw_only=True)
+class CaptureOutputSpec:
+    """One ``setup.capture_outputs`` entry (spec 05 §4.3)."""
+
+    command_index: int
+    source: Literal["stdout", "stderr", "both"] = "stdout"
+    pattern: str | None = None
+    json_path: str | None = None
+    max_size: int = 1048576
+    multiline: Literal["preserve", "join", "first_line", "last_line", "array"] = "preserve"
+    default: object = None
+    has_default: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class StepList:
     """A phase's steps with its optional phase timeout (``setup``, ``reduce``, ``merge``)."""
 
     steps: tuple[Step, ...] = ()
     timeout: float | None = None
-    capture_outputs: tuple[tuple[str, object], ...] = ()
+    capture_outputs: tuple[tuple[str, CaptureOutputSpec], ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class TimeoutConfig:
+    """``map.timeout_config`` (spec 05 §11)."""
+
+    agent_timeout_secs: float | None = None
+    command_timeouts: tuple[tuple[str, float], ...] = ()
+    timeout_policy: Literal["hybrid", "per_agent", "per_command"] = "hybrid"
+    cleanup_grace_period_secs: float = 30.0
+    timeout_action: Literal["dlq", "skip", "fail", "graceful_terminate"] = "dlq"
+    enable_monitoring: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class ItemRetry:
+    """``error_policy.retry_config``: item-level retry (spec 05 §10.4)."""
+
+    max_attempts: int = 3
+    backoff: Backoff = Backoff()
+    initial_delay: float = 1.0
+    max_delay: float = 30.0
+    jitter: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class JobBreaker:
+    """``error_policy.circuit_breaker`` (spec 05 §10.5)."""
+
+    failure_threshold: int = 5
+    success_threshold: int = 3
+    timeout: float = 30.0
+    half_open_requests: int = 3
+
+
+@attrs.frozen(kw_only=True)
+class ErrorPolicy:
+    """The MapReduce item failure policy (spec 05 §1.4, §10), shorthands already merged."""
+
+    on_item_failure: Literal["dlq", "retry", "skip", "stop"] = "dlq"
+    continue_on_failure: bool = True
+    max_failures: int | None = None
+    failure_threshold: float | None = None
+    error_collection: str = "aggregate"
+    retry_config: ItemRetry | None = None
+    circuit_breaker: JobBreaker | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -254,6 +338,7 @@ class MapSpec:
     max_parallel: int = 10
     agent_timeout_secs: float | None = None
     agent_template: tuple[Step, ...] = ()
+    timeout_config: TimeoutConfig | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -276,4 +361,5 @@ class Workflow:
     setup: StepList | None = None
     map: MapSpec | None = None
     reduce: StepList | None = None
+    error_policy: ErrorPolicy = ErrorPolicy()
     extra: tuple[tuple[str, object], ...] = ()

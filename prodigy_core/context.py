@@ -1,0 +1,184 @@
+"""What a run knows about its world, and the variables and environments built from it.
+
+Theory of operation
+-------------------
+``RunContext`` is fixed for the duration of a run: ids, paths, Prodigy's own process
+environment (a snapshot taken by the interpreter — the core never reads it), the
+resolved workflow environment, the secret values to mask and the command-line
+switches.  The functions here are pure: they derive the built-in variables of a
+moment (spec 03 §5.1) and the environment of a child process (spec 11 §1, §7).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+
+import attrs
+from pyrsistent import PMap, pmap
+
+from prodigy_core.interpolate import Var
+from prodigy_core.model import RetrySpec
+
+MINIMAL_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TERM", "TZ", "LANG")
+
+
+@attrs.frozen(kw_only=True)
+class InputSpec:
+    """One input of input mode (spec 03 §8.2)."""
+
+    arg: str
+    file: str | None = None
+    file_path: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RunContext:
+    session_id: str
+    workflow_name: str
+    workflow_path: str
+    workflow_hash: str = ""
+    project_dir: str
+    repo_root: str
+    repo_name: str = ""
+    worktree_name: str = ""
+    home: str = ""
+    environ: tuple[tuple[str, str], ...] = ()
+    workflow_env: tuple[tuple[str, str], ...] = ()
+    secret_values: tuple[str, ...] = ()
+    inherit_env: bool = True
+    strict_vars: bool = False
+    dry_run: bool = False
+    auto_yes: bool = False
+    profile: str | None = None
+    retry_defaults: RetrySpec | None = None
+    args: tuple[str, ...] = ()
+    inputs: tuple[InputSpec, ...] = ()
+    max_iterations: int = 1
+    fail_fast: bool = False
+    started_at: str = ""
+    seed: int = 0
+
+    @property
+    def environ_map(self) -> dict[str, str]:
+        return dict(self.environ)
+
+
+def builtin_variables(
+    ctx: RunContext, *, iteration: int, input_index: int | None
+) -> PMap[str, Var]:
+    """Built-in variables of spec 03 §5.1 plus the workflow environment (trusted)."""
+    out: dict[str, Var] = {}
+    for name, value in ctx.workflow_env:
+        out[name] = Var(value=value)
+    env = ctx.environ_map
+    arg: str | None = None
+    if input_index is not None and ctx.inputs:
+        current = ctx.inputs[input_index]
+        arg = current.arg
+        out["ARG_1"] = Var(value=current.arg)
+        out["INDEX"] = Var(value=input_index + 1)
+        out["TOTAL"] = Var(value=len(ctx.inputs))
+        if current.file is not None:
+            out["FILE"] = Var(value=current.file)
+        if current.file_path is not None:
+            out["FILE_PATH"] = Var(value=current.file_path)
+    elif ctx.args:
+        arg = ctx.args[0]
+        for i, value in enumerate(ctx.args, start=1):
+            out[f"ARG_{i}"] = Var(value=value)
+    elif "PRODIGY_ARG" in env:
+        arg = env["PRODIGY_ARG"]
+    if arg is not None:
+        out["ARG"] = Var(value=arg)
+    out["PROJECT_ROOT"] = Var(value=ctx.project_dir)
+    out["REPO_ROOT"] = Var(value=ctx.repo_root)
+    out["WORKTREE"] = Var(value=ctx.worktree_name)
+    out["ITERATION"] = Var(value=iteration)
+    out["workflow.name"] = Var(value=ctx.workflow_name)
+    out["workflow.id"] = Var(value=ctx.session_id)
+    out["workflow.path"] = Var(value=ctx.workflow_path)
+    out["workflow.iteration"] = Var(value=iteration)
+    if ctx.profile is not None:
+        out["workflow.profile"] = Var(value=ctx.profile)
+    return pmap(out)
+
+
+def base_environment(ctx: RunContext, *, clear: bool) -> dict[str, str]:
+    """Layer 1 of spec 11 §1: Prodigy's environment, or the minimal one."""
+    env = ctx.environ_map
+    if ctx.inherit_env and not clear:
+        return dict(env)
+    return {
+        name: value
+        for name, value in env.items()
+        if name in MINIMAL_ENV_NAMES or name.startswith("LC_")
+    }
+
+
+def child_environment(
+    ctx: RunContext,
+    *,
+    step_env: Mapping[str, str],
+    clear: bool,
+    iteration: int,
+    attempt: int,
+    input_index: int | None,
+    timeout: float | None,
+) -> tuple[tuple[str, str], ...]:
+    """The full environment of a child process (spec 11 §1 layers 1–7)."""
+    env = base_environment(ctx, clear=clear)
+    env.update(dict(ctx.workflow_env))
+    env.update(step_env)
+    env["PRODIGY_AUTOMATION"] = "true"
+    env["PRODIGY_SESSION_ID"] = ctx.session_id
+    env["PRODIGY_WORKTREE"] = ctx.project_dir
+    env["PRODIGY_REPO_ROOT"] = ctx.repo_root
+    env["PRODIGY_ITERATION"] = str(iteration)
+    env["PRODIGY_ATTEMPT"] = str(attempt)
+    if ctx.profile is not None:
+        env["PRODIGY_PROFILE"] = ctx.profile
+    if ctx.auto_yes:
+        env["PRODIGY_AUTO_MERGE"] = "true"
+        env["PRODIGY_AUTO_CONFIRM"] = "true"
+    if timeout is not None:
+        env["PRODIGY_COMMAND_TIMEOUT"] = str(int(timeout))
+    if input_index is not None and ctx.inputs:
+        env["ARG"] = ctx.inputs[input_index].arg
+        env["PRODIGY_ARG"] = ctx.inputs[input_index].arg
+        env["ARG_1"] = ctx.inputs[input_index].arg
+    elif ctx.args:
+        env["ARG"] = ctx.args[0]
+        env["PRODIGY_ARG"] = ctx.args[0]
+        for i, value in enumerate(ctx.args, start=1):
+            env[f"ARG_{i}"] = value
+    big = [name for name, value in env.items() if len(value.encode("utf-8", "replace")) > 65536]
+    for name in big:
+        del env[name]
+    return tuple(sorted(env.items()))
+
+
+def resolve_dir(ctx: RunContext, working_dir: str | None) -> str:
+    """The directory a step runs in (spec 02 §10.3)."""
+    if not working_dir:
+        return ctx.project_dir
+    path = working_dir
+    if path == "~" or path.startswith("~/"):
+        path = ctx.home + path[1:]
+    if not posixpath.isabs(path):
+        path = posixpath.join(ctx.project_dir, path)
+    return posixpath.normpath(path)
+
+
+def mask(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace every secret value (raw and JSON-escaped) by ``***REDACTED***``."""
+    import json
+
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) < 4:
+            continue
+        text = text.replace(secret, "***REDACTED***")
+        escaped = json.dumps(secret)[1:-1]
+        if escaped != secret:
+            text = text.replace(escaped, "***REDACTED***")
+    return text

@@ -1,0 +1,209 @@
+"""Effects: descriptions of work the core asks the interpreter to do.
+
+Effects are imperative nouns.  They are inert data (frozen, keyword-only attrs classes,
+no callables, no handles).  The interpreter performs them against an injected
+environment; long effects report back with an event (see ``prodigy_core.events``).
+
+Each class's docstring says who emits it, who consumes it and how it is performed.
+The tag strings in ``EFFECT_TAGS`` are stable: journals and replay files refer to them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from prodigy_core.jsonvalue import JSON
+
+
+@attrs.frozen(kw_only=True)
+class RunCommand:
+    """Run one process.
+
+    Emitted by the step machine for each execution of a ``shell`` step, each
+    ``step_validate`` command and each shell handler.  Performed *spawned*: the performer
+    starts ``argv`` (never through a shell of ours: shell steps use ``("sh", "-c", text)``
+    or ``("sh", script_file)`` for very long text) as the leader of a new process group,
+    with stdin from /dev/null, in ``cwd``, with exactly ``env`` as its environment.  It
+    enforces ``timeout`` (SIGTERM to the group, 5 s grace, SIGKILL) and completes with
+    ``CommandFinished`` or ``CommandNotStarted``.  ``script`` is set instead of a long
+    ``argv[-1]`` when the text exceeds 100 000 bytes; the performer writes it to a
+    temporary file and runs ``sh <file>``.
+    """
+
+    command_id: int
+    argv: tuple[str, ...]
+    cwd: str
+    env: tuple[tuple[str, str], ...]
+    timeout: float | None = None
+    script: str | None = None
+    stream_output: bool = False
+    display: str = ""
+    step_path: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class WriteFile:
+    """Write a file for a ``write_file`` step or ``output_file``.
+
+    Emitted by the step machine.  Performed *spawned* (it is short, but it reports a
+    result): the performer resolves ``path`` against ``cwd``, checks the format
+    (``json`` content must parse and is pretty-printed; ``yaml`` must parse and is
+    written in block style), creates parents when ``create_dirs``, writes atomically with
+    ``mode`` and completes with ``FileWritten`` or ``FileWriteFailed``.
+    """
+
+    command_id: int
+    cwd: str
+    path: str
+    content: str
+    format: Literal["text", "json", "yaml"] = "text"
+    mode: int = 0o644
+    create_dirs: bool = False
+    display: str = ""
+    step_path: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ReadGitHead:
+    """Find ``HEAD`` of the repository containing ``cwd`` (read-only git).
+
+    Emitted before a step that needs commit tracking and around iterations.  Performed
+    *spawned*; completes with ``GitHeadRead`` (``sha`` None outside a repository).
+    """
+
+    command_id: int
+    cwd: str
+
+
+@attrs.frozen(kw_only=True)
+class Sleep:
+    """Wait ``seconds`` (retry backoff).
+
+    Emitted by the step machine between attempts.  Performed *spawned* on the
+    environment's clock; completes with ``Slept``.
+    """
+
+    command_id: int
+    seconds: float
+
+
+@attrs.frozen(kw_only=True)
+class CancelCommands:
+    """Stop every running command (SIGTERM to its group, grace period, SIGKILL).
+
+    Emitted by the run machine on ``CancelRequested``.  Performed *inline*: the
+    interpreter cancels the outstanding spawned effects; each of them still completes
+    with its normal event (``CommandFinished`` with ``cancelled=True``).
+    """
+
+
+@attrs.frozen(kw_only=True)
+class LogEvent:
+    """Append one record to the run's journal (the event log).
+
+    NOTE: despite the name this is an *effect*, not an input event: the core asks for a
+    fact to be written down.  Emitted by every machine for each state change.  Performed
+    *inline, in order*: the performer adds the envelope (id, seq, timestamp), masks
+    secrets and appends one JSON line, flushed at once.
+    """
+
+    event_type: str
+    fields: tuple[tuple[str, JSON], ...] = ()
+
+    def as_dict(self) -> dict[str, JSON]:
+        out: dict[str, JSON] = {"event_type": self.event_type}
+        out.update(dict(self.fields))
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class SaveCheckpoint:
+    """Write the run's checkpoint atomically.
+
+    Emitted after every completed step, at completion, on failure and on interruption.
+    Performed *inline, in order*: the performer fsyncs the journal first, then encodes
+    ``checkpoint`` with the versioned codec and writes it (temp file, fsync, rename).
+    """
+
+    checkpoint: JSON
+
+
+@attrs.frozen(kw_only=True)
+class SaveSession:
+    """Write the session record (``sessions/<id>.json``).
+
+    Emitted at start, on every status change and at the end.  Performed *inline, in
+    order*, atomically.
+    """
+
+    session: JSON
+
+
+@attrs.frozen(kw_only=True)
+class Print:
+    """Show a line to the person running Prodigy.
+
+    Emitted by the machines for the messages the spec quotes.  Performed *inline, in
+    order* by the console, which masks secrets and honours ``-q``/``-v``: ``level``
+    ``result`` is always shown, ``info`` unless quiet, ``verbose`` with ``-v``,
+    ``debug`` with ``-vv``.  ``stream`` ``err`` is for warnings and errors.
+    """
+
+    text: str
+    level: Literal["result", "info", "verbose", "debug"] = "info"
+    stream: Literal["out", "err"] = "out"
+
+
+@attrs.frozen(kw_only=True)
+class DescribeStep:
+    """Describe a step about to run, for the dry-run plan.
+
+    Emitted for every step when the run is a dry run.  Performed *inline*: the dry-run
+    console collects it into the plan; production environments ignore it.
+    """
+
+    info: JSON
+
+
+@attrs.frozen(kw_only=True)
+class Finish:
+    """The run is over; the interpreter returns ``outcome`` to its caller.
+
+    Emitted exactly once, last.  Performed *inline*.
+    """
+
+    outcome: JSON
+    exit_code: int
+
+
+Effect = (
+    RunCommand
+    | WriteFile
+    | ReadGitHead
+    | Sleep
+    | CancelCommands
+    | LogEvent
+    | SaveCheckpoint
+    | SaveSession
+    | Print
+    | DescribeStep
+    | Finish
+)
+
+SPAWNED = (RunCommand, WriteFile, ReadGitHead, Sleep)
+
+EFFECT_TAGS: dict[type, str] = {
+    RunCommand: "run_command",
+    WriteFile: "write_file",
+    ReadGitHead: "read_git_head",
+    Sleep: "sleep",
+    CancelCommands: "cancel_commands",
+    LogEvent: "log_event",
+    SaveCheckpoint: "save_checkpoint",
+    SaveSession: "save_session",
+    Print: "print",
+    DescribeStep: "describe_step",
+    Finish: "finish",
+}

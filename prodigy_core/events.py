@@ -1,0 +1,121 @@
+"""Events: facts the interpreter reports back to the core.
+
+Events are past tense.  They carry everything the core needs from the world —
+exit codes, output, timestamps and durations — so that the core never reads a clock
+and a recorded run can be replayed exactly.  Frozen, keyword-only attrs classes; the
+tag strings in ``EVENT_TAGS`` are stable.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class CommandFinished:
+    """A ``RunCommand`` ended (exited, was killed by its timeout, or was cancelled).
+
+    Emitted by the command performer; consumed by the step machine.  ``exit_code`` is
+    the exit status, ``128 + N`` for a signal N, ``-1`` for a timeout.  ``started_at`` and
+    ``finished_at`` are RFC 3339 UTC strings; ``duration`` is in seconds; ``monotonic``
+    is the environment clock reading at the end (for retry budgets).
+    """
+
+    command_id: int
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    timed_out: bool = False
+    cancelled: bool = False
+    duration: float = 0.0
+    started_at: str = ""
+    finished_at: str = ""
+    monotonic: float = 0.0
+    truncated: bool = False
+    planned: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CommandNotStarted:
+    """A ``RunCommand`` could not be started (missing working directory, no ``sh``…).
+
+    Emitted by the command performer; consumed by the step machine.  ``reason`` is
+    ``cwd_missing`` or ``spawn_failed``.
+    """
+
+    command_id: int
+    reason: str
+    message: str
+    finished_at: str = ""
+    monotonic: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class FileWritten:
+    """A ``WriteFile`` succeeded; ``size`` bytes were written to ``path``."""
+
+    command_id: int
+    path: str
+    size: int
+    finished_at: str = ""
+    monotonic: float = 0.0
+    planned: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class FileWriteFailed:
+    """A ``WriteFile`` failed (bad format, missing parent, I/O error)."""
+
+    command_id: int
+    message: str
+    finished_at: str = ""
+    monotonic: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class GitHeadRead:
+    """Answer to ``ReadGitHead``: the commit sha, or None outside a repository."""
+
+    command_id: int
+    sha: str | None
+    planned: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Slept:
+    """A ``Sleep`` ended.  ``monotonic`` is the clock reading at the end."""
+
+    command_id: int
+    monotonic: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class CancelRequested:
+    """The user asked Prodigy to stop (SIGINT or SIGTERM).
+
+    Emitted by the interpreter's signal handler; consumed by the run machine.
+    """
+
+    signal: str
+    at: str = ""
+
+
+Event = (
+    CommandFinished
+    | CommandNotStarted
+    | FileWritten
+    | FileWriteFailed
+    | GitHeadRead
+    | Slept
+    | CancelRequested
+)
+
+EVENT_TAGS: dict[type, str] = {
+    CommandFinished: "command_finished",
+    CommandNotStarted: "command_not_started",
+    FileWritten: "file_written",
+    FileWriteFailed: "file_write_failed",
+    GitHeadRead: "git_head_read",
+    Slept: "slept",
+    CancelRequested: "cancel_requested",
+}

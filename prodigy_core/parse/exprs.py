@@ -1,0 +1,82 @@
+"""Load-time checks of expressions: ``when``/``filter``/``sort_by``/``distinct`` (E1009)
+and ``json_path`` (E1010, W1010), spec 04."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from prodigy_core import expr_parse
+from prodigy_core.parse.context import Ctx
+
+_FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+|\[-?\d+\])*")
+_SORT_KEY = re.compile(
+    r"\s*[A-Za-z_][A-Za-z0-9_\-.\[\]]*(?:\s+(?i:asc|desc))?(?:\s+(?i:nulls)\s+(?i:first|last))?\s*"
+)
+
+
+def check_expression(ctx: Ctx, kind: str, text: str, path: str) -> None:
+    """Report E1009 when ``text`` (a ``when``/``filter``/``sort_by``) does not parse."""
+    parser: Callable[[str], object] | None
+    if kind == "when":
+        parser = expr_parse.parse_when
+    elif kind == "filter":
+        parser = expr_parse.parse_filter
+    else:
+        parser = getattr(expr_parse, "parse_sort_by", None)
+    if parser is None:
+        _fallback_sort_check(ctx, text, path)
+        return
+    result = parser(text)
+    if isinstance(result, expr_parse.ExprError) or _is_error(result):
+        column = int(getattr(result, "column", 0) or 0)
+        message = str(getattr(result, "message", "invalid expression"))
+        at = ctx.locate(path, text, max(column - 1, 0)) if column else ctx.pos(path)
+        suffix = f" (at column {column} of the expression)" if column else ""
+        ctx.error("E1009", f"invalid {kind} expression: {message}{suffix}", path, at=at)
+
+
+def _is_error(result: object) -> bool:
+    return type(result).__name__ == "ExprError"
+
+
+def _fallback_sort_check(ctx: Ctx, text: str, path: str) -> None:
+    parts = text.split(",")
+    if not text.strip() or not all(_SORT_KEY.fullmatch(part) for part in parts):
+        ctx.error("E1009", f"invalid sort_by expression {text!r}", path)
+
+
+def check_distinct(ctx: Ctx, text: str, path: str) -> None:
+    candidate = text.strip()
+    if candidate.startswith("item."):
+        candidate = candidate[len("item.") :]
+    if not _FIELD_PATH.fullmatch(candidate):
+        ctx.error("E1009", f"invalid distinct field path {text!r}", path)
+
+
+def check_json_path(ctx: Ctx, text: str, path: str) -> None:
+    """E1010 when ``text`` does not compile with ``jsonpath_ng.ext``; W1010 outside the subset."""
+    if not text.strip():
+        return
+    try:
+        from jsonpath_ng.ext import parse as jp_parse  # slow import: keep it lazy
+
+        jp_parse(text)
+    except Exception as exc:  # the library raises several unrelated types
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        ctx.error("E1010", f"invalid json_path {text!r}: {detail}", path)
+        return
+    if "`" in text or re.search(r"!(?!=)", text) or re.search(r"@\.[\w.]+\s*[-+*/%]\s*", text):
+        ctx.warning(
+            "W1010",
+            f"json_path {text!r} uses a form outside the guaranteed subset",
+            path,
+            help="see spec 04 §8.2 for the supported forms",
+        )
+
+
+def check_regex(ctx: Ctx, text: str, path: str) -> None:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        ctx.error("E1009", f"invalid regular expression {text!r}: {exc}", path)

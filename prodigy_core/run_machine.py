@@ -1,0 +1,616 @@
+"""The run machine of a standard workflow: inputs × iterations × steps.
+
+Theory of operation
+-------------------
+``start(workflow, ctx)`` begins a run and ``resume(workflow, ctx, checkpoint, later)``
+continues one from its checkpoint; both return a ``Transition`` (new state and effects).
+``step(state, event)`` feeds one event.  The interpreter is the only caller of
+``step``; it performs the effects in order and feeds back what happened.
+
+The run walks a three-level cursor: input (``--args``/``--map``; one implicit input
+when there are none), iteration (``-n``), step.  Each step is executed by the step
+machine (``prodigy_core.stepper``); when it ends, the run appends the step record, logs
+``step_completed`` (or ``step_failed``/``step_skipped``), saves the checkpoint, and only
+then starts the next step.  With ``-n`` > 1 the run reads ``HEAD`` before and after each
+iteration and stops when an iteration made no commit.
+
+``CancelRequested`` cancels what is running; when the outstanding command reports back,
+the run saves an ``Interrupted`` checkpoint (the interrupted step is not recorded as
+complete, so resume runs it again) and finishes with 130 or 143.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import attrs
+from pyrsistent import PMap, pmap
+
+from prodigy_core import stepper
+from prodigy_core.context import RunContext, builtin_variables
+from prodigy_core.effects import (
+    CancelCommands,
+    Effect,
+    Finish,
+    LogEvent,
+    Print,
+    ReadGitHead,
+    SaveCheckpoint,
+    SaveSession,
+)
+from prodigy_core.events import CancelRequested, Event, GitHeadRead
+from prodigy_core.interpolate import Var
+from prodigy_core.jsonvalue import JSON
+from prodigy_core.model import Workflow
+from prodigy_core.problems import InvalidTransition
+from prodigy_core.results import cut
+
+RunStatus = Literal["running", "completed", "failed", "interrupted"]
+CHECKPOINT_VERSION = 1
+
+
+@attrs.frozen(kw_only=True)
+class StepRecord:
+    """A finished step of the current iteration, as stored in the checkpoint."""
+
+    step_index: int
+    command: str
+    status: str
+    exit_code: int | None
+    output: str
+    stderr: str
+    duration: float
+    variables: tuple[tuple[str, JSON], ...]
+    completed_at: str
+    error: str | None = None
+    attempts: int = 1
+    step_id: str | None = None
+
+    def to_json(self) -> dict[str, JSON]:
+        secs = int(self.duration)
+        return {
+            "step_index": self.step_index,
+            "step_id": self.step_id,
+            "command": self.command,
+            "success": self.status in ("succeeded", "recovered", "skipped"),
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "output": cut(self.output),
+            "stderr": cut(self.stderr),
+            "error": self.error,
+            "captured_variables": dict(self.variables),
+            "duration": {"secs": secs, "nanos": int((self.duration - secs) * 1e9)},
+            "completed_at": self.completed_at,
+            "retry_state": {"current_attempt": self.attempts, "max_attempts": self.attempts,
+                            "failure_history": [], "in_retry_loop": False},
+        }
+
+
+@attrs.frozen(kw_only=True)
+class RunState:
+    workflow: Workflow
+    ctx: RunContext
+    status: RunStatus = "running"
+    input_index: int = 0
+    iteration: int = 1
+    step_index: int = 0
+    stepper: stepper.Stepper = stepper.Stepper()
+    records: tuple[StepRecord, ...] = ()
+    counts: PMap[str, int] = pmap({"succeeded": 0, "failed": 0, "skipped": 0})
+    failed_inputs: tuple[int, ...] = ()
+    head_at_iteration_start: str | None = None
+    waiting_head: Literal["", "iteration_start", "iteration_end"] = ""
+    head_request: int | None = None
+    cancel_signal: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    resumed: bool = False
+    last_time: str = ""
+    total_duration: float = 0.0
+
+    @property
+    def input_count(self) -> int:
+        return max(1, len(self.ctx.inputs))
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+
+@attrs.frozen(kw_only=True)
+class Transition:
+    state: RunState
+    effects: tuple[Effect, ...]
+
+
+# --- entry points ----------------------------------------------------------------------
+
+
+def start(workflow: Workflow, ctx: RunContext) -> Transition:
+    state = RunState(workflow=workflow, ctx=ctx, last_time=ctx.started_at)
+    effects: list[Effect] = [
+        SaveSession(session=_session(state)),
+        LogEvent(event_type="workflow_started", fields=(
+            ("workflow_name", workflow.name), ("workflow_path", ctx.workflow_path),
+            ("mode", "standard"), ("total_steps", len(workflow.steps)),
+            ("worktree_path", ctx.project_dir), ("branch", None), ("original_branch", None),
+            ("profile", ctx.profile), ("session_id", ctx.session_id),
+        )),
+        Print(text=f"Executing workflow: {workflow.name} (max {ctx.max_iterations} iterations)"),
+    ]
+    state, more = _begin_position(state)
+    return Transition(state=state, effects=(*effects, *more))
+
+
+def resume(
+    workflow: Workflow, ctx: RunContext, checkpoint: dict[str, JSON],
+    later_events: Sequence[dict[str, JSON]] = (),
+) -> Transition:
+    """Continue a run from its checkpoint (spec 08 §2.4, spec 09 §5.4)."""
+    exec_state = checkpoint.get("execution_state")
+    if not isinstance(exec_state, dict):
+        raise InvalidTransition("checkpoint has no execution_state")
+    step_index = _int(exec_state.get("current_step_index"), 0)
+    iteration = _int(exec_state.get("current_iteration"), 1)
+    inputs = checkpoint.get("inputs")
+    input_index = _int(inputs.get("current_input_index"), 0) if isinstance(inputs, dict) else 0
+    failed_inputs: tuple[int, ...] = ()
+    if isinstance(inputs, dict) and isinstance(inputs.get("failed_inputs"), list):
+        failed_inputs = tuple(_int(i, 0) for i in inputs["failed_inputs"])  # type: ignore[union-attr]
+    variables = _restore_vars(checkpoint)
+    records = _restore_records(checkpoint)
+    # apply events written after the checkpoint (a step that finished just before a crash)
+    for event in later_events:
+        body = event.get("event")
+        if not isinstance(body, dict) or body.get("event_type") not in (
+            "step_completed", "step_skipped"
+        ):
+            continue
+        if body.get("top_level") is not True:
+            continue
+        if _int(body.get("step_index"), -1) != step_index or \
+                _int(body.get("iteration"), 1) != iteration or \
+                _int(body.get("input_index"), 0) != input_index:
+            continue
+        status = str(body.get("status", "succeeded"))
+        if status == "failed":
+            continue
+        assigned = body.get("variables")
+        if isinstance(assigned, dict):
+            untrusted = set(_str_list(body.get("untrusted")))
+            variables = variables.update({
+                k: Var(value=v, trusted=k not in untrusted) for k, v in assigned.items()
+            })
+        records = (*records, StepRecord(
+            step_index=step_index, command=str(body.get("display", "")), status=status,
+            exit_code=_opt_int(body.get("exit_code")), output=str(body.get("output", "")),
+            stderr=str(body.get("stderr", "")), duration=0.0, variables=(),
+            completed_at=str(event.get("timestamp", "")),
+        ))
+        step_index += 1
+    state = RunState(
+        workflow=workflow, ctx=ctx, input_index=input_index, iteration=iteration,
+        step_index=step_index, records=records, failed_inputs=failed_inputs,
+        stepper=stepper.Stepper(vars=variables), resumed=True, last_time=ctx.started_at,
+    )
+    total = len(workflow.steps)
+    effects: list[Effect] = [
+        SaveSession(session=_session(state)),
+        LogEvent(event_type="workflow_resumed", fields=(
+            ("from_step", step_index), ("checkpoint_version", CHECKPOINT_VERSION),
+            ("session_id", ctx.session_id),
+        )),
+        Print(text=f"Checkpoint: step {min(step_index + 1, total)} of {total}"),
+    ]
+    state, more = _begin_position(state, resuming=True)
+    return Transition(state=state, effects=(*effects, *more))
+
+
+def step(state: RunState, event: Event) -> Transition:
+    """Feed one event to the run (the interpreter is the only caller)."""
+    if state.finished:
+        raise InvalidTransition(f"run is {state.status} but received {type(event).__name__}")
+    if isinstance(event, CancelRequested):
+        return _on_cancel(state, event)
+    if isinstance(event, GitHeadRead) and state.head_request is not None \
+            and event.command_id == state.head_request:
+        return _on_iteration_head(state, event)
+    if not state.stepper.busy:
+        raise InvalidTransition(f"no step is running but received {type(event).__name__}")
+    if state.cancel_signal is not None:
+        # the outstanding command ended (it was cancelled): stop here
+        return _interrupted(state)
+    st, effects, outcome = stepper.on_event(state.stepper, state.ctx, _base(state), event)
+    state = attrs.evolve(state, stepper=st)
+    if outcome is None:
+        return Transition(state=state, effects=effects)
+    state, more = _step_finished(state, outcome, _event_time(event))
+    return Transition(state=state, effects=(*effects, *more))
+
+
+# --- positions -------------------------------------------------------------------------
+
+
+def _base(state: RunState) -> PMap[str, Var]:
+    return builtin_variables(state.ctx, iteration=state.iteration,
+                             input_index=state.input_index if state.ctx.inputs else None)
+
+
+def _begin_position(state: RunState, resuming: bool = False) -> tuple[RunState, list[Effect]]:
+    """Start whatever comes at the current cursor (a step, an iteration, an input)."""
+    effects: list[Effect] = []
+    steps = state.workflow.steps
+    if state.step_index == 0 and not resuming:
+        if state.ctx.inputs:
+            current = state.ctx.inputs[state.input_index]
+            if state.iteration == 1:
+                effects.append(Print(text=f"Input {state.input_index + 1}/"
+                                          f"{len(state.ctx.inputs)}: {current.arg}"))
+                effects.append(LogEvent(event_type="input_started", fields=(
+                    ("index", state.input_index + 1), ("arg", current.arg),
+                    ("session_id", state.ctx.session_id))))
+        if state.ctx.max_iterations > 1:
+            effects.append(Print(text=f"Starting iteration {state.iteration}/"
+                                      f"{state.ctx.max_iterations}"))
+            effects.append(LogEvent(event_type="iteration_started", fields=(
+                ("iteration", state.iteration), ("session_id", state.ctx.session_id))))
+            cid = state.stepper.next_id
+            state = attrs.evolve(state, waiting_head="iteration_start", head_request=cid,
+                                 stepper=attrs.evolve(state.stepper, next_id=cid + 1))
+            effects.append(ReadGitHead(command_id=cid, cwd=state.ctx.project_dir))
+            return state, effects
+    if state.step_index >= len(steps):
+        state, more = _iteration_finished(state)
+        return state, [*effects, *more]
+    state, more = _start_step(state)
+    return state, [*effects, *more]
+
+
+def _start_step(state: RunState) -> tuple[RunState, list[Effect]]:
+    steps = state.workflow.steps
+    index = state.step_index
+    step_def = steps[index]
+    effects: list[Effect] = [
+        Print(text=f"Executing step {index + 1}/{len(steps)}: {stepper.display_name(step_def)}")
+    ]
+    st = attrs.evolve(state.stepper, iteration=state.iteration,
+                      input_index=state.input_index if state.ctx.inputs else None,
+                      step_number=f"{index + 1}/{len(steps)}")
+    st, more, outcome = stepper.begin(st, state.ctx, _base(state), step_def,
+                                      _step_path(state, index))
+    state = attrs.evolve(state, stepper=st)
+    effects.extend(more)
+    if outcome is not None:
+        state, after = _step_finished(state, outcome, state.last_time)
+        effects.extend(after)
+    return state, effects
+
+
+def _step_path(state: RunState, index: int) -> str:
+    return f"steps[{index}]"
+
+
+def _step_finished(
+    state: RunState, outcome: stepper.Outcome, when: str
+) -> tuple[RunState, list[Effect]]:
+    index = state.step_index
+    step_def = state.workflow.steps[index]
+    display = stepper.display_name(step_def)
+    assigned = state.stepper.assigned
+    record = StepRecord(
+        step_index=index, command=display, status=outcome.status,
+        exit_code=outcome.exit_code, output=outcome.output, stderr=outcome.stderr,
+        duration=outcome.duration,
+        variables=tuple((k, v.value) for k, v in sorted(assigned.items())),
+        completed_at=when, error=outcome.error, attempts=max(outcome.executions, 1),
+        step_id=step_def.id,
+    )
+    counts = state.counts
+    key = {"succeeded": "succeeded", "recovered": "succeeded", "skipped": "skipped"}.get(
+        outcome.status, "failed")
+    counts = counts.set(key, counts[key] + 1)
+    state = attrs.evolve(state, counts=counts, last_time=when or state.last_time,
+                         total_duration=state.total_duration + outcome.duration)
+    event_type = {"skipped": "step_skipped", "failed": "step_failed"}.get(
+        outcome.status, "step_completed")
+    fields: dict[str, JSON] = {
+        "scope": "workflow", "step_path": _step_path(state, index), "step_index": index,
+        "display": display, "kind": step_def.kind, "attempt": max(outcome.executions, 1),
+        "status": outcome.status, "exit_code": outcome.exit_code,
+        "duration_ms": int(outcome.duration * 1000), "top_level": True,
+        "iteration": state.iteration, "input_index": state.input_index,
+        "session_id": state.ctx.session_id,
+    }
+    if event_type == "step_failed":
+        fields.update({"error": outcome.error, "error_code": outcome.error_code,
+                       "error_class": outcome.error_class})
+    else:
+        fields.update({
+            "output": cut(outcome.output), "stderr": cut(outcome.stderr),
+            "variables": {k: v.value for k, v in assigned.items()},
+            "untrusted": sorted(k for k, v in assigned.items() if not v.trusted),
+            "commits": [],
+        })
+    effects: list[Effect] = [LogEvent(event_type=event_type, fields=tuple(fields.items()))]
+    if outcome.status == "failed":
+        state = attrs.evolve(state, error=outcome.error, error_code=outcome.error_code)
+        return _input_failed(state, effects)
+    state = attrs.evolve(state, records=(*state.records, record), step_index=index + 1)
+    effects.append(SaveCheckpoint(checkpoint=checkpoint_doc(state, "Running")))
+    state, more = _begin_position(state)
+    return state, [*effects, *more]
+
+
+def _iteration_finished(state: RunState) -> tuple[RunState, list[Effect]]:
+    if state.ctx.max_iterations > 1:
+        cid = state.stepper.next_id
+        state = attrs.evolve(state, waiting_head="iteration_end", head_request=cid,
+                             stepper=attrs.evolve(state.stepper, next_id=cid + 1))
+        return state, [ReadGitHead(command_id=cid, cwd=state.ctx.project_dir)]
+    return _input_finished(state, True)
+
+
+def _on_iteration_head(state: RunState, event: GitHeadRead) -> Transition:
+    waiting = state.waiting_head
+    state = attrs.evolve(state, waiting_head="", head_request=None)
+    if state.cancel_signal is not None:
+        return _interrupted(state)
+    if waiting == "iteration_start":
+        state = attrs.evolve(state, head_at_iteration_start=event.sha)
+        state, effects = _start_step(state) if state.workflow.steps else _iteration_finished(
+            state)
+        return Transition(state=state, effects=tuple(effects))
+    effects: list[Effect] = [LogEvent(event_type="iteration_completed", fields=(
+        ("iteration", state.iteration), ("session_id", state.ctx.session_id)))]
+    no_change = not event.planned and event.sha == state.head_at_iteration_start
+    if no_change:
+        effects.append(Print(text="Stopping: No changes were made"))
+    if no_change or state.iteration >= state.ctx.max_iterations:
+        state, more = _input_finished(state, True)
+        return Transition(state=state, effects=(*effects, *more))
+    state = attrs.evolve(state, iteration=state.iteration + 1, step_index=0, records=())
+    effects.append(SaveCheckpoint(checkpoint=checkpoint_doc(state, "Running")))
+    state, more = _begin_position(state)
+    return Transition(state=state, effects=(*effects, *more))
+
+
+def _input_finished(state: RunState, success: bool) -> tuple[RunState, list[Effect]]:
+    effects: list[Effect] = []
+    if state.ctx.inputs:
+        effects.append(LogEvent(event_type="input_completed", fields=(
+            ("index", state.input_index + 1), ("arg", state.ctx.inputs[state.input_index].arg),
+            ("success", success), ("session_id", state.ctx.session_id))))
+    if state.input_index + 1 < state.input_count:
+        state = attrs.evolve(state, input_index=state.input_index + 1, iteration=1,
+                             step_index=0, records=())
+        effects.append(SaveCheckpoint(checkpoint=checkpoint_doc(state, "Running")))
+        state, more = _begin_position(state)
+        return state, [*effects, *more]
+    if state.failed_inputs:
+        state = attrs.evolve(state, status="failed")
+        failed = ", ".join(str(i + 1) for i in state.failed_inputs)
+        return state, [*effects, *_failed_effects(
+            state, f"{len(state.failed_inputs)} input(s) failed: {failed}")]
+    state = attrs.evolve(state, status="completed")
+    return state, [*effects, *_completed_effects(state)]
+
+
+def _input_failed(state: RunState, effects: list[Effect]) -> tuple[RunState, list[Effect]]:
+    if state.ctx.inputs and not state.ctx.fail_fast and state.input_index + 1 < state.input_count:
+        state = attrs.evolve(state, failed_inputs=(*state.failed_inputs, state.input_index))
+        arg = state.ctx.inputs[state.input_index].arg
+        effects.append(Print(text=f"Input {state.input_index + 1} ({arg}) failed; "
+                                  "continuing with the next input", stream="err"))
+        state, more = _input_finished(state, False)
+        return state, [*effects, *more]
+    if state.ctx.inputs:
+        state = attrs.evolve(state, failed_inputs=(*state.failed_inputs, state.input_index))
+    state = attrs.evolve(state, status="failed")
+    return state, [*effects, *_failed_effects(state, state.error or "step failed")]
+
+
+# --- endings ---------------------------------------------------------------------------
+
+
+def summary(state: RunState, exit_code: int) -> dict[str, JSON]:
+    status = {"completed": "completed", "failed": "failed", "interrupted": "interrupted"}.get(
+        state.status, "failed")
+    return {
+        "status": status,
+        "exit_code": exit_code,
+        "session_id": state.ctx.session_id,
+        "job_id": None,
+        "workflow": state.ctx.workflow_path,
+        "worktree": None,
+        "merge": {"target": None, "merged": False, "reason": "no_worktree"},
+        "steps": {"total": len(state.workflow.steps),
+                  "succeeded": state.counts["succeeded"], "failed": state.counts["failed"],
+                  "skipped": state.counts["skipped"]},
+        "items": None,
+        "cost_usd": 0.0,
+        "duration_ms": int(state.total_duration * 1000),
+        "error": state.error,
+        "error_code": state.error_code,
+    }
+
+
+def _completed_effects(state: RunState) -> list[Effect]:
+    return [
+        LogEvent(event_type="workflow_completed", fields=(
+            ("duration_ms", int(state.total_duration * 1000)),
+            ("steps_succeeded", state.counts["succeeded"]),
+            ("steps_failed", state.counts["failed"]), ("cost_usd", 0.0),
+            ("session_id", state.ctx.session_id))),
+        SaveCheckpoint(checkpoint=checkpoint_doc(state, "Completed")),
+        SaveSession(session=_session(state)),
+        Print(text="Workflow completed successfully", level="result"),
+        Finish(outcome=summary(state, 0), exit_code=0),
+    ]
+
+
+def _failed_effects(state: RunState, error: str) -> list[Effect]:
+    sid = state.ctx.session_id
+    first = error.split("\n", 1)[0]
+    return [
+        LogEvent(event_type="workflow_failed", fields=(
+            ("error", error), ("error_code", state.error_code),
+            ("step_index", state.step_index), ("session_id", sid))),
+        SaveCheckpoint(checkpoint=checkpoint_doc(state, "Failed")),
+        SaveSession(session=_session(state)),
+        Print(text=f"Workflow failed: {first}", level="result", stream="err"),
+        Print(text=f"Resume with: prodigy resume {sid}", level="result", stream="err"),
+        Finish(outcome=summary(state, 1), exit_code=1),
+    ]
+
+
+def _on_cancel(state: RunState, event: CancelRequested) -> Transition:
+    if state.cancel_signal is not None:
+        return Transition(state=state, effects=())
+    state = attrs.evolve(state, cancel_signal=event.signal)
+    if state.stepper.pending is None and state.head_request is None:
+        return _interrupted(state)
+    return Transition(state=state, effects=(CancelCommands(),))
+
+
+def _interrupted(state: RunState) -> Transition:
+    signal = state.cancel_signal or "SIGINT"
+    code = 143 if signal == "SIGTERM" else 130
+    state = attrs.evolve(state, status="interrupted", stepper=attrs.evolve(
+        state.stepper, stack=()), head_request=None, waiting_head="")
+    sid = state.ctx.session_id
+    effects: list[Effect] = [
+        LogEvent(event_type="workflow_interrupted", fields=(("signal", signal),
+                                                            ("session_id", sid))),
+        SaveCheckpoint(checkpoint=checkpoint_doc(state, "Interrupted")),
+        SaveSession(session=_session(state)),
+        Print(text=f"Session interrupted. Resume with: prodigy resume {sid}", level="result",
+              stream="err"),
+        Finish(outcome=summary(state, code), exit_code=code),
+    ]
+    return Transition(state=state, effects=tuple(effects))
+
+
+# --- documents -------------------------------------------------------------------------
+
+
+def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
+    """The standard checkpoint (spec 09 §4.2) as JSON-ready data."""
+    ctx = state.ctx
+    variables = state.stepper.vars
+    return {
+        "workflow_id": ctx.session_id,
+        "version": CHECKPOINT_VERSION,
+        "workflow_name": state.workflow.name,
+        "workflow_path": ctx.workflow_path,
+        "workflow_hash": ctx.workflow_hash,
+        "total_steps": len(state.workflow.steps),
+        "execution_state": {
+            "current_step_index": state.step_index,
+            "total_steps": len(state.workflow.steps),
+            "status": status,
+            "start_time": ctx.started_at,
+            "current_iteration": state.iteration,
+            "total_iterations": ctx.max_iterations,
+        },
+        "completed_steps": [r.to_json() for r in state.records],
+        "variable_state": {k: v.value for k, v in sorted(variables.items())},
+        "variable_meta": {"untrusted": sorted(k for k, v in variables.items() if not v.trusted)},
+        "mapreduce_state": None,
+        "session_id": ctx.session_id,
+        "inputs": {"args": list(ctx.args),
+                   "map_patterns": [i.file_path for i in ctx.inputs if i.file_path],
+                   "current_input_index": state.input_index,
+                   "failed_inputs": list(state.failed_inputs)},
+        "profile": ctx.profile,
+        "parameters": {},
+        "foreach_state": None,
+        "nested_state": {},
+        "error": state.error,
+        "error_code": state.error_code,
+    }
+
+
+def _session(state: RunState) -> dict[str, JSON]:
+    ctx = state.ctx
+    status = {"running": "Running", "completed": "Completed", "failed": "Failed",
+              "interrupted": "Paused"}[state.status]
+    return {
+        "id": ctx.session_id,
+        "session_type": "Workflow",
+        "status": status,
+        "started_at": ctx.started_at,
+        "completed_at": state.last_time if state.status == "completed" else None,
+        "repo_name": ctx.repo_name,
+        "repo_path": ctx.repo_root,
+        "worktree": None,
+        "metadata": {"workflow_type": "standard", "total_steps": len(state.workflow.steps),
+                     "current_step": state.step_index},
+        "timings": {},
+        "error": state.error,
+        "workflow_data": {
+            "workflow_id": ctx.session_id, "workflow_name": state.workflow.name,
+            "workflow_path": ctx.workflow_path, "current_step": state.step_index,
+            "total_steps": len(state.workflow.steps),
+            "completed_steps": [r.step_index for r in state.records],
+            "iterations_completed": state.iteration - 1, "files_changed": 0,
+            "worktree_name": None,
+        },
+        "mapreduce_data": None,
+        "merge": {"target": None, "merged": False, "reason": None},
+        "analytics": {"claude_calls": 0, "total_cost_usd": 0.0},
+        "dry_run": ctx.dry_run,
+    }
+
+
+# --- restore helpers -------------------------------------------------------------------
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_list(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _restore_vars(checkpoint: dict[str, JSON]) -> PMap[str, Var]:
+    raw = checkpoint.get("variable_state")
+    meta = checkpoint.get("variable_meta")
+    untrusted = set(_str_list(meta.get("untrusted"))) if isinstance(meta, dict) else set()
+    if not isinstance(raw, dict):
+        return pmap()
+    return pmap({k: Var(value=v, trusted=k not in untrusted) for k, v in raw.items()})
+
+
+def _restore_records(checkpoint: dict[str, JSON]) -> tuple[StepRecord, ...]:
+    raw = checkpoint.get("completed_steps")
+    if not isinstance(raw, list):
+        return ()
+    out: list[StepRecord] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        captured = item.get("captured_variables")
+        out.append(StepRecord(
+            step_index=_int(item.get("step_index"), 0), command=str(item.get("command", "")),
+            status=str(item.get("status", "succeeded")), exit_code=_opt_int(item.get("exit_code")),
+            output=str(item.get("output", "")), stderr=str(item.get("stderr", "") or ""),
+            duration=0.0,
+            variables=tuple(captured.items()) if isinstance(captured, dict) else (),
+            completed_at=str(item.get("completed_at", "")),
+            step_id=item.get("step_id") if isinstance(item.get("step_id"), str) else None,  # type: ignore[arg-type]
+        ))
+    return tuple(out)
+
+
+def _event_time(event: Event) -> str:
+    for name in ("finished_at", "at"):
+        value = getattr(event, name, "")
+        if value:
+            return str(value)
+    return ""

@@ -1,0 +1,81 @@
+"""The environment an interpreter performs effects against: a bundle of narrow protocols.
+
+Production implementations live in ``prodigy_effects.production``; ``FakeEnv``
+(``prodigy_effects.fake``) and the dry-run environment (``prodigy_effects.dryrun``)
+implement the same protocols.  The interpreter only ever talks to these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from prodigy_core.effects import Print, RunCommand, WriteFile
+from prodigy_core.events import CommandFinished, CommandNotStarted, FileWriteFailed, FileWritten
+
+OutputSink = Callable[[str, str], None]
+"""Receives ``(stream, line)`` for live output ("stdout"/"stderr")."""
+
+
+class CommandRunner(Protocol):
+    async def run(
+        self, effect: RunCommand, cancel: trio.Event, on_output: OutputSink
+    ) -> CommandFinished | CommandNotStarted: ...
+
+
+class FileWriter(Protocol):
+    async def write(self, effect: WriteFile) -> FileWritten | FileWriteFailed: ...
+
+
+class Git(Protocol):
+    async def head(self, cwd: str) -> str | None: ...
+
+
+class Clock(Protocol):
+    def now_iso(self) -> str: ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float, cancel: trio.Event) -> None: ...
+
+
+class Store(Protocol):
+    def save_checkpoint(self, doc: dict[str, Any]) -> None: ...
+
+    def save_session(self, doc: dict[str, Any]) -> None: ...
+
+
+class Journal(Protocol):
+    def append(self, event: dict[str, Any]) -> int: ...
+
+    def sync(self) -> None: ...
+
+    @property
+    def last_seq(self) -> int: ...
+
+
+class Console(Protocol):
+    def show(self, effect: Print) -> None: ...
+
+    def output_line(self, display: str, stream: str, line: str) -> None: ...
+
+    def describe(self, info: Any) -> None: ...
+
+    def plan_command(self, effect: RunCommand | WriteFile) -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class Env:
+    """Everything an interpreter needs from the world."""
+
+    commands: CommandRunner
+    files: FileWriter
+    git: Git
+    clock: Clock
+    store: Store
+    journal: Journal
+    console: Console
+    grace_seconds: float = 5.0

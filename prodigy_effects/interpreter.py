@@ -1,0 +1,232 @@
+"""The trio interpreter: the one loop that owns a machine's state.
+
+Theory of operation
+-------------------
+``interpret(transition, step, env)`` holds the current state in a local variable and
+is the only caller of ``step``.  It performs the effects of each transition in order:
+short effects (journal, checkpoint, session record, console) are awaited inline;
+long ones (commands, file writes, git reads, sleeps) are started in a nursery and
+report back over a memory channel as events.  The core decides how many long effects
+are outstanding; the interpreter never starts anything on its own.
+
+SIGINT and SIGTERM become ``CancelRequested`` events.  ``CancelCommands`` sets the
+cancel flag of every outstanding long effect; each of them still reports its normal
+completion event (a cancelled command reports ``CommandFinished(cancelled=True)``).
+The loop ends when the core emits ``Finish``.
+"""
+
+from __future__ import annotations
+
+import math
+import signal as signal_module
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol, TypeVar, assert_never
+
+import attrs
+import trio
+
+from prodigy_core.effects import (
+    CancelCommands,
+    DescribeStep,
+    Effect,
+    Finish,
+    LogEvent,
+    Print,
+    ReadGitHead,
+    RunCommand,
+    SaveCheckpoint,
+    SaveSession,
+    Sleep,
+    WriteFile,
+)
+from prodigy_core.events import CancelRequested, Event, GitHeadRead, Slept
+from prodigy_effects.env import Env
+
+S = TypeVar("S")
+
+
+class _Transition(Protocol[S]):  # pragma: no cover - structural type only
+    @property
+    def state(self) -> S: ...
+
+    @property
+    def effects(self) -> tuple[Effect, ...]: ...
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    exit_code: int
+    outcome: Any
+    state: Any
+    trace: tuple[Effect, ...] = ()
+
+
+async def interpret(
+    transition: Any,
+    step: Callable[[Any, Event], Any],
+    env: Env,
+    *,
+    handle_signals: bool = False,
+    record: bool = False,
+) -> RunResult:
+    """Run a machine to completion and return its ``Finish``."""
+    send, receive = trio.open_memory_channel[Event](math.inf)
+    cancels: dict[int, trio.Event] = {}
+    trace: list[Effect] = []
+    state = transition.state
+    effects: tuple[Effect, ...] = transition.effects
+    finish: Finish | None = None
+    interrupts = 0
+
+    async with trio.open_nursery() as nursery:
+        sig_ctx: AbstractContextManager[Any] = (
+            trio.open_signal_receiver(signal_module.SIGINT, signal_module.SIGTERM)
+            if handle_signals
+            else nullcontext(None)
+        )
+        with sig_ctx as signals:
+            if signals is not None:
+
+                async def watch_signals() -> None:
+                    nonlocal interrupts
+                    async for signum in signals:
+                        interrupts += 1
+                        name = "SIGTERM" if signum == signal_module.SIGTERM else "SIGINT"
+                        if interrupts > 1:
+                            env.console.show(Print(text="Stopping now (second interrupt)",
+                                                   stream="err"))
+                        await send.send(CancelRequested(signal=name, at=env.clock.now_iso()))
+
+                nursery.start_soon(watch_signals)
+
+            while True:
+                for effect in effects:
+                    if record:
+                        trace.append(effect)
+                    result = await _perform(effect, env, nursery, send, cancels,
+                                            lambda: interrupts)
+                    if result is not None:
+                        finish = result
+                if finish is not None:
+                    break
+                event = await receive.receive()
+                cid = getattr(event, "command_id", None)
+                if cid is not None:
+                    cancels.pop(cid, None)
+                transition = step(state, event)
+                state = transition.state
+                effects = transition.effects
+            for flag in cancels.values():
+                flag.set()
+            nursery.cancel_scope.cancel()
+    return RunResult(exit_code=finish.exit_code, outcome=finish.outcome, state=state,
+                     trace=tuple(trace))
+
+
+async def _perform(
+    effect: Effect,
+    env: Env,
+    nursery: trio.Nursery,
+    send: trio.MemorySendChannel[Event],
+    cancels: dict[int, trio.Event],
+    interrupts: Callable[[], int],
+) -> Finish | None:
+    """The one exhaustive dispatch over the effect union."""
+    match effect:
+        case RunCommand():
+            flag = trio.Event()
+            cancels[effect.command_id] = flag
+            nursery.start_soon(perform_run_command, effect, env, send, flag)
+        case WriteFile():
+            nursery.start_soon(perform_write_file, effect, env, send)
+        case ReadGitHead():
+            nursery.start_soon(perform_read_git_head, effect, env, send)
+        case Sleep():
+            flag = trio.Event()
+            cancels[effect.command_id] = flag
+            nursery.start_soon(perform_sleep, effect, env, send, flag)
+        case CancelCommands():
+            perform_cancel_commands(cancels)
+        case LogEvent():
+            perform_log_event(effect, env)
+        case SaveCheckpoint():
+            perform_save_checkpoint(effect, env)
+        case SaveSession():
+            perform_save_session(effect, env)
+        case Print():
+            env.console.show(effect)
+        case DescribeStep():
+            env.console.describe(effect.info)
+        case Finish():
+            return effect
+        case _:
+            assert_never(effect)
+    return None
+
+
+async def perform_run_command(
+    effect: RunCommand, env: Env, send: trio.MemorySendChannel[Event], cancel: trio.Event
+) -> None:
+    def on_output(stream: str, line: str) -> None:
+        if effect.stream_output:
+            env.console.output_line(effect.display, stream, line)
+
+    event = await env.commands.run(effect, cancel, on_output)
+    await send.send(event)
+
+
+async def perform_write_file(
+    effect: WriteFile, env: Env, send: trio.MemorySendChannel[Event]
+) -> None:
+    await send.send(await env.files.write(effect))
+
+
+async def perform_read_git_head(
+    effect: ReadGitHead, env: Env, send: trio.MemorySendChannel[Event]
+) -> None:
+    sha = await env.git.head(effect.cwd)
+    await send.send(GitHeadRead(command_id=effect.command_id, sha=sha))
+
+
+async def perform_sleep(
+    effect: Sleep, env: Env, send: trio.MemorySendChannel[Event], cancel: trio.Event
+) -> None:
+    await env.clock.sleep(effect.seconds, cancel)
+    await send.send(Slept(command_id=effect.command_id, monotonic=env.clock.monotonic()))
+
+
+def perform_cancel_commands(cancels: dict[int, trio.Event]) -> None:
+    for flag in cancels.values():
+        flag.set()
+
+
+def perform_log_event(effect: LogEvent, env: Env) -> None:
+    env.journal.append(effect.as_dict())
+
+
+def perform_save_checkpoint(effect: SaveCheckpoint, env: Env) -> None:
+    env.journal.sync()
+    doc = dict(effect.checkpoint) if isinstance(effect.checkpoint, dict) else {}
+    now = env.clock.now_iso()
+    doc.setdefault("timestamp", now)
+    state = doc.get("execution_state")
+    if isinstance(state, dict):
+        state = dict(state)
+        state["last_checkpoint"] = now
+        doc["execution_state"] = state
+    doc["last_event_seq"] = env.journal.last_seq
+    env.store.save_checkpoint(doc)
+
+
+def perform_save_session(effect: SaveSession, env: Env) -> None:
+    doc = dict(effect.session) if isinstance(effect.session, dict) else {}
+    doc["updated_at"] = env.clock.now_iso()
+    if not doc.get("started_at"):
+        doc["started_at"] = doc["updated_at"]
+    env.store.save_session(doc)
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())

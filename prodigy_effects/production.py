@@ -1,0 +1,339 @@
+"""Production implementations of the environment protocols: real processes, files, git.
+
+Commands run as leaders of their own process group with stdin from /dev/null.  A
+timeout or a cancellation sends SIGTERM to the group, waits the grace period, then
+sends SIGKILL, so no grandchild outlives its step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+import trio
+import yaml
+
+from prodigy_core.effects import Print, RunCommand, WriteFile
+from prodigy_core.events import CommandFinished, CommandNotStarted, FileWriteFailed, FileWritten
+from prodigy_effects.env import OutputSink
+from prodigy_effects.fsutil import atomic_write_bytes
+from prodigy_effects.journal import JournalWriter
+from prodigy_effects.storage import Storage
+
+OUTPUT_CAP = 10 * 1024 * 1024
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Capture:
+    """Keeps up to ``OUTPUT_CAP`` bytes: the head and the tail, dropping the middle."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+        self.partial = b""
+
+    def add(self, data: bytes) -> None:
+        half = OUTPUT_CAP // 2
+        if len(self.head) < half:
+            take = half - len(self.head)
+            self.head += data[:take]
+            data = data[take:]
+        if data:
+            self.tail += data
+            if len(self.tail) > half:
+                extra = len(self.tail) - half
+                self.dropped += extra
+                del self.tail[:extra]
+
+    def text(self) -> str:
+        if self.dropped:
+            middle = f"\n…[truncated {self.dropped} bytes]…\n".encode()
+            return (bytes(self.head) + middle + bytes(self.tail)).decode("utf-8", "replace")
+        return (bytes(self.head) + bytes(self.tail)).decode("utf-8", "replace")
+
+
+async def _pump(stream: trio.abc.ReceiveStream | None, capture: _Capture, name: str,
+                on_output: OutputSink) -> None:
+    if stream is None:
+        return
+    pending = b""
+    while True:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        capture.add(chunk)
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            on_output(name, line.decode("utf-8", "replace"))
+    if pending:
+        on_output(name, pending.decode("utf-8", "replace"))
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exit_status(returncode: int | None) -> int:
+    if returncode is None:
+        return -1
+    if returncode < 0:
+        return 128 + (-returncode)
+    return returncode
+
+
+@attrs.define
+class ProcessRunner:
+    """Runs ``RunCommand`` effects as real subprocesses."""
+
+    grace_seconds: float = 5.0
+    drain_seconds: float = 2.0
+
+    async def run(
+        self, effect: RunCommand, cancel: trio.Event, on_output: OutputSink
+    ) -> CommandFinished | CommandNotStarted:
+        started_at = now_iso()
+        start = trio.current_time()
+        if not os.path.isdir(effect.cwd):
+            return CommandNotStarted(
+                command_id=effect.command_id, reason="cwd_missing",
+                message=f"working directory does not exist: {effect.cwd}",
+                finished_at=now_iso(), monotonic=trio.current_time())
+        script_path: str | None = None
+        argv = list(effect.argv)
+        if effect.script is not None:
+            fd, script_path = tempfile.mkstemp(prefix="prodigy-step-", suffix=".sh")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(effect.script)
+            argv = [*argv, script_path]
+        try:
+            proc = await trio.lowlevel.open_process(
+                argv, cwd=effect.cwd, env=dict(effect.env), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            )
+        except OSError as exc:
+            if script_path:
+                os.unlink(script_path)
+            return CommandNotStarted(command_id=effect.command_id, reason="spawn_failed",
+                                     message=f"could not start {argv[0]}: {exc}",
+                                     finished_at=now_iso(), monotonic=trio.current_time())
+        out, err = _Capture(), _Capture()
+        timed_out = False
+        cancelled = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_pump, proc.stdout, out, "stdout", on_output)
+                nursery.start_soon(_pump, proc.stderr, err, "stderr", on_output)
+                stop = trio.CancelScope()
+
+                async def watch_cancel() -> None:
+                    nonlocal cancelled
+                    await cancel.wait()
+                    cancelled = True
+                    stop.cancel()
+
+                nursery.start_soon(watch_cancel)
+                deadline = math_inf() if effect.timeout is None else start + effect.timeout
+                with stop:
+                    with trio.move_on_at(deadline) as scope:
+                        await proc.wait()
+                    if scope.cancelled_caught:
+                        timed_out = True
+                if proc.returncode is None:
+                    _killpg(proc.pid, signal.SIGTERM)
+                    grace = 0.0 if cancelled and cancel.is_set() and self.grace_seconds == 0 \
+                        else self.grace_seconds
+                    with trio.move_on_after(grace):
+                        await proc.wait()
+                    if proc.returncode is None:
+                        _killpg(proc.pid, signal.SIGKILL)
+                        await proc.wait()
+                with trio.move_on_after(self.drain_seconds):
+                    # wait for the pipes to close; a leftover background child may keep
+                    # them open, in which case we stop reading
+                    while True:
+                        await trio.sleep(0.01)
+                        if _pipes_closed(proc):
+                            break
+                nursery.cancel_scope.cancel()
+        finally:
+            if script_path:
+                try:
+                    os.unlink(script_path)
+                except OSError:
+                    pass
+        end = trio.current_time()
+        exit_code = -1 if timed_out else _exit_status(proc.returncode)
+        return CommandFinished(
+            command_id=effect.command_id, exit_code=exit_code, stdout=out.text(),
+            stderr=err.text(), timed_out=timed_out, cancelled=cancelled,
+            duration=round(end - start, 6), started_at=started_at, finished_at=now_iso(),
+            monotonic=end, truncated=bool(out.dropped or err.dropped),
+        )
+
+
+def _pipes_closed(proc: trio.Process) -> bool:
+    # trio closes nothing for us; once both pumps hit EOF they return.  We approximate
+    # by checking the process is gone; pumps finish on their own when the pipe closes.
+    return proc.returncode is not None
+
+
+def math_inf() -> float:
+    return float("inf")
+
+
+@attrs.define
+class RealFiles:
+    """Performs ``WriteFile`` on the real file system, atomically."""
+
+    async def write(self, effect: WriteFile) -> FileWritten | FileWriteFailed:
+        target = Path(effect.cwd) / effect.path
+        content = effect.content
+        try:
+            if effect.format == "json":
+                try:
+                    content = json.dumps(json.loads(content), indent=2, ensure_ascii=False) + "\n"
+                except ValueError as exc:
+                    return _fail(effect, f"content is not valid JSON: {exc}")
+            elif effect.format == "yaml":
+                try:
+                    data = yaml.safe_load(content)
+                except yaml.YAMLError as exc:
+                    return _fail(effect, f"content is not valid YAML: {exc}")
+                content = yaml.safe_dump(data, default_flow_style=False, sort_keys=False,
+                                         allow_unicode=True)
+            if not target.parent.exists():
+                if effect.create_dirs:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                else:
+                    return _fail(effect, f"parent directory does not exist: {target.parent}"
+                                         " (set create_dirs: true)")
+            data_bytes = content.encode("utf-8")
+            atomic_write_bytes(target, data_bytes, mode=effect.mode)
+        except OSError as exc:
+            return _fail(effect, f"could not write {effect.path}: {exc.strerror or exc}")
+        return FileWritten(command_id=effect.command_id, path=effect.path, size=len(data_bytes),
+                           finished_at=now_iso(), monotonic=trio.current_time())
+
+
+def _fail(effect: WriteFile, message: str) -> FileWriteFailed:
+    return FileWriteFailed(command_id=effect.command_id, message=message,
+                           finished_at=now_iso(), monotonic=trio.current_time())
+
+
+@attrs.define
+class RealGit:
+    async def head(self, cwd: str) -> str | None:
+        try:
+            result = await trio.run_process(["git", "rev-parse", "HEAD"], cwd=cwd,
+                                            capture_stdout=True, capture_stderr=True,
+                                            check=False)
+        except OSError:
+            return None
+        if result.returncode != 0:
+            return None
+        return result.stdout.decode().strip() or None
+
+
+@attrs.define
+class RealClock:
+    def now_iso(self) -> str:
+        return now_iso()
+
+    def monotonic(self) -> float:
+        return trio.current_time()
+
+    async def sleep(self, seconds: float, cancel: trio.Event) -> None:
+        with trio.move_on_after(seconds):
+            await cancel.wait()
+
+
+@attrs.define
+class StorageStore:
+    storage: Storage
+    session_id: str
+
+    def save_checkpoint(self, doc: dict[str, Any]) -> None:
+        self.storage.write_checkpoint(self.session_id, doc)
+
+    def save_session(self, doc: dict[str, Any]) -> None:
+        self.storage.write_session(doc)
+
+
+@attrs.define
+class JournalAdapter:
+    writer: JournalWriter
+    correlation_id: str
+    clock: Callable[[], str] = now_iso
+
+    def append(self, event: dict[str, Any]) -> int:
+        import uuid
+
+        return self.writer.append(event, correlation_id=self.correlation_id,
+                                  timestamp=self.clock(), event_id=str(uuid.uuid4()))
+
+    def sync(self) -> None:
+        self.writer.sync()
+
+    @property
+    def last_seq(self) -> int:
+        return self.writer.next_seq - 1
+
+
+@attrs.define
+class TerminalConsole:
+    """Renders ``Print`` effects and live output for people (plain lines, masked)."""
+
+    out: TextIO = sys.stdout
+    err: TextIO = sys.stderr
+    verbosity: int = 0
+    quiet: bool = False
+    json_mode: bool = False
+    mask: Callable[[str], str] = lambda text: text
+
+    def _stream(self, name: str) -> TextIO:
+        if name == "err" or self.json_mode:
+            return self.err
+        return self.out
+
+    def show(self, effect: Print) -> None:
+        level = effect.level
+        if level == "debug" and self.verbosity < 2:
+            return
+        if level == "verbose" and (self.verbosity >= 1 or self.quiet):
+            # with -v the output was streamed live already; -q hides it
+            return
+        if level == "info" and self.quiet and effect.stream == "out":
+            return
+        stream = self._stream(effect.stream)
+        stream.write(self.mask(effect.text) + "\n")
+        stream.flush()
+
+    def output_line(self, display: str, stream: str, line: str) -> None:
+        if self.verbosity < 1 or self.quiet:
+            return
+        target = self.err if self.json_mode else self.out
+        target.write("    " + self.mask(line) + "\n")
+        target.flush()
+
+    def describe(self, info: Any) -> None:
+        return None
+
+    def plan_command(self, effect: RunCommand | WriteFile) -> None:
+        return None
