@@ -376,8 +376,12 @@ class _Parser:
             return inner
         if self.at_op("["):
             raise _SyntaxError("a list literal is only allowed after 'in'", tok.column)
+        nxt = self.tokens[min(self.pos + 1, len(self.tokens) - 1)]
+        followed_by_paren = nxt.kind == "op" and nxt.text == "("
+        if tok.kind == "word" and tok.text == "matches" and followed_by_paren:
+            return self.call()
         if tok.kind == "word" and tok.text not in _KEYWORDS and tok.text not in _OPERATOR_WORDS:
-            if self.tokens[self.pos + 1].kind == "op" and self.tokens[self.pos + 1].text == "(":
+            if followed_by_paren:
                 return self.call()
             if self.mode == "filter" and side == "left":
                 self.advance()

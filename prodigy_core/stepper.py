@@ -54,8 +54,8 @@ from prodigy_core.events import (
     GitHeadRead,
     Slept,
 )
-from prodigy_core.expressions import eval_when, parse_when
-from prodigy_core.interpolate import MISSING_SENTINEL, Var, interpolate, lookup
+from prodigy_core.expressions import MISSING, ExprError, Missing, eval_when, parse_when
+from prodigy_core.interpolate import Var, interpolate, lookup
 from prodigy_core.jsonvalue import JSON
 from prodigy_core.model import OnFailure, RetrySpec, Step
 from prodigy_core.problems import InvalidTransition
@@ -290,31 +290,29 @@ def _start_step(
             run = False
         else:
             parsed = parse_when(step.when)
-            if not hasattr(parsed, "code"):
-                unknown = False
-
-                def resolve(name: str) -> object:
-                    nonlocal unknown
-                    var = lookup(name, visible, tx.ctx.environ_map)
-                    if var is None:
-                        unknown = True
-                        return MISSING_SENTINEL
-                    return var.value
-
-                value = eval_when(parsed, resolve)  # type: ignore[arg-type]
-                if hasattr(value, "code"):
-                    if tx.ctx.dry_run and unknown:
-                        run = True
-                    else:
-                        _finish(tx, _fail_outcome(f"{getattr(value, 'message', '')}", "E3004",
-                                                  "command_failed", None), print_failure=True)
-                        return
-                else:
-                    run = bool(value) or (tx.ctx.dry_run and unknown)
-            else:
-                _finish(tx, _fail_outcome(getattr(parsed, "message", "invalid when"), "E3004",
-                                          "command_failed", None), print_failure=True)
+            if isinstance(parsed, ExprError):
+                _finish(tx, _fail_outcome(parsed.message, "E3004", "command_failed", None),
+                        print_failure=True)
                 return
+            unknown = False
+
+            def resolve(name: str) -> JSON | Missing:
+                nonlocal unknown
+                var = lookup(name, visible, tx.ctx.environ_map)
+                if var is None:
+                    unknown = True
+                    return MISSING
+                return var.value
+
+            value = eval_when(parsed, resolve)
+            if isinstance(value, ExprError):
+                if not (tx.ctx.dry_run and unknown):
+                    _finish(tx, _fail_outcome(value.message, "E3004", "command_failed", None),
+                            print_failure=True)
+                    return
+                run = True
+            else:
+                run = value or (tx.ctx.dry_run and unknown)
         if not run:
             _log(tx, frame, "step_skipped", reason="when condition is false")
             tx.emit(Print(text="  Skipped: when condition is false"))
@@ -898,8 +896,13 @@ def _fail_outcome(message: str, code: str, error_class: str, exit_code: int | No
 
 def _finish(tx: _Tx, outcome: Outcome, *, print_failure: bool = False) -> None:
     """Pop the top step frame and hand its outcome to the frame below."""
-    frame = tx.pop()
+    frame = tx.top
     assert isinstance(frame, StepFrame)
+    if not frame.root and outcome.status != "skipped":
+        kind = "step_failed" if outcome.status == "failed" else "step_completed"
+        _log(tx, frame, kind, status=outcome.status, exit_code=outcome.exit_code,
+             error=outcome.error, error_code=outcome.error_code)
+    tx.pop()
     if print_failure and outcome.status in ("failed", "failed_allowed"):
         _print_failure(tx, frame, outcome)
     if tx.st.stack:

@@ -6,44 +6,25 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from prodigy_core import expr_parse
+from prodigy_core import expressions
 from prodigy_core.parse.context import Ctx
 
 _FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+|\[-?\d+\])*")
-_SORT_KEY = re.compile(
-    r"\s*[A-Za-z_][A-Za-z0-9_\-.\[\]]*(?:\s+(?i:asc|desc))?(?:\s+(?i:nulls)\s+(?i:first|last))?\s*"
-)
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "when": expressions.parse_when,
+    "filter": expressions.parse_filter,
+    "sort_by": expressions.parse_sort_by,
+}
 
 
 def check_expression(ctx: Ctx, kind: str, text: str, path: str) -> None:
     """Report E1009 when ``text`` (a ``when``/``filter``/``sort_by``) does not parse."""
-    parser: Callable[[str], object] | None
-    if kind == "when":
-        parser = expr_parse.parse_when
-    elif kind == "filter":
-        parser = expr_parse.parse_filter
-    else:
-        parser = getattr(expr_parse, "parse_sort_by", None)
-    if parser is None:
-        _fallback_sort_check(ctx, text, path)
-        return
-    result = parser(text)
-    if isinstance(result, expr_parse.ExprError) or _is_error(result):
-        column = int(getattr(result, "column", 0) or 0)
-        message = str(getattr(result, "message", "invalid expression"))
-        at = ctx.locate(path, text, max(column - 1, 0)) if column else ctx.pos(path)
-        suffix = f" (at column {column} of the expression)" if column else ""
-        ctx.error("E1009", f"invalid {kind} expression: {message}{suffix}", path, at=at)
-
-
-def _is_error(result: object) -> bool:
-    return type(result).__name__ == "ExprError"
-
-
-def _fallback_sort_check(ctx: Ctx, text: str, path: str) -> None:
-    parts = text.split(",")
-    if not text.strip() or not all(_SORT_KEY.fullmatch(part) for part in parts):
-        ctx.error("E1009", f"invalid sort_by expression {text!r}", path)
+    result = _PARSERS[kind](text)
+    if isinstance(result, expressions.ExprError):
+        column = result.column
+        at = ctx.locate(path, text, column - 1) if column > 0 else ctx.pos(path)
+        suffix = f" (at column {column} of the expression)" if column > 0 else ""
+        ctx.error("E1009", f"invalid {kind} expression: {result.message}{suffix}", path, at=at)
 
 
 def check_distinct(ctx: Ctx, text: str, path: str) -> None:

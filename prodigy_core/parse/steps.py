@@ -218,8 +218,6 @@ def _command(
 def _legacy_test(
     ctx: Ctx, value: object, at: str, path: str, phase: Phase | None, depth: int
 ) -> Step | None:
-    from prodigy_core.parse.steps import parse_step as step_parser
-
     data = ctx.want_mapping(value, at, "a mapping with `command`")
     if data is None:
         return None
@@ -241,7 +239,7 @@ def _legacy_test(
     on_failure = None
     if "on_failure" in data:
         on_failure = parse_on_failure(
-            ctx, data["on_failure"], paths.child(at, "on_failure"), phase, depth, step_parser
+            ctx, data["on_failure"], paths.child(at, "on_failure"), phase, depth, parse_step
         )
     return Step(kind="shell", command=text, on_failure=on_failure, legacy_test=True, source=path)
 

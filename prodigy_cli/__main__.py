@@ -1,0 +1,3 @@
+from prodigy_cli.main import entry
+
+entry()

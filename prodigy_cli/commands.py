@@ -1,0 +1,267 @@
+"""Command implementations: wiring the production environment, rendering results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from prodigy_core import run_machine
+from prodigy_core.problems import Problem
+from prodigy_effects.storage import Storage, StorageError, resolve_storage_root
+
+
+def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
+             cwd: str) -> int:
+    try:
+        if args.command == "run":
+            if args.resume:
+                args.id = args.resume
+                args.force = False
+                args.from_checkpoint = None
+                return cmd_resume(args, out=out, err=err, environ=environ, cwd=cwd)
+            return cmd_run(args, out=out, err=err, environ=environ, cwd=cwd)
+        if args.command == "resume":
+            return cmd_resume(args, out=out, err=err, environ=environ, cwd=cwd)
+        if args.command == "validate":
+            from prodigy_cli.cmd_validate import cmd_validate
+
+            shown = args.workflow
+            if not Path(shown).is_absolute() and Path(cwd).resolve() != Path.cwd().resolve():
+                shown = str(_abs(cwd, shown))
+            return cmd_validate(shown, strict=args.strict, as_json=args.json,
+                                profile=args.profile, environ=environ, out=out, err=err)
+        from prodigy_cli import inspect_cmds
+
+        return inspect_cmds.dispatch(args, out=out, err=err, environ=environ, cwd=cwd)
+    except StorageError as exc:
+        err.write(f"error[{exc.code}]: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        err.write("Interrupted.\n")
+        return 130
+
+
+def _abs(cwd: str, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else Path(cwd) / p
+
+
+def storage_for(environ: dict[str, str]) -> Storage:
+    home = Path(environ.get("HOME") or Path.home())
+    return Storage(resolve_storage_root(environ, home))
+
+
+def print_problems(problems: tuple[Problem, ...] | list[Problem], err: TextIO) -> None:
+    for problem in problems:
+        err.write(problem.render() + "\n")
+
+
+def _verbosity(args: argparse.Namespace) -> tuple[int, bool]:
+    return int(getattr(args, "verbose", 0) or 0), bool(getattr(args, "quiet", False))
+
+
+def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
+            cwd: str) -> int:
+    from prodigy_effects import runner
+    from prodigy_effects.workflow_io import load_workflow_file
+
+    project = _abs(cwd, args.path) if args.path else Path(cwd)
+    if not project.is_dir():
+        err.write(f"error[E8001]: project directory {project} does not exist\n")
+        return 2
+    wf_path = _abs(cwd, args.workflow)
+    if args.param or args.param_file:
+        err.write("error[E1016]: --param/--param-file need workflow composition, which is not "
+                  "available yet in this version of Prodigy\n")
+        return 2
+    if args.worktree:
+        err.write("error[E1016]: --worktree needs session worktrees, which are not available "
+                  "yet in this version of Prodigy\n")
+        return 2
+    profile = args.profile or environ.get("PRODIGY_PROFILE")
+    loaded = load_workflow_file(wf_path, display_path=args.workflow, environ=environ,
+                                profile=profile, strict=args.strict)
+    print_problems(loaded.problems, err)
+    if loaded.workflow is None or any(p.is_error for p in loaded.problems):
+        errors = sum(1 for p in loaded.problems if p.is_error)
+        warnings = len(loaded.problems) - errors
+        err.write(f"✗ {errors} error(s), {warnings} warning(s)\n")
+        return 2
+    workflow = loaded.workflow
+    if workflow.mode == "mapreduce":
+        err.write("error[E1016]: MapReduce workflows can be validated but not run yet by this "
+                  "version of Prodigy\n")
+        return 2
+    verbosity, quiet = _verbosity(args)
+    repo = runner.find_repo(project)
+    try:
+        inputs = runner.map_inputs(project, args.map) if args.map else []
+    except runner.RunError as exc:
+        err.write(f"error[{exc.code}]: {exc.message}\n")
+        return exc.exit_code
+    resolved = runner.resolve_env(workflow, repo_root=repo.root, project_dir=str(project),
+                                  environ=environ, profile=profile, args=tuple(args.args),
+                                  file=args.workflow)
+    print_problems(resolved.warnings, err)
+    if resolved.problems:
+        print_problems(resolved.problems, err)
+        return 2
+    from prodigy_core.context import InputSpec
+
+    all_inputs = [InputSpec(arg=a) for a in args.args] + list(inputs) if (inputs or
+                                                                          len(args.args) > 0) \
+        else []
+    req = runner.RunRequest(
+        workflow=workflow, workflow_path=str(wf_path), workflow_text=loaded.text or "",
+        project_dir=project, environ=environ, args=tuple(args.args),
+        map_patterns=tuple(args.map), max_iterations=args.max_iterations,
+        fail_fast=args.fail_fast, strict_vars=args.strict_vars, dry_run=args.dry_run,
+        auto_yes=args.yes, profile=profile, verbosity=verbosity, quiet=quiet,
+        json_mode=args.json,
+    )
+    session_id = runner.new_session_id()
+    ctx = runner.build_context(req, session_id=session_id, repo=repo, resolved=resolved,
+                               inputs=all_inputs)
+    if args.dry_run:
+        result = runner.run_dry(req, ctx, out)
+        return 0 if result.exit_code == 0 else result.exit_code
+    storage = storage_for(environ)
+    storage.ensure()
+    human = err if args.json else out
+    human.write(f"Starting session: {session_id}\n")
+    storage.write_snapshot(session_id, {"workflow_path": str(wf_path),
+                                        "source_text": loaded.text or "",
+                                        "workflow_hash": ctx.workflow_hash})
+    transition = run_machine.start(workflow, ctx)
+    result = runner.execute(transition, ctx, storage, verbosity=verbosity, quiet=quiet,
+                            json_mode=args.json, out=out, err=err)
+    if args.json:
+        out.write(json.dumps(result.outcome) + "\n")
+    return result.exit_code
+
+
+def _resumable(doc: dict[str, Any]) -> bool:
+    return doc.get("status") in ("Failed", "Paused", "Running") and not (
+        isinstance(doc.get("merge"), dict) and doc["merge"].get("merged"))
+
+
+def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
+               cwd: str) -> int:
+    from prodigy_effects import runner
+    from prodigy_effects.journal import read_events  # noqa: F401
+    from prodigy_effects.locks import LockHeld  # noqa: F401
+    from prodigy_effects.workflow_io import load_workflow_file
+
+    storage = storage_for(environ)
+    project = _abs(cwd, args.path) if getattr(args, "path", None) else Path(cwd)
+    session_id: str | None = args.id
+    if session_id is None:
+        repo = runner.find_repo(project)
+        candidates = [s for s in storage.list_sessions(repo.root) if _resumable(s)
+                      and s.get("session_type", "Workflow") == "Workflow"]
+        if not candidates:
+            err.write("No resumable sessions found\n")
+            return 2
+        if len(candidates) > 1:
+            err.write("Several sessions can be resumed:\n")
+            for s in candidates:
+                err.write(f"  {s.get('id')}  {s.get('status')}  "
+                          f"{(s.get('workflow_data') or {}).get('workflow_name', '')}\n")
+            err.write("Specify one: prodigy resume <id>\n")
+            return 2
+        session_id = str(candidates[0]["id"])
+        out.write(f"Resuming the only resumable session: {session_id}\n")
+    if session_id.startswith("mapreduce-"):
+        err.write("error[E1016]: resuming MapReduce jobs is not available yet in this version "
+                  "of Prodigy\n")
+        return 2
+    try:
+        session = storage.read_session(session_id)
+    except StorageError as exc:
+        err.write(f"error[{exc.code}]: {exc}\n")
+        return 2
+    if session.get("status") == "Completed":
+        err.write(f"error[E5006]: Session {session_id} has already completed and cannot be "
+                  "resumed\n")
+        return 2
+    checkpoint, warnings = storage.read_checkpoint(session_id)
+    for warning in warnings:
+        err.write(f"{warning}\n")
+    wf_path = Path(str(checkpoint.get("workflow_path") or
+                       (session.get("workflow_data") or {}).get("workflow_path", "")))
+    stored_hash = str(checkpoint.get("workflow_hash") or "")
+    text: str | None = None
+    if wf_path.is_file():
+        loaded = load_workflow_file(wf_path, display_path=str(wf_path), environ=environ,
+                                    profile=checkpoint.get("profile"))  # type: ignore[arg-type]
+        text = loaded.text or ""
+        if stored_hash and runner.workflow_hash(text) != stored_hash and not args.force:
+            err.write(f"error[E5007]: workflow {wf_path} changed since the checkpoint\n"
+                      "  = help: use --force to resume with the changed workflow (completed "
+                      "steps are matched by id, else by position)\n")
+            return 2
+    else:
+        snapshot = storage.read_snapshot(session_id)
+        text = str(snapshot.get("source_text", ""))
+        err.write(f"warning: workflow file {wf_path} is gone; resuming from the stored "
+                  "snapshot\n")
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=wf_path.suffix or ".yml",
+                                         delete=False) as handle:
+            handle.write(text)
+            tmp = Path(handle.name)
+        loaded = load_workflow_file(tmp, display_path=str(wf_path), environ=environ,
+                                    profile=checkpoint.get("profile"))  # type: ignore[arg-type]
+        tmp.unlink()
+    print_problems([p for p in loaded.problems if p.is_error], err)
+    if loaded.workflow is None:
+        return 2
+    workflow = loaded.workflow
+    repo_root = str(session.get("repo_path") or project)
+    repo = runner.Repo(root=repo_root, name=str(session.get("repo_name") or Path(repo_root).name),
+                       is_git=True)
+    inputs_doc = checkpoint.get("inputs") or {}
+    args_list = tuple(str(a) for a in inputs_doc.get("args", []))
+    profile = checkpoint.get("profile")
+    resolved = runner.resolve_env(workflow, repo_root=repo.root, project_dir=repo.root,
+                                  environ=environ, profile=profile, args=args_list,
+                                  file=str(wf_path))
+    if resolved.problems:
+        print_problems(resolved.problems, err)
+        return 2
+    patterns = [p for p in inputs_doc.get("map_patterns", []) if p]
+    from prodigy_core.context import InputSpec
+
+    inputs = [InputSpec(arg=a) for a in args_list]
+    for rel in patterns:
+        stem = Path(rel).stem
+        inputs.append(InputSpec(arg=stem.split("-", 1)[0], file=Path(rel).name, file_path=rel))
+    verbosity, quiet = _verbosity(args)
+    exec_state = checkpoint.get("execution_state") or {}
+    req = runner.RunRequest(
+        workflow=workflow, workflow_path=str(wf_path), workflow_text=text or "",
+        project_dir=Path(repo.root), environ=environ, args=args_list,
+        max_iterations=int(exec_state.get("total_iterations") or 1), auto_yes=args.yes,
+        profile=profile, verbosity=verbosity, quiet=quiet, json_mode=args.json,
+    )
+    ctx = runner.build_context(req, session_id=session_id, repo=repo, resolved=resolved,
+                               inputs=inputs)
+    last = int(checkpoint.get("last_event_seq") or 0)
+    later = runner.later_events(storage, repo.name, session_id, last)
+    human = err if args.json else out
+    human.write(f"Resuming session: {session_id}\n")
+    human.write(f"Workflow: {wf_path}\n")
+    transition = run_machine.resume(workflow, ctx, checkpoint, later)
+    start_seq = runner.next_seq(storage, repo.name, session_id)
+    try:
+        result = runner.execute(transition, ctx, storage, verbosity=verbosity, quiet=quiet,
+                                json_mode=args.json, out=out, err=err, start_seq=start_seq)
+    except StorageError as exc:
+        err.write(f"error[{exc.code}]: {exc}\n")
+        return 1 if exc.code == "E5004" else 2
+    if args.json:
+        out.write(json.dumps(result.outcome) + "\n")
+    return result.exit_code

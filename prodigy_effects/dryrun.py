@@ -1,0 +1,115 @@
+"""The dry-run environment: the same interpreter loop, performing nothing.
+
+Commands are not started, files are not written, nothing is stored.  Each command and
+file write answers at once as if it had passed, marked ``planned`` so the core knows
+its output is unknown (captures stay unresolved and show as ``${…}`` later in the
+plan).  The console collects ``DescribeStep`` records and prints the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+import attrs
+import trio
+
+from prodigy_core.effects import Print, RunCommand, WriteFile
+from prodigy_core.events import CommandFinished, CommandNotStarted, FileWriteFailed, FileWritten
+from prodigy_effects.env import Env, OutputSink
+
+
+@attrs.define
+class PlannedRunner:
+    async def run(
+        self, effect: RunCommand, cancel: trio.Event, on_output: OutputSink
+    ) -> CommandFinished | CommandNotStarted:
+        return CommandFinished(command_id=effect.command_id, exit_code=0, planned=True)
+
+
+@attrs.define
+class PlannedFiles:
+    async def write(self, effect: WriteFile) -> FileWritten | FileWriteFailed:
+        return FileWritten(command_id=effect.command_id, path=effect.path, size=0, planned=True)
+
+
+@attrs.define
+class PlannedGit:
+    async def head(self, cwd: str) -> str | None:
+        return None
+
+
+@attrs.define
+class NoClock:
+    def now_iso(self) -> str:
+        return ""
+
+    def monotonic(self) -> float:
+        return 0.0
+
+    async def sleep(self, seconds: float, cancel: trio.Event) -> None:
+        return None
+
+
+@attrs.define
+class NoStore:
+    def save_checkpoint(self, doc: dict[str, Any]) -> None:
+        return None
+
+    def save_session(self, doc: dict[str, Any]) -> None:
+        return None
+
+
+@attrs.define
+class NoJournal:
+    def append(self, event: dict[str, Any]) -> int:
+        return 0
+
+    def sync(self) -> None:
+        return None
+
+    @property
+    def last_seq(self) -> int:
+        return 0
+
+
+@attrs.define
+class PlanConsole:
+    """Collects the plan; prints it as text as it goes, or as JSON at the end."""
+
+    out: TextIO = sys.stdout
+    json_mode: bool = False
+    mask: Any = staticmethod(lambda text: text)
+    steps: list[Any] = attrs.field(factory=list)
+
+    def show(self, effect: Print) -> None:
+        return None
+
+    def output_line(self, display: str, stream: str, line: str) -> None:
+        return None
+
+    def describe(self, info: Any) -> None:
+        self.steps.append(info)
+        if self.json_mode or not isinstance(info, dict):
+            return
+        lines = [f"  {info.get('index')}  {info.get('display')}"]
+        lines.append(f"      command: {info.get('command')}")
+        if info.get("argv"):
+            lines.append(f"      argv:    {json.dumps(info.get('argv'))}")
+        for key in ("timeout", "retry", "when"):
+            if info.get(key) is not None:
+                lines.append(f"      {key}: {info.get(key)}")
+        if info.get("commit_required"):
+            lines.append("      commit_required: true")
+        if info.get("handlers"):
+            lines.append(f"      handlers: {', '.join(info.get('handlers', []))}")
+        self.out.write(self.mask("\n".join(lines)) + "\n")
+
+    def plan_command(self, effect: RunCommand | WriteFile) -> None:
+        return None
+
+
+def DryRunEnv(console: PlanConsole) -> Env:  # noqa: N802 - reads as a class name
+    return Env(commands=PlannedRunner(), files=PlannedFiles(), git=PlannedGit(),
+               clock=NoClock(), store=NoStore(), journal=NoJournal(), console=console)
