@@ -14,7 +14,7 @@ from typing import Literal
 
 import attrs
 
-from prodigy_core.jsonvalue import JSON
+from prodigy_core.json_values import JSON
 
 
 @attrs.frozen(kw_only=True)

@@ -18,7 +18,7 @@ import math
 import attrs
 
 from prodigy_core.interpolate import Var
-from prodigy_core.jsonvalue import JSON
+from prodigy_core.json_values import JSON
 from prodigy_core.model import Step
 
 OUTPUT_LIMIT = 64 * 1024

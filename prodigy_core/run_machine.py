@@ -41,7 +41,7 @@ from prodigy_core.effects import (
 )
 from prodigy_core.events import CancelRequested, Event, GitHeadRead
 from prodigy_core.interpolate import Var
-from prodigy_core.jsonvalue import JSON
+from prodigy_core.json_values import JSON
 from prodigy_core.model import Workflow
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.results import cut

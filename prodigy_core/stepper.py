@@ -56,7 +56,7 @@ from prodigy_core.events import (
 )
 from prodigy_core.expressions import MISSING, ExprError, Missing, eval_when, parse_when
 from prodigy_core.interpolate import Var, interpolate, lookup
-from prodigy_core.jsonvalue import JSON
+from prodigy_core.json_values import JSON
 from prodigy_core.model import OnFailure, RetrySpec, Step
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.results import (

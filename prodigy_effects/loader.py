@@ -306,9 +306,8 @@ def _scalar(node: ScalarNode) -> object:
         return value
     if tag == "tag:yaml.org,2002:null":
         return None
-    if tag == "tag:yaml.org,2002:bool":
-        if value.lower() in ("true", "false"):
-            return value.lower() == "true"
+    if tag == "tag:yaml.org,2002:bool" and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     if tag == "tag:yaml.org,2002:int":
         number = _resolve_plain(value)
         if isinstance(number, int) and not isinstance(number, bool):

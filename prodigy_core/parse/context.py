@@ -130,11 +130,33 @@ class Ctx:
             )
         )
 
-    def error(self, code: str, message: str, path: str, **kw: object) -> None:
-        self.problem("error", code, message, path, **kw)  # type: ignore[arg-type]
+    def error(
+        self,
+        code: str,
+        message: str,
+        path: str,
+        *,
+        key: bool = False,
+        at: Position | None = None,
+        suggestion: str | None = None,
+        help: str | None = None,
+    ) -> None:
+        self.problem("error", code, message, path, key=key, at=at, suggestion=suggestion, help=help)
 
-    def warning(self, code: str, message: str, path: str, **kw: object) -> None:
-        self.problem("warning", code, message, path, **kw)  # type: ignore[arg-type]
+    def warning(
+        self,
+        code: str,
+        message: str,
+        path: str,
+        *,
+        key: bool = False,
+        at: Position | None = None,
+        suggestion: str | None = None,
+        help: str | None = None,
+    ) -> None:
+        self.problem(
+            "warning", code, message, path, key=key, at=at, suggestion=suggestion, help=help
+        )
 
     def wrong_type(self, value: object, expected: str, path: str) -> None:
         self.error("E1004", f"expected {expected}, found {type_name(value)}", path)

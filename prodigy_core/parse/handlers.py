@@ -8,7 +8,7 @@ step schema) to avoid an import cycle.  ``depth`` counts handler nesting; beyond
 from __future__ import annotations
 
 import re
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from prodigy_core.model import OnFailure, Step, Strategy
 from prodigy_core.parse import paths
@@ -147,7 +147,9 @@ def _detailed(
     parse_step: StepParser,
 ) -> OnFailure | None:
     check_keys(ctx, data, path, ON_FAILURE_KEYS, "step")
-    at = lambda key: paths.child(path, key)  # noqa: E731
+    def at(key: str) -> str:
+        return paths.child(path, key)
+
     single = [k for k in ("claude", "shell") if k in data]
     commands: tuple[Step, ...] = ()
     if "commands" in data and single:
@@ -170,7 +172,7 @@ def _detailed(
             commands = (Step(kind="claude" if kind == "claude" else "shell", command=text, source=path),)
     else:
         ctx.error("E1003", "on_failure mapping needs 'commands', 'claude' or 'shell'", path)
-    fields: dict[str, object] = {"commands": commands}
+    fields: dict[str, Any] = {"commands": commands}
     if "strategy" in data:
         strategy = ctx.want_enum(data["strategy"], at("strategy"), _STRATEGIES)
         if strategy is not None:
@@ -205,4 +207,4 @@ def _detailed(
             f"strategy '{strategy_value}' has no effect in a fix loop (max_attempts >= 2)",
             at("strategy"),
         )
-    return OnFailure(**fields)  # type: ignore[arg-type]
+    return OnFailure(**fields)

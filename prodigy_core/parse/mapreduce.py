@@ -3,7 +3,7 @@ shorthands (spec 05 §1, §4.3, §10, §11; spec 01 §3.3)."""
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any
 
 from prodigy_core.model import (
     CaptureOutputSpec,
@@ -112,7 +112,7 @@ def _capture_output(ctx: Ctx, spec: object, at: str, count: int) -> CaptureOutpu
         ctx.error("E1003", "capture_outputs entry needs 'command_index'", at)
         return None
     index = _command_index(ctx, data["command_index"], paths.child(at, "command_index"), count)
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     if "source" in data:
         source = ctx.want_enum(data["source"], paths.child(at, "source"), ("stdout", "stderr", "both", "combined"))
         if source is not None:
@@ -144,7 +144,7 @@ def _capture_output(ctx: Ctx, spec: object, at: str, count: int) -> CaptureOutpu
         fields["has_default"] = True
     if index is None:
         return None
-    return CaptureOutputSpec(command_index=index, **fields)  # type: ignore[arg-type]
+    return CaptureOutputSpec(command_index=index, **fields)
 
 
 def _command_index(ctx: Ctx, value: object, path: str, count: int) -> int | None:
@@ -160,8 +160,10 @@ def parse_map(ctx: Ctx, value: object, path: str) -> MapSpec | None:
     if data is None:
         return None
     check_keys(ctx, data, path, MAP_KEYS, "map")
-    at = lambda key: paths.child(path, key)  # noqa: E731
-    fields: dict[str, object] = {}
+    def at(key: str) -> str:
+        return paths.child(path, key)
+
+    fields: dict[str, Any] = {}
     ok = True
     if "input" not in data:
         ctx.error("E1003", "missing required key 'input' in `map`", at("input"))
@@ -220,7 +222,7 @@ def parse_map(ctx: Ctx, value: object, path: str) -> MapSpec | None:
         fields["agent_template"] = parse_step_list(ctx, template, template_path, "agent")
     if not ok:
         return None
-    return MapSpec(**{k: v for k, v in fields.items() if v is not None})  # type: ignore[arg-type]
+    return MapSpec(**{k: v for k, v in fields.items() if v is not None})
 
 
 def _timeout_config(ctx: Ctx, value: object, path: str) -> TimeoutConfig | None:
@@ -228,8 +230,10 @@ def _timeout_config(ctx: Ctx, value: object, path: str) -> TimeoutConfig | None:
     if data is None:
         return None
     check_keys(ctx, data, path, _TIMEOUT_KEYS)
-    fields: dict[str, object] = {}
-    at = lambda key: paths.child(path, key)  # noqa: E731
+    fields: dict[str, Any] = {}
+    def at(key: str) -> str:
+        return paths.child(path, key)
+
     if data.get("agent_timeout_secs") is not None:
         fields["agent_timeout_secs"] = want_duration(ctx, data["agent_timeout_secs"], at("agent_timeout_secs"), reference=True)
     if data.get("cleanup_grace_period_secs") is not None:
@@ -256,7 +260,7 @@ def _timeout_config(ctx: Ctx, value: object, path: str) -> TimeoutConfig | None:
         )
     if "enable_monitoring" in data:
         fields["enable_monitoring"] = ctx.want_bool(data["enable_monitoring"], at("enable_monitoring"))
-    return TimeoutConfig(**{k: v for k, v in fields.items() if v is not None})  # type: ignore[arg-type]
+    return TimeoutConfig(**{k: v for k, v in fields.items() if v is not None})
 
 
 def parse_error_policy(ctx: Ctx, top: dict[object, object]) -> ErrorPolicy:
@@ -265,7 +269,7 @@ def parse_error_policy(ctx: Ctx, top: dict[object, object]) -> ErrorPolicy:
     for key in SHORTHANDS:
         if key in top:
             merged[key] = (top[key], paths.child("$", key))
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     policy = top.get("error_policy")
     if policy is not None:
         data = ctx.want_mapping(policy, "$.error_policy")
@@ -287,7 +291,7 @@ def parse_error_policy(ctx: Ctx, top: dict[object, object]) -> ErrorPolicy:
             fields[key] = parsed
     if fields.get("continue_on_failure") is False and "on_item_failure" not in fields:
         fields["on_item_failure"] = "stop"
-    return ErrorPolicy(**{k: v for k, v in fields.items() if v is not None})  # type: ignore[arg-type]
+    return ErrorPolicy(**{k: v for k, v in fields.items() if v is not None})
 
 
 def _policy_value(ctx: Ctx, key: str, value: object, at: str) -> object:
@@ -313,10 +317,10 @@ def _job_breaker(ctx: Ctx, value: object, path: str) -> JobBreaker | None:
     if data is None:
         return None
     check_keys(ctx, data, path, {"failure_threshold", "success_threshold", "timeout", "half_open_requests"})
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     for key in ("failure_threshold", "success_threshold", "half_open_requests"):
         if key in data:
             fields[key] = ctx.want_int(data[key], paths.child(path, key), minimum=1)
     if data.get("timeout") is not None:
         fields["timeout"] = want_duration(ctx, data["timeout"], paths.child(path, "timeout"))
-    return JobBreaker(**cast(dict[str, int | float], {k: v for k, v in fields.items() if v is not None}))
+    return JobBreaker(**{k: v for k, v in fields.items() if v is not None})

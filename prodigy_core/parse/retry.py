@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from prodigy_core.model import (
     Backoff,
@@ -64,8 +64,10 @@ def parse_retry(ctx: Ctx, value: object, path: str) -> RetrySpec | None:
     if data is None:
         return None
     check_keys(ctx, data, path, RETRY_KEYS)
-    fields: dict[str, object] = {}
-    at = lambda key: paths.child(path, key)  # noqa: E731
+    fields: dict[str, Any] = {}
+    def at(key: str) -> str:
+        return paths.child(path, key)
+
     if "attempts" in data:
         attempts = ctx.want_int(data["attempts"], at("attempts"), minimum=1)
         if attempts is not None:
@@ -95,7 +97,7 @@ def parse_retry(ctx: Ctx, value: object, path: str) -> RetrySpec | None:
         _exhausted(ctx, data["on_failure"], at("on_failure"), fields)
     if "circuit_breaker" in data and data["circuit_breaker"] is not None:
         fields["circuit_breaker"] = _breaker(ctx, data["circuit_breaker"], at("circuit_breaker"))
-    return RetrySpec(**fields)  # type: ignore[arg-type]
+    return RetrySpec(**fields)
 
 
 def parse_item_retry(ctx: Ctx, value: object, path: str) -> ItemRetry | None:
@@ -103,7 +105,7 @@ def parse_item_retry(ctx: Ctx, value: object, path: str) -> ItemRetry | None:
     if data is None:
         return None
     check_keys(ctx, data, path, ITEM_RETRY_KEYS)
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     if "max_attempts" in data:
         attempts = ctx.want_int(data["max_attempts"], paths.child(path, "max_attempts"), minimum=1)
         if attempts is not None:
@@ -121,7 +123,7 @@ def parse_item_retry(ctx: Ctx, value: object, path: str) -> ItemRetry | None:
         jitter = ctx.want_bool(data["jitter"], paths.child(path, "jitter"))
         if jitter is not None:
             fields["jitter"] = jitter
-    return ItemRetry(**fields)  # type: ignore[arg-type]
+    return ItemRetry(**fields)
 
 
 def parse_backoff(ctx: Ctx, value: object, path: str) -> Backoff | None:
@@ -160,7 +162,7 @@ def parse_backoff(ctx: Ctx, value: object, path: str) -> Backoff | None:
     if opts is None:
         return None
     check_keys(ctx, opts, sub, _BACKOFF_KEYS[kind])
-    fields: dict[str, object] = {"kind": kind}
+    fields: dict[str, Any] = {"kind": kind}
     for key, target in (("delay", "initial"), ("initial", "initial"), ("increment", "increment")):
         if key in opts:
             fields[target] = want_duration(ctx, opts[key], paths.child(sub, key))
@@ -180,12 +182,12 @@ def parse_backoff(ctx: Ctx, value: object, path: str) -> Backoff | None:
         fields["delays"] = tuple(delays)
     elif kind == "custom":
         ctx.error("E1003", "custom backoff needs 'delays'", sub)
-    return Backoff(**fields)  # type: ignore[arg-type]
+    return Backoff(**fields)
 
 
 def _kind(text: str) -> BackoffKind | None:
     lowered = text.strip().lower()
-    return cast(BackoffKind, lowered) if lowered in _BACKOFF_KINDS else None
+    return lowered if lowered in _BACKOFF_KINDS else None
 
 
 def _retry_on(ctx: Ctx, value: object, path: str) -> tuple[RetryMatcher, ...]:
@@ -257,7 +259,7 @@ def _breaker(ctx: Ctx, value: object, path: str) -> CircuitBreakerSpec | None:
     if data is None:
         return None
     check_keys(ctx, data, path, BREAKER_KEYS)
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     if "name" in data:
         fields["name"] = ctx.want_str(data["name"], paths.child(path, "name"))
     for key in ("failure_threshold", "success_threshold", "half_open_requests"):
@@ -269,4 +271,4 @@ def _breaker(ctx: Ctx, value: object, path: str) -> CircuitBreakerSpec | None:
         seconds = want_duration(ctx, data["recovery_timeout"], paths.child(path, "recovery_timeout"))
         if seconds is not None:
             fields["recovery_timeout"] = seconds
-    return CircuitBreakerSpec(**fields)  # type: ignore[arg-type]
+    return CircuitBreakerSpec(**fields)

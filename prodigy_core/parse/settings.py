@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prodigy_core.parse import paths
 from prodigy_core.parse.context import Ctx
 from prodigy_core.parse.durations import want_duration
@@ -34,7 +36,7 @@ def parse_merge_conflicts(ctx: Ctx, value: object, path: str) -> object:
     if data is None:
         return None
     check_keys(ctx, data, path, _MERGE_CONFLICT_KEYS)
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     if "strategy" in data:
         out["strategy"] = ctx.want_enum(data["strategy"], paths.child(path, "strategy"), ("abort", "claude"))
     for key in ("claude", "verify"):
@@ -53,7 +55,7 @@ def parse_worktree_config(ctx: Ctx, value: object, path: str) -> object:
     if data is None:
         return None
     check_keys(ctx, data, path, _WORKTREE_KEYS)
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     if data.get("parallel_worktrees") is not None:
         out["parallel_worktrees"] = ctx.want_int(data["parallel_worktrees"], paths.child(path, "parallel_worktrees"), minimum=1)
     if "allocation_strategy" in data:
@@ -90,7 +92,7 @@ def parse_claude_config(ctx: Ctx, value: object, path: str) -> object:
     if data is None:
         return None
     check_keys(ctx, data, path, _CLAUDE_KEYS)
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for key in ("executable", "model"):
         if data.get(key) is not None:
             out[key] = ctx.want_str(data[key], paths.child(path, key))

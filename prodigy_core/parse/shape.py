@@ -11,6 +11,7 @@ appends to one ``Ctx``; the workflow is returned only when no error was found.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -140,7 +141,7 @@ def _mode(ctx: Ctx, data: dict[object, object]) -> Mode:
 def _mapping(ctx: Ctx, data: dict[object, object], stem: str) -> Workflow | None:
     mode = _mode(ctx, data)
     _check_top_keys(ctx, data, mode)
-    fields: dict[str, object] = {"mode": mode}
+    fields: dict[str, Any] = {"mode": mode}
     if "strict_variables" in data:
         strict = ctx.want_bool(data["strict_variables"], "$.strict_variables")
         ctx.strict_variables = bool(strict)
@@ -160,7 +161,7 @@ def _mapping(ctx: Ctx, data: dict[object, object], stem: str) -> Workflow | None
         _standard(ctx, data, fields)
     else:
         _mapreduce(ctx, data, fields)
-    return Workflow(**{k: v for k, v in fields.items() if v is not None})  # type: ignore[arg-type]
+    return Workflow(**{k: v for k, v in fields.items() if v is not None})
 
 
 def _check_top_keys(ctx: Ctx, data: dict[object, object], mode: Mode) -> None:

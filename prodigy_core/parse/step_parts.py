@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from typing import cast
+from typing import Any, cast
 
 from prodigy_core.model import (
     OnIncomplete,
@@ -56,16 +56,16 @@ def parse_write_file(ctx: Ctx, value: object, path: str, phase: Phase | None) ->
             paths.child(path, "path"),
         )
         ok = False
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     if "format" in data:
         fmt = ctx.want_enum(data["format"], paths.child(path, "format"), _WRITE_FORMATS)
         if fmt is not None:
             fields["format"] = cast(WriteFormat, fmt)
     if "mode" in data:
         mode = data["mode"]
-        text = str(mode) if isinstance(mode, int) and not isinstance(mode, bool) else mode
-        if isinstance(text, str) and re.fullmatch(r"0?[0-7]{3,4}|0o[0-7]{3,4}", text.strip()):
-            fields["mode"] = text.strip().replace("0o", "0")
+        mode_text = str(mode) if isinstance(mode, int | str) and not isinstance(mode, bool) else ""
+        if re.fullmatch(r"0?[0-7]{3,4}|0o[0-7]{3,4}", mode_text.strip()):
+            fields["mode"] = mode_text.strip().replace("0o", "0")
         else:
             ctx.error("E1004", f"invalid file mode {mode!r}: expected an octal string such as \"0644\"", paths.child(path, "mode"))
     if "create_dirs" in data:
@@ -74,7 +74,7 @@ def parse_write_file(ctx: Ctx, value: object, path: str, phase: Phase | None) ->
             fields["create_dirs"] = flag
     if not ok:
         return None
-    return WriteFileSpec(path=texts["path"], content=texts["content"], **fields)  # type: ignore[arg-type]
+    return WriteFileSpec(path=texts["path"], content=texts["content"], **fields)
 
 
 def _unsafe_path(text: str) -> bool:
@@ -143,7 +143,7 @@ def parse_validate(
     if data is None:
         return None
     check_keys(ctx, data, path, _VALIDATE_KEYS)
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     commands = _command_keys(ctx, data, path, phase, depth, parse_step, "validate")
     if commands is not None:
         fields["commands"] = commands
@@ -163,7 +163,7 @@ def parse_validate(
         fields["on_incomplete"] = _on_incomplete(
             ctx, data["on_incomplete"], paths.child(path, "on_incomplete"), phase, depth, parse_step
         )
-    return ValidateSpec(**{k: v for k, v in fields.items() if v is not None})  # type: ignore[arg-type]
+    return ValidateSpec(**{k: v for k, v in fields.items() if v is not None})
 
 
 def _on_incomplete(
@@ -175,7 +175,7 @@ def _on_incomplete(
     if data is None:
         return None
     check_keys(ctx, data, path, _INCOMPLETE_KEYS)
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     commands = _command_keys(ctx, data, path, phase, depth, parse_step, "on_incomplete")
     if commands is not None:
         fields["commands"] = commands
@@ -190,7 +190,7 @@ def _on_incomplete(
                 fields[key] = flag
     if "prompt" in data and data["prompt"] is not None:
         fields["prompt"] = ctx.want_str(data["prompt"], paths.child(path, "prompt"))
-    return OnIncomplete(**{k: v for k, v in fields.items() if v is not None})  # type: ignore[arg-type]
+    return OnIncomplete(**{k: v for k, v in fields.items() if v is not None})
 
 
 def _command_keys(

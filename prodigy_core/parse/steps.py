@@ -7,7 +7,7 @@ interpolated strings; the fields accepted never depend on it.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import attrs
 
@@ -247,8 +247,10 @@ def _legacy_test(
 def _fields(
     ctx: Ctx, step: Step, data: dict[object, object], path: str, phase: Phase | None, depth: int
 ) -> Step:
-    at = lambda key: paths.child(path, key)  # noqa: E731
-    fields: dict[str, object] = {}
+    def at(key: str) -> str:
+        return paths.child(path, key)
+
+    fields: dict[str, Any] = {}
     if "name" in data:
         fields["name"] = ctx.want_str(data["name"], at("name"), numbers=True)
     if "id" in data:
@@ -320,7 +322,9 @@ def _fields(
 
 
 def _capture(ctx: Ctx, data: dict[object, object], path: str, fields: dict[str, object]) -> None:
-    at = lambda key: paths.child(path, key)  # noqa: E731
+    def at(key: str) -> str:
+        return paths.child(path, key)
+
     if "capture" in data and data["capture"] is not None:
         name = ctx.want_str(data["capture"], at("capture"))
         if name is not None and check_variable_name(ctx, name, at("capture")):
@@ -390,7 +394,7 @@ def _commit_config(ctx: Ctx, value: object, path: str, phase: Phase | None) -> C
     if data is None:
         return None
     check_keys(ctx, data, path, _COMMIT_KEYS)
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     for key in ("message_template", "message_pattern", "author"):
         if key in data and data[key] is not None:
             text = ctx.want_str(data[key], paths.child(path, key))
@@ -411,4 +415,4 @@ def _commit_config(ctx: Ctx, value: object, path: str, phase: Phase | None) -> C
             globs = ctx.want_str_list(data[key], paths.child(path, key))
             if globs is not None:
                 fields[key] = globs
-    return CommitConfig(**fields)  # type: ignore[arg-type]
+    return CommitConfig(**fields)

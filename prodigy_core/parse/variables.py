@@ -47,8 +47,10 @@ def check_text(ctx: Ctx, text: str, path: str, phase: Phase | None) -> None:
     """Report malformed interpolation in ``text`` and, given a phase, W1004 references."""
     for problem in check_template(text):
         line, column = ctx.locate(path, text, problem.offset)
-        severity = "error" if problem.code.startswith("E") else "warning"
-        ctx.problem(severity, problem.code, problem.message, path, at=(line, column))
+        if problem.code.startswith("E"):
+            ctx.error(problem.code, problem.message, path, at=(line, column))
+        else:
+            ctx.warning(problem.code, problem.message, path, at=(line, column))
     if phase is None:
         return
     for ref in references(text):

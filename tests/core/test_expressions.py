@@ -430,7 +430,7 @@ def test_regex_from_variable_that_does_not_compile() -> None:
 
 def test_design_example_when() -> None:
     text = "${tests.success} && ${coverage} >= 80 && ${DEPLOY_ENV} in ['staging', 'prod']"
-    ok = {"tests.success": True, "coverage": "85", "DEPLOY_ENV": "prod"}
+    ok: dict[str, JSON] = {"tests.success": True, "coverage": "85", "DEPLOY_ENV": "prod"}
     assert when_vars(text, ok) is True
     assert when_vars(text, {**ok, "coverage": 79}) is False
 

@@ -184,7 +184,7 @@ def test_lookup_longest_prefix_then_walk() -> None:
     ],
 )
 def test_lookup_walks(path: str, expected: JSON) -> None:
-    item = {"loc": {"file": "x.rs", "line": 3}, "tags": ["t0", "t1"], "n": None}
+    item: JSON = {"loc": {"file": "x.rs", "line": 3}, "tags": ["t0", "t1"], "n": None}
     found = lookup(path, {"item": data(item)})
     assert found is not None
     assert found.value == expected
@@ -209,7 +209,7 @@ def test_lookup_walks(path: str, expected: JSON) -> None:
     ],
 )
 def test_lookup_unresolved(path: str) -> None:
-    item = {"loc": {"file": "x.rs", "line": 3}, "tags": ["t0", "t1"], "n": None}
+    item: JSON = {"loc": {"file": "x.rs", "line": 3}, "tags": ["t0", "t1"], "n": None}
     variables = {"item": data(item), "s": data('{"a": 1}')}
     assert lookup(path, variables) is None
 
@@ -560,7 +560,7 @@ def test_text_without_dollar_is_identity(text: str) -> None:
 
 
 _SHELL_TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
     max_size=40,
 )
 

@@ -1,0 +1,61 @@
+"""The import rules of DESIGN.md: the core is pure, imports only point right."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Modules that do I/O or read the world.  Checked against the top-level name.
+FORBIDDEN_IN_CORE = {
+    "trio", "subprocess", "os", "pathlib", "time", "datetime", "uuid", "random", "logging",
+    "yaml", "cattrs", "socket", "tempfile", "shutil", "glob", "io", "signal", "threading",
+    "asyncio", "multiprocessing", "sys", "secrets", "requests", "urllib", "http",
+    "prodigy_effects", "prodigy_cli",
+}
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+    return found
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules("prodigy_core"), ids=lambda p: p.name)
+def test_core_module_is_pure(path: Path) -> None:
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for name, line in _imports(path)
+        if name.split(".")[0] in FORBIDDEN_IN_CORE
+    ]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", _modules("prodigy_effects"), ids=lambda p: p.name)
+def test_effects_does_not_import_cli(path: Path) -> None:
+    bad = [name for name, _ in _imports(path) if name.split(".")[0] == "prodigy_cli"]
+    assert not bad, f"{path.name} imports {bad}"
+
+
+def test_the_walker_catches_a_forbidden_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import os\nfrom datetime import datetime\nimport json\n")
+    names = {name for name, _ in _imports(sample)}
+    assert names & FORBIDDEN_IN_CORE == {"os", "datetime"}
+
+
+def test_core_datetime_now_is_never_called() -> None:
+    for path in _modules("prodigy_core"):
+        assert "datetime.now" not in path.read_text(encoding="utf-8"), path.name
