@@ -156,7 +156,18 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
         return 2
     from prodigy_cli import commands
 
-    return commands.dispatch(args, out=out, err=err, environ=env, cwd=cwd or os.getcwd())
+    try:
+        return commands.dispatch(args, out=out, err=err, environ=env, cwd=cwd or os.getcwd())
+    except Exception as exc:  # a bug: report it plainly instead of a traceback
+        import traceback
+
+        detail = "".join(traceback.format_exception(exc))
+        err.write(f"error[E9001]: internal error: {type(exc).__name__}: {exc}\n"
+                  "  This is a bug in Prodigy. Please report it with the event log "
+                  "(`prodigy events ls --json`).\n")
+        if env.get("PRODIGY_DEBUG"):
+            err.write(detail)
+        return 1
 
 
 def entry() -> None:

@@ -924,7 +924,7 @@ def _print_failure(tx: _Tx, frame: StepFrame, outcome: Outcome) -> None:
     if outcome.stderr.strip():
         body, label = outcome.stderr, "stderr"
     else:
-        body, label = outcome.stdout, "stdout"
+        body, label = outcome.output, "stdout"
     if body.strip():
         tx.emit(Print(text=f"=== Error Output ({label}) ===", stream="err"))
         tx.emit(Print(text="\n".join(error_excerpt(body)), stream="err"))

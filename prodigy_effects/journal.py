@@ -24,6 +24,7 @@ import json
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -55,6 +56,9 @@ __all__ = [
 
 _FILE_RE = re.compile(r"^events-(\d{8}_\d{6})(?:-(.+))?\.jsonl$")
 _LEGACY_DLQ_PREFIX = "d_l_q_"
+# Files whose first line has no seq (empty: just opened; or written by the original tool)
+# sort after those that have one within the same start second.
+_NO_SEQ = sys.maxsize
 
 
 def prodigy_version() -> str:
@@ -307,7 +311,7 @@ def event_files(run_dir: Path) -> list[Path]:
             continue
         first = _first_seq(Path(run_dir) / name)
         keyed.append(
-            (match.group(1), -1 if first is None else first, match.group(2) is not None, name)
+            (match.group(1), _NO_SEQ if first is None else first, match.group(2) is not None, name)
         )
     keyed.sort()
     return [Path(run_dir) / key[3] for key in keyed]

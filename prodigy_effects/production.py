@@ -7,6 +7,7 @@ sends SIGKILL, so no grandchild outlives its step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -136,10 +137,17 @@ class ProcessRunner:
         out, err = _Capture(), _Capture()
         timed_out = False
         cancelled = False
+        pumps_done = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, proc.stdout, out, "stdout", on_output)
-                nursery.start_soon(_pump, proc.stderr, err, "stderr", on_output)
+
+                async def pumps() -> None:
+                    async with trio.open_nursery() as inner:
+                        inner.start_soon(_pump, proc.stdout, out, "stdout", on_output)
+                        inner.start_soon(_pump, proc.stderr, err, "stderr", on_output)
+                    pumps_done.set()
+
+                nursery.start_soon(pumps)
                 stop = trio.CancelScope()
 
                 async def watch_cancel() -> None:
@@ -149,7 +157,7 @@ class ProcessRunner:
                     stop.cancel()
 
                 nursery.start_soon(watch_cancel)
-                deadline = math_inf() if effect.timeout is None else start + effect.timeout
+                deadline = float("inf") if effect.timeout is None else start + effect.timeout
                 with stop:
                     with trio.move_on_at(deadline) as scope:
                         await proc.wait()
@@ -157,27 +165,24 @@ class ProcessRunner:
                         timed_out = True
                 if proc.returncode is None:
                     _killpg(proc.pid, signal.SIGTERM)
-                    grace = 0.0 if cancelled and cancel.is_set() and self.grace_seconds == 0 \
-                        else self.grace_seconds
-                    with trio.move_on_after(grace):
+                    with trio.move_on_after(self.grace_seconds):
                         await proc.wait()
                     if proc.returncode is None:
                         _killpg(proc.pid, signal.SIGKILL)
                         await proc.wait()
+                # a background child left behind may hold the pipes open: stop reading
+                # after a short while instead of waiting for it
                 with trio.move_on_after(self.drain_seconds):
-                    # wait for the pipes to close; a leftover background child may keep
-                    # them open, in which case we stop reading
-                    while True:
-                        await trio.sleep(0.01)
-                        if _pipes_closed(proc):
-                            break
+                    await pumps_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        await stream.aclose()
             if script_path:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(script_path)
-                except OSError:
-                    pass
         end = trio.current_time()
         exit_code = -1 if timed_out else _exit_status(proc.returncode)
         return CommandFinished(
@@ -186,16 +191,6 @@ class ProcessRunner:
             duration=round(end - start, 6), started_at=started_at, finished_at=now_iso(),
             monotonic=end, truncated=bool(out.dropped or err.dropped),
         )
-
-
-def _pipes_closed(proc: trio.Process) -> bool:
-    # trio closes nothing for us; once both pumps hit EOF they return.  We approximate
-    # by checking the process is gone; pumps finish on their own when the pipe closes.
-    return proc.returncode is not None
-
-
-def math_inf() -> float:
-    return float("inf")
 
 
 @attrs.define

@@ -112,7 +112,7 @@ def parse_step(ctx: Ctx, value: object, path: str, phase: Phase | None, depth: i
         if key in data:
             ctx.error("E1016", f"unsupported step kind '{key}'", paths.child(path, key), key=True, help=why)
             return None
-    kinds = [k for k in COMMAND_KEYS if k in data]
+    kinds = [k for k in data if isinstance(k, str) and k in COMMAND_KEYS]
     if not kinds:
         if "name" in data:
             return _legacy_name(ctx, data, path, phase, depth)

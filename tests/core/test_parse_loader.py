@@ -75,7 +75,7 @@ def test_positions_of_values_and_keys() -> None:
     assert doc.positions["$.steps[0].shell"] == (3, 12)
     assert doc.key_positions["$.steps[0].shell"] == (3, 5)
     assert doc.key_positions["$.steps[0].retry_config"] == (4, 5)
-    assert doc.positions["$.steps[0].retry_config.attempts"] == (4, 34)
+    assert doc.positions["$.steps[0].retry_config.attempts"] == (4, 30)
 
 
 def test_plain_list_paths() -> None:

@@ -270,3 +270,13 @@ def test_follow_yields_existing_and_new_events_including_new_files(tmp_path: Pat
 
 def test_follow_stops_on_empty_dir(tmp_path: Path) -> None:
     assert list(follow(tmp_path / "none", 0.001, lambda: True)) == []
+
+
+def test_a_just_opened_empty_file_sorts_after_files_with_events(tmp_path: Path) -> None:
+    with JournalWriter.open(tmp_path, 1, T0) as first:
+        append(first, "a")
+    second = JournalWriter.open(tmp_path, 2, T0)  # same second, still empty
+    try:
+        assert event_files(tmp_path) == [first.path, second.path]
+    finally:
+        second.close()
