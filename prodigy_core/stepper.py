@@ -967,7 +967,8 @@ def _child_done(tx: _Tx, outcome: Outcome) -> None:
                 or last.error_code))
         else:
             tx.replace_top(attrs.evolve(parent, last=attrs.evolve(last, passed=True)))
-            _success(tx, "succeeded" if last.exit_code == 0 else "recovered")
+            # spec 02 §8 stage 4: the entry runs instead of on_success / on_failure
+            _finish_pass(tx, "succeeded" if last.exit_code == 0 else "recovered")
     elif role == "on_success":
         if outcome.status == "failed":
             result = attrs.evolve(last, passed=False, error_code=outcome.error_code,

@@ -277,7 +277,7 @@ def test_handler_paths_and_depth() -> None:
     nested = "[{shell: h, on_failure: " * 6 + "x" + "}]" * 6
     outcome = load(f"- shell: a\n  on_failure: {nested}\n")
     assert "E1004" in codes(outcome)
-    deep = [p for p in outcome.problems if p.code == "E1004"][0]
+    deep = next(p for p in outcome.problems if p.code == "E1004")
     assert "nested" in deep.message
     outcome = load("steps:\n  - shell: a\n    on_failure:\n      commands:\n        - shell: x\n        - shel: y\n")
     problem = only(outcome, "E1007")
