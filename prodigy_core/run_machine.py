@@ -29,6 +29,7 @@ from pyrsistent import PMap, pmap
 
 from prodigy_core import stepper
 from prodigy_core.context import RunContext, builtin_variables
+from prodigy_core.display import display_name
 from prodigy_core.effects import (
     CancelCommands,
     Effect,
@@ -158,6 +159,8 @@ def resume(
     failed_inputs: tuple[int, ...] = ()
     if isinstance(inputs, dict) and isinstance(inputs.get("failed_inputs"), list):
         failed_inputs = tuple(_int(i, 0) for i in inputs["failed_inputs"])  # type: ignore[union-attr]
+    # the input being resumed runs again: it has not failed (yet)
+    failed_inputs = tuple(i for i in failed_inputs if i != input_index)
     variables = _restore_vars(checkpoint)
     records = _restore_records(checkpoint)
     # apply events written after the checkpoint (a step that finished just before a crash)
@@ -220,6 +223,10 @@ def step(state: RunState, event: Event) -> Transition:
         raise InvalidTransition(f"no step is running but received {type(event).__name__}")
     if state.cancel_signal is not None:
         # the outstanding command ended (it was cancelled): stop here
+        if getattr(event, "command_id", None) != state.stepper.pending:
+            raise InvalidTransition(
+                f"{type(event).__name__} for command {getattr(event, 'command_id', None)}"
+                f" but command {state.stepper.pending} is outstanding")
         return _interrupted(state)
     st, effects, outcome = stepper.on_event(state.stepper, state.ctx, _base(state), event)
     state = attrs.evolve(state, stepper=st)
@@ -272,7 +279,7 @@ def _start_step(state: RunState) -> tuple[RunState, list[Effect]]:
     index = state.step_index
     step_def = steps[index]
     effects: list[Effect] = [
-        Print(text=f"Executing step {index + 1}/{len(steps)}: {stepper.display_name(step_def)}")
+        Print(text=f"Executing step {index + 1}/{len(steps)}: {display_name(step_def)}")
     ]
     st = attrs.evolve(state.stepper, iteration=state.iteration,
                       input_index=state.input_index if state.ctx.inputs else None,
@@ -296,7 +303,7 @@ def _step_finished(
 ) -> tuple[RunState, list[Effect]]:
     index = state.step_index
     step_def = state.workflow.steps[index]
-    display = stepper.display_name(step_def)
+    display = display_name(step_def)
     assigned = state.stepper.assigned
     record = StepRecord(
         step_index=index, command=display, status=outcome.status,
@@ -329,7 +336,7 @@ def _step_finished(
         fields.update({
             "output": cut(outcome.output), "stderr": cut(outcome.stderr),
             "variables": {k: v.value for k, v in assigned.items()},
-            "untrusted": sorted(k for k, v in assigned.items() if not v.trusted),
+            "untrusted": [k for k, v in sorted(assigned.items()) if not v.trusted],
             "commits": [],
         })
     effects: list[Effect] = [LogEvent(event_type=event_type, fields=tuple(fields.items()))]
@@ -358,9 +365,9 @@ def _on_iteration_head(state: RunState, event: GitHeadRead) -> Transition:
         return _interrupted(state)
     if waiting == "iteration_start":
         state = attrs.evolve(state, head_at_iteration_start=event.sha)
-        state, effects = _start_step(state) if state.workflow.steps else _iteration_finished(
-            state)
-        return Transition(state=state, effects=tuple(effects))
+        state, started = _start_step(state) if state.workflow.steps else \
+            _iteration_finished(state)
+        return Transition(state=state, effects=tuple(started))
     effects: list[Effect] = [LogEvent(event_type="iteration_completed", fields=(
         ("iteration", state.iteration), ("session_id", state.ctx.session_id)))]
     no_change = not event.planned and event.sha == state.head_at_iteration_start
@@ -515,7 +522,8 @@ def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
         },
         "completed_steps": [r.to_json() for r in state.records],
         "variable_state": {k: v.value for k, v in sorted(variables.items())},
-        "variable_meta": {"untrusted": sorted(k for k, v in variables.items() if not v.trusted)},
+        "variable_meta": {"untrusted": [k for k, v in sorted(variables.items())
+                                        if not v.trusted]},
         "mapreduce_state": None,
         "session_id": ctx.session_id,
         "inputs": {"args": list(ctx.args),

@@ -35,6 +35,7 @@ from pyrsistent import PMap, pmap
 
 from prodigy_core import retry as retry_math
 from prodigy_core.context import RunContext, child_environment, resolve_dir
+from prodigy_core.display import display_name
 from prodigy_core.effects import (
     DescribeStep,
     Effect,
@@ -181,7 +182,8 @@ class _Tx:
         for frame in self.st.stack:
             if frame.locals:
                 merged = merged.update(frame.locals)
-        return merged
+        result: PMap[str, Var] = merged
+        return result
 
     def assign(self, values: Mapping[str, Var]) -> None:
         if not values:
@@ -207,21 +209,6 @@ class _Tx:
 
 
 # --- public entry points ------------------------------------------------------------
-
-
-def display_name(step: Step) -> str:
-    """Spec 02 §1: ``name``, else ``<kind>: <first line of the command>`` cut to 80."""
-    if step.name:
-        return step.name
-    if step.kind == "write_file" and step.write_file is not None:
-        text = step.write_file.path
-    else:
-        text = step.command
-    first = text.strip().split("\n", 1)[0] if text.strip() else ""
-    label = f"{step.kind}: {first}"
-    if len(label) > 80:
-        label = label[:79] + "…"
-    return label
 
 
 def begin(
@@ -349,20 +336,20 @@ def _start_step(
         res = interpolate(step.command, visible, environ=tx.ctx.environ_map)
         text = res.text
     timeout = step.timeout if step.timeout is not None else default_timeout
-    for name, value in step_env.items():
-        shown = "***REDACTED***" if _sensitive(name) else value
-        tx.emit(Print(text=f"    env {name}={shown}", level="debug"))
+    for name, env_value in step_env.items():
+        value_shown = "***REDACTED***" if _sensitive(name) else env_value
+        tx.emit(Print(text=f"    env {name}={value_shown}", level="debug"))
     frame = attrs.evolve(frame, cwd=cwd, text=text, content=content, timeout=timeout,
                          env=tuple(step_env.items()))
     tx.replace_top(frame)
     if strict and unresolved and not tx.ctx.dry_run:
         names = sorted(set(unresolved))
-        available = sorted(k for k in visible if not k.startswith(("shell.", "last.")) or True)
-        shown = available[:50]
+        available = sorted(visible.keys())
+        listed = available[:50]
         more = f", … ({len(available) - 50} more)" if len(available) > 50 else ""
         message = (
             f"unresolved variable in step '{display}'\n  unresolved: {', '.join(names)}\n"
-            f"  available: {', '.join(shown)}{more}"
+            f"  available: {', '.join(listed)}{more}"
         )
         _finish(tx, _fail_outcome(message, "E2001", "command_failed", None), print_failure=True)
         return
@@ -503,7 +490,9 @@ def _on_command(tx: _Tx, frame: StepFrame, event: CommandFinished | CommandNotSt
         tx.emit(Print(text=f"warning[W3001]: output of '{frame.display}' was truncated",
                       stream="err"))
     result = _record_result(tx, frame, result)
-    tx.replace_top(attrs.evolve(tx.top, last=result))
+    top = tx.top
+    assert isinstance(top, StepFrame)
+    tx.replace_top(attrs.evolve(top, last=result))
     if result.passed and frame.step.commit_required and not result.planned:
         _read_head(tx, "head_after")
         return
@@ -529,7 +518,9 @@ def _on_file(tx: _Tx, frame: StepFrame, event: FileWritten | FileWriteFailed) ->
                             error_class="command_failed", error_code="E3005",
                             message=event.message, finished_at=event.finished_at)
     result = _record_result(tx, frame, result, extra={"path": frame.text})
-    tx.replace_top(attrs.evolve(tx.top, last=result))
+    top = tx.top
+    assert isinstance(top, StepFrame)
+    tx.replace_top(attrs.evolve(top, last=result))
     _after_exec(tx, result, monotonic=event.monotonic, duration=0.0)
 
 

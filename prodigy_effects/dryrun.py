@@ -80,7 +80,7 @@ class PlanConsole:
 
     out: TextIO = sys.stdout
     json_mode: bool = False
-    mask: Any = staticmethod(lambda text: text)
+    mask: Any = attrs.field(default=lambda text: text)
     steps: list[Any] = attrs.field(factory=list)
 
     def show(self, effect: Print) -> None:
@@ -110,6 +110,6 @@ class PlanConsole:
         return None
 
 
-def DryRunEnv(console: PlanConsole) -> Env:  # noqa: N802 - reads as a class name
+def DryRunEnv(console: PlanConsole) -> Env:
     return Env(commands=PlannedRunner(), files=PlannedFiles(), git=PlannedGit(),
                clock=NoClock(), store=NoStore(), journal=NoJournal(), console=console)

@@ -188,7 +188,7 @@ class RecordingConsole:
         return "\n".join(self.lines)
 
 
-def FakeEnv(  # noqa: N802 - reads as a class name on purpose
+def FakeEnv(
     script: Script | None = None,
     *,
     heads: list[str | None] | None = None,

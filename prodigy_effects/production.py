@@ -85,10 +85,8 @@ async def _pump(stream: trio.abc.ReceiveStream | None, capture: _Capture, name: 
 
 
 def _killpg(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _exit_status(returncode: int | None) -> int:
