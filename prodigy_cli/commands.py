@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     storage.ensure()
     human = err if args.json else out
     human.write(f"Starting session: {session_id}\n")
-    storage.write_snapshot(session_id, {"workflow_path": str(wf_path),
+    storage.with_mask(runner.masker_for(ctx)).write_snapshot(session_id, {"workflow_path": str(wf_path),
                                         "source_text": loaded.text or "",
                                         "workflow_hash": ctx.workflow_hash})
     transition = run_machine.start(workflow, ctx)

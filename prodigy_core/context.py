@@ -168,17 +168,3 @@ def resolve_dir(ctx: RunContext, working_dir: str | None) -> str:
     if not posixpath.isabs(path):
         path = posixpath.join(ctx.project_dir, path)
     return posixpath.normpath(path)
-
-
-def mask(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret value (raw and JSON-escaped) by ``***REDACTED***``."""
-    import json
-
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) < 4:
-            continue
-        text = text.replace(secret, "***REDACTED***")
-        escaped = json.dumps(secret)[1:-1]
-        if escaped != secret:
-            text = text.replace(escaped, "***REDACTED***")
-    return text

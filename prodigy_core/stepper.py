@@ -58,6 +58,7 @@ from prodigy_core.events import (
 from prodigy_core.expressions import MISSING, ExprError, Missing, eval_when, parse_when
 from prodigy_core.interpolate import Var, interpolate, lookup
 from prodigy_core.json_values import JSON
+from prodigy_core.masking import REDACTED, is_sensitive
 from prodigy_core.model import OnFailure, RetrySpec, Step
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.results import (
@@ -337,7 +338,7 @@ def _start_step(
         text = res.text
     timeout = step.timeout if step.timeout is not None else default_timeout
     for name, env_value in step_env.items():
-        value_shown = "***REDACTED***" if _sensitive(name) else env_value
+        value_shown = REDACTED if is_sensitive(name) else env_value
         tx.emit(Print(text=f"    env {name}={value_shown}", level="debug"))
     frame = attrs.evolve(frame, cwd=cwd, text=text, content=content, timeout=timeout,
                          env=tuple(step_env.items()))
@@ -368,17 +369,6 @@ def _start_step(
         _read_head(tx, "head_before")
     else:
         _execute(tx)
-
-
-def _sensitive(name: str) -> bool:
-    import re
-
-    return re.search(
-        r"password|passwd|pwd|token|api[_-]?key|secret|auth|bearer|private[_-]?key|"
-        r"ssh[_-]?key|access[_-]?key|client[_-]?secret",
-        name,
-        re.IGNORECASE,
-    ) is not None
 
 
 def _describe(tx: _Tx, frame: StepFrame) -> JSON:

@@ -22,8 +22,9 @@ import attrs
 import trio
 
 from prodigy_core import run_machine
-from prodigy_core.context import InputSpec, RunContext, mask
+from prodigy_core.context import InputSpec, RunContext
 from prodigy_core.envresolve import ResolvedEnv, resolve_environment
+from prodigy_core.masking import mask, step_env_secrets
 from prodigy_core.model import Workflow
 from prodigy_core.problems import Problem
 from prodigy_effects.dryrun import DryRunEnv, PlanConsole
@@ -165,7 +166,8 @@ def build_context(req: RunRequest, *, session_id: str, repo: Repo,
         workflow_hash=workflow_hash(req.workflow_text), project_dir=str(req.project_dir),
         repo_root=repo.root, repo_name=repo.name, worktree_name="",
         home=req.environ.get("HOME", ""), environ=tuple(sorted(req.environ.items())),
-        workflow_env=resolved.values, secret_values=resolved.secret_values,
+        workflow_env=resolved.values,
+        secret_values=(*resolved.secret_values, *step_env_secrets(wf)),
         inherit_env=wf.inherit_env, strict_vars=req.strict_vars or wf.strict_variables,
         dry_run=req.dry_run, auto_yes=req.auto_yes, profile=req.profile,
         retry_defaults=wf.retry_defaults, args=req.args, inputs=tuple(inputs),
@@ -184,7 +186,7 @@ class Wiring:
 def _production_env(ctx: RunContext, storage: Storage, journal: JournalWriter,
                     req_verbosity: int, quiet: bool, json_mode: bool, out: TextIO,
                     err: TextIO) -> Env:
-    masker = _masker(ctx)
+    masker = masker_for(ctx)
     return Env(
         commands=ProcessRunner(), files=RealFiles(), git=RealGit(), clock=RealClock(),
         store=StorageStore(storage=storage.with_mask(masker), session_id=ctx.session_id),
@@ -194,7 +196,7 @@ def _production_env(ctx: RunContext, storage: Storage, journal: JournalWriter,
     )
 
 
-def _masker(ctx: RunContext) -> Any:
+def masker_for(ctx: RunContext) -> Any:
     secrets = ctx.secret_values
 
     def apply(text: str) -> str:
@@ -204,7 +206,7 @@ def _masker(ctx: RunContext) -> Any:
 
 
 def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
-    console = PlanConsole(out=out, json_mode=req.json_mode, mask=_masker(ctx))
+    console = PlanConsole(out=out, json_mode=req.json_mode, mask=masker_for(ctx))
     if not req.json_mode:
         out.write(f"Dry run: {req.workflow.name} (standard workflow)\n")
         out.write(f"  workflow: {req.workflow_path}\n")
@@ -220,7 +222,7 @@ def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
         plan = {"mode": "standard", "workflow": req.workflow.name, "path": req.workflow_path,
                 "profile": req.profile, "worktree": None, "steps": console.steps,
                 "items": None, "merge": None}
-        out.write(_masker(ctx)(json.dumps(plan, indent=2)) + "\n")
+        out.write(masker_for(ctx)(json.dumps(plan, indent=2)) + "\n")
     else:
         out.write("Nothing was run (dry run).\n")
     return result
@@ -239,7 +241,7 @@ def execute(transition: run_machine.Transition, ctx: RunContext, storage: Storag
         for warning in getattr(lock, "warnings", []) or []:
             err.write(f"warning[W5002]: {warning}\n")
         journal = JournalWriter.open(storage.events_dir(ctx.repo_name, ctx.session_id),
-                                     start_seq, datetime.now(UTC), mask=_masker(ctx),
+                                     start_seq, datetime.now(UTC), mask=masker_for(ctx),
                                      host=socket.gethostname())
         try:
             env = _production_env(ctx, storage, journal, verbosity, quiet, json_mode, out, err)

@@ -1,0 +1,179 @@
+"""CLI tests in-process: `main(argv, out=…, err=…, environ=…, cwd=…)`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from prodigy_cli.main import main
+
+
+class Cli:
+    def __init__(self, root: Path, home: Path) -> None:
+        self.root = root
+        self.home = home
+        self.environ = dict(os.environ, PRODIGY_HOME=str(home))
+        self.environ.pop("PRODIGY_PROFILE", None)
+
+    def __call__(self, *argv: str, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(list(argv), out=out, err=err, environ=environ or self.environ,
+                    cwd=str(self.root))
+        return code, out.getvalue(), err.getvalue()
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    return Cli(root, tmp_path / "home")
+
+
+def test_no_subcommand_prints_help(cli: Cli) -> None:
+    code, out, _ = cli()
+    assert code == 0 and "usage: prodigy" in out
+
+
+def test_version(cli: Cli) -> None:
+    code, out, _ = cli("--version")
+    assert code == 0 and out.startswith("prodigy ")
+
+
+def test_run_without_a_file_is_a_usage_error(cli: Cli) -> None:
+    code, _, _ = cli("run")
+    assert code == 2
+
+
+def test_unknown_option_is_a_usage_error(cli: Cli) -> None:
+    code, _, _ = cli("run", "x.yml", "--no-such-option")
+    assert code == 2
+
+
+@pytest.mark.parametrize("command", ["exec", "batch", "resume-job", "dlq", "worktree", "init",
+                                     "analytics", "logs", "goal-seek"])
+def test_commands_not_built_yet_say_so_plainly(cli: Cli, command: str) -> None:
+    code, out, err = cli(command, "anything")
+    assert code == 2
+    assert "does not exist yet" in err
+    assert out == ""
+
+
+def test_run_in_process_and_global_options_after_the_subcommand(cli: Cli) -> None:
+    cli.write("wf.yml", "- shell: 'echo from-step'\n")
+    code, out, err = cli("run", "wf.yml", "-q")
+    assert code == 0, err
+    assert "from-step" not in out  # -q hides step output
+    assert "Workflow completed successfully" in out
+    code, out, err = cli("run", "wf.yml", "-v")
+    assert code == 0 and "from-step" in out
+
+
+def test_missing_workflow_file(cli: Cli) -> None:
+    code, _, err = cli("run", "nope.yml")
+    assert code == 2
+    assert "nope.yml" in err
+    assert "Traceback" not in err
+
+
+def test_malformed_yaml_is_reported_with_line_and_column(cli: Cli) -> None:
+    cli.write("bad.yml", "steps:\n  - shell: 'echo hi\n  - shell: x\n")
+    code, _, err = cli("run", "bad.yml")
+    assert code == 2
+    assert "E1001" in err and "bad.yml:" in err
+    assert not cli.home.exists()  # validation happens before any storage write
+
+
+def test_wrong_types_and_unknown_kinds_are_all_reported(cli: Cli) -> None:
+    cli.write("bad.yml", "steps:\n  - shell: 'a'\n    timeout: soon\n  - frobnicate: x\n"
+                         "  - shell: 'b'\n    allow_failure: [1]\n")
+    code, _, err = cli("validate", "bad.yml")
+    assert code == 1
+    for needle in ("E1011", "E1007", "E1004", "bad.yml:3:", "bad.yml:4:", "bad.yml:6:"):
+        assert needle in err, needle
+
+
+def test_strict_turns_warnings_into_a_refusal(cli: Cli) -> None:
+    cli.write("wf.yml", "- shell: 'echo x'\n  retry_config: {attempts: 2}\n")
+    code, _, err = cli("run", "wf.yml", "--strict")
+    assert code == 2
+    assert "retry_config" in err
+
+
+def test_unwritable_storage_root(cli: Cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cli.write("wf.yml", "- shell: 'echo x'\n")
+    env = dict(cli.environ, PRODIGY_HOME=str(blocker / "home"))
+    code, _, err = cli("run", "wf.yml", environ=env)
+    assert code == 2
+    assert "E5001" in err and "Traceback" not in err
+
+
+def _fail_once(cli: Cli) -> str:
+    cli.write("wf.yml", "- shell: 'echo one'\n- shell: 'test -f ok'\n")
+    code, out, err = cli("run", "wf.yml")
+    assert code == 1, err
+    sessions = json.loads(cli("sessions", "ls", "--json")[1])
+    return str(sessions[0]["id"])
+
+
+def test_corrupt_checkpoint_gives_a_clear_error_and_is_left_alone(cli: Cli) -> None:
+    sid = _fail_once(cli)
+    path = cli.home / "state" / sid / "checkpoints" / f"{sid}.checkpoint.json"
+    for prev in path.parent.glob("*.prev"):
+        prev.write_text("{ also broken")
+    path.write_text("{ not json")
+    before = path.read_bytes()
+    code, _, err = cli("resume", sid)
+    assert code == 2
+    assert "E5002" in err and str(path.name) in err
+    assert path.read_bytes() == before
+
+
+def test_newer_checkpoint_version_is_refused_without_damage(cli: Cli) -> None:
+    sid = _fail_once(cli)
+    path = cli.home / "state" / sid / "checkpoints" / f"{sid}.checkpoint.json"
+    doc = json.loads(path.read_text())
+    doc["format_version"] = 999
+    path.write_text(json.dumps(doc))
+    before = path.read_bytes()
+    code, _, err = cli("resume", sid)
+    assert code == 2
+    assert "newer" in err
+    assert path.read_bytes() == before
+
+
+def test_resume_unknown_and_nothing_to_resume(cli: Cli) -> None:
+    code, _, err = cli("resume", "workflow-123")
+    assert code == 2 and "E5005" in err
+    code, _, err = cli("resume")
+    assert code == 2 and "No resumable sessions found" in err
+
+
+def test_sessions_show_and_checkpoints_and_events(cli: Cli) -> None:
+    sid = _fail_once(cli)
+    code, out, _ = cli("sessions", "show", sid)
+    assert code == 0 and "Failed" in out and f"prodigy resume {sid}" in out
+    code, out, _ = cli("sessions", "show", sid, "--json")
+    assert json.loads(out)["id"] == sid
+    code, out, _ = cli("checkpoints", "ls", "--json")
+    rows = json.loads(out)
+    assert rows[0]["id"] == sid and rows[0]["status"] == "Failed"
+    code, out, _ = cli("checkpoints", "ls")
+    assert sid in out
+    code, out, _ = cli("events", "ls", "--job-id", sid, "--event-type", "step_failed", "--json")
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert len(lines) == 1 and lines[0]["event"]["step_index"] == 1
+    code, out, _ = cli("events", "ls", "--job-id", sid)
+    assert "workflow_failed" in out
