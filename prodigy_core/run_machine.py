@@ -194,7 +194,7 @@ def resume(
         step_index += 1
     state = RunState(
         workflow=workflow, ctx=ctx, input_index=input_index, iteration=iteration,
-        step_index=step_index, records=records, failed_inputs=failed_inputs,
+        step_index=0, records=records, failed_inputs=failed_inputs,
         stepper=stepper.Stepper(vars=variables), resumed=True, last_time=ctx.started_at,
     )
     total = len(workflow.steps)

@@ -103,9 +103,55 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     fsync_dir(path.parent)
 
 
+_ENCODED: dict[int, tuple[Any, str]] = {}
+_ENCODED_LIMIT = 100_000
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _compact_cached(value: Any) -> str:
+    """Compact JSON of a record, remembered by identity.
+
+    Checkpoints are rewritten after every step and repeat the same (never mutated)
+    step records each time; encoding each record once keeps a run linear instead of
+    quadratic.  The cache holds a reference to the object, so its id cannot be reused.
+    """
+    hit = _ENCODED.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    text = _compact(value)
+    if isinstance(value, dict):
+        if len(_ENCODED) >= _ENCODED_LIMIT:
+            _ENCODED.clear()
+        _ENCODED[id(value)] = (value, text)
+    return text
+
+
+def _pretty(value: Any, indent: str, depth: int) -> str:
+    """Pretty-print two levels deep; deeper values (and list records) go on one line.
+
+    ``json.dumps(indent=…)`` falls back to the pure-Python encoder, which made a
+    checkpoint per step the dominant cost of a run; this keeps the C encoder for the
+    bulk of the data while the file stays readable (one key or record per line).
+    """
+    inner = indent + "  "
+    if isinstance(value, dict) and value and depth < 2:
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: "
+                 f"{_pretty(v, inner, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, list) and value and depth < 2 and any(
+        isinstance(v, dict | list) for v in value
+    ):
+        items = [inner + _compact_cached(v) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
+    return _compact(value)
+
+
 def dumps_json(doc: Any) -> str:
     """Serialise ``doc`` the way every state file is written: 2-space indent, newline."""
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return _pretty(doc, "", 0) + "\n"
 
 
 def atomic_write_json(path: Path, doc: Any) -> None:

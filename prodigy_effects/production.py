@@ -124,7 +124,7 @@ class ProcessRunner:
         try:
             proc = await trio.lowlevel.open_process(
                 argv, cwd=effect.cwd, env=dict(effect.env), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
             )
         except OSError as exc:
             if script_path:

@@ -340,6 +340,7 @@ class Storage:
         self.root = Path(root)
         self.mask: Callable[[str], str] = mask or _identity
         self.warnings: list[str] = []
+        self._written: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"Storage({str(self.root)!r})"
@@ -551,14 +552,18 @@ class Storage:
 
         A corrupt current file is not kept, so ``.prev`` stays the last good one.
         """
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            return
-        try:
-            _parse(raw)
-        except _Corrupt:
-            return
+        if path in self._written:
+            # we wrote this file ourselves, atomically, a moment ago: it parses
+            raw = b""
+        else:
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                return
+            try:
+                _parse(raw)
+            except _Corrupt:
+                return
         prev = _prev_path(path)
         tmp = path.with_name(f".{prev.name}.{os.getpid()}.tmp")
         try:
@@ -567,11 +572,12 @@ class Storage:
             try:
                 os.link(path, tmp)
             except OSError:
-                # No hard links here: copy the bytes we already read instead.
-                atomic_write_bytes(prev, raw)
+                # No hard links here: copy the bytes instead.
+                atomic_write_bytes(prev, raw or path.read_bytes())
             else:
+                # no directory fsync: the previous version is a convenience, and the
+                # rename of the new checkpoint that follows syncs the directory anyway
                 os.replace(tmp, prev)
-                fsync_dir(path.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -586,6 +592,7 @@ class Storage:
         stamped = _stamp(dict(doc), CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION)
         self._keep_previous(path)
         self._write_doc(path, stamped, "checkpoint")
+        self._written.add(path)
         return path
 
     def read_checkpoint(self, session_id: str) -> tuple[dict[str, Any], list[str]]:

@@ -122,7 +122,7 @@ def test_unwritable_storage_root(cli: Cli, tmp_path: Path) -> None:
 
 def _fail_once(cli: Cli) -> str:
     cli.write("wf.yml", "- shell: 'echo one'\n- shell: 'test -f ok'\n")
-    code, out, err = cli("run", "wf.yml")
+    code, _, err = cli("run", "wf.yml")
     assert code == 1, err
     sessions = json.loads(cli("sessions", "ls", "--json")[1])
     return str(sessions[0]["id"])
