@@ -18,8 +18,21 @@ a reference.  An unresolved reference without a default is copied byte for byte.
 
 The quoting context is computed on the *author's* template: literal segments are fed to
 a small shell-quote scanner (single quotes literal; backslash escapes outside quotes and
-inside double quotes; ``#`` comments), and every reference counts as opaque word text.
-Values that need escaping are inserted so that the shell receives exactly the value.
+inside double quotes; ``#`` comments; here-documents), and every reference counts as
+opaque word text.  Values that need escaping are inserted so that the shell receives
+exactly the value.
+
+Here-documents: after ``<<WORD`` / ``<< WORD`` / ``<<-WORD`` on a command line (not in
+quotes, comments or arithmetic; ``<<<`` is a here-string) the bodies start at the next
+line, in operator order, each ending at the line equal to its delimiter (for ``<<-``
+after removing leading tabs).  In a body whose delimiter is unquoted a value gets ``\\``,
+``$`` and backquote backslash-escaped (quotes stay literal); in a body whose delimiter has
+any quoted part (``'EOF'``, ``"EOF"``, ``E"OF"``, ``\\EOF``) it is inserted as is.
+Inside ``$(…)`` or backquotes in an unquoted body the text is command text again, tracked
+by a nested scanner.  Known limitations, left to the author: a value line equal to the
+delimiter ends the body early and the value's following lines then run as commands (an
+injection the engine does not prevent, so pick a delimiter the data cannot contain), and
+in a ``<<-`` body the shell removes tabs at the start of the value's lines.
 """
 
 from __future__ import annotations
@@ -666,16 +679,34 @@ def _escape_heredoc(value: str) -> str:
     return _HEREDOC_SPECIAL_RE.sub(r"\\\1", value)
 
 
+def _defuse_delimiter(value: str, body: _Heredoc) -> str:
+    """Keep a data value from ending the here-document it is inserted into.
+
+    A line of the value equal to the delimiter would end the body early and the rest of
+    the value would run as commands.  Such a line gets a leading space (the only
+    change ever made to a value's bytes): the shell then keeps it as body text.
+    """
+    lines = value.split("\n")
+    changed = False
+    for i, line in enumerate(lines):
+        probe = line.lstrip("\t") if body.strip_tabs else line
+        if probe == body.delimiter:
+            lines[i] = " " + line
+            changed = True
+    return "\n".join(lines) if changed else value
+
+
 def _shell_escape(value: str, scanner: _QuoteScanner) -> str:
     """Escape ``value`` so the shell receives exactly it at the scanner's position.
 
-    In a here-document body with an unquoted delimiter ``\\``, ``$`` and `````` are
+    In a here-document body with an unquoted delimiter ``\\``, ``$`` and backquote are
     backslash-escaped (quotes are literal there); in a body with a quoted delimiter the
-    value is inserted as is.  Limitations (the author's problem, not an injection): a
-    line of the value equal to the delimiter ends the body early, and in a ``<<-`` body
-    tabs at the start of a line of the value are removed by the shell.
+    value is inserted as is.  Limitations (see the module docstring): a line of the value
+    equal to the delimiter ends the body early, and in a ``<<-`` body tabs at the start
+    of a line of the value are removed by the shell.
     """
     if scanner.body is not None:
+        value = _defuse_delimiter(value, scanner.body)
         if scanner.body.quoted:
             return value
         sub = scanner.sub

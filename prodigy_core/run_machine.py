@@ -194,7 +194,7 @@ def resume(
         step_index += 1
     state = RunState(
         workflow=workflow, ctx=ctx, input_index=input_index, iteration=iteration,
-        step_index=0, records=records, failed_inputs=failed_inputs,
+        step_index=step_index, records=records, failed_inputs=failed_inputs,
         stepper=stepper.Stepper(vars=variables), resumed=True, last_time=ctx.started_at,
     )
     total = len(workflow.steps)
@@ -344,8 +344,8 @@ def _step_finished(
         state = attrs.evolve(state, error=outcome.error, error_code=outcome.error_code)
         return _input_failed(state, effects)
     state = attrs.evolve(state, records=(*state.records, record), step_index=index + 1)
-    effects.append(SaveCheckpoint(checkpoint=checkpoint_doc(state, "Running")))
     state, more = _begin_position(state)
+    more.insert(len(more), SaveCheckpoint(checkpoint=checkpoint_doc(state, "Running")))
     return state, [*effects, *more]
 
 

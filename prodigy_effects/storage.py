@@ -328,6 +328,15 @@ def _identity(text: str) -> str:
     return text
 
 
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """Identity of a file's current content (inode, size, mtime), None if missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class Storage:
     """The storage root and the documents under it (spec 09 §2, §4.1, §4.2, §4.8).
 
@@ -340,7 +349,7 @@ class Storage:
         self.root = Path(root)
         self.mask: Callable[[str], str] = mask or _identity
         self.warnings: list[str] = []
-        self._written: set[Path] = set()
+        self._written: dict[Path, tuple[int, int, int] | None] = {}
 
     def __repr__(self) -> str:
         return f"Storage({str(self.root)!r})"
@@ -552,8 +561,9 @@ class Storage:
 
         A corrupt current file is not kept, so ``.prev`` stays the last good one.
         """
-        if path in self._written:
-            # we wrote this file ourselves, atomically, a moment ago: it parses
+        known = self._written.get(path)
+        if known is not None and known == _signature(path):
+            # we wrote this very file ourselves, atomically, a moment ago: it parses
             raw = b""
         else:
             try:
@@ -592,7 +602,7 @@ class Storage:
         stamped = _stamp(dict(doc), CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION)
         self._keep_previous(path)
         self._write_doc(path, stamped, "checkpoint")
-        self._written.add(path)
+        self._written[path] = _signature(path)
         return path
 
     def read_checkpoint(self, session_id: str) -> tuple[dict[str, Any], list[str]]:

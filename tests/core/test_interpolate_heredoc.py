@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -206,3 +207,17 @@ def test_heredoc_bodies_receive_the_value_exactly(value: str) -> None:
         script = shell_text(template, v=value)
         proc = subprocess.run(["sh", "-c", script], capture_output=True, check=True)
         assert proc.stdout == (value + "\n").encode(), (template, script)
+
+
+@pytest.mark.parametrize("opener", ["cat <<EOF", "cat <<'EOF'", "cat <<-EOF"])
+def test_a_value_line_equal_to_the_delimiter_cannot_end_the_body(
+    tmp_path: Path, opener: str
+) -> None:
+    marker = tmp_path / "pwned"
+    value = f"x\nEOF\ntouch {marker}"
+    text = interpolate(f"{opener}\n${{v}}\nEOF\n", {"v": Var(value=value, trusted=False)},
+                       shell=True).text
+    result = subprocess.run(["sh", "-c", text], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert not marker.exists()
+    assert f"touch {marker}" in result.stdout

@@ -164,7 +164,8 @@ def test_atomic_write_json_format_and_modes(tmp_path: Path) -> None:
     target = tmp_path / "new" / "dir" / "doc.json"
     atomic_write_json(target, {"b": "é", "a": [1, 2]})
     text = target.read_text(encoding="utf-8")
-    assert text == '{\n  "b": "é",\n  "a": [\n    1,\n    2\n  ]\n}\n'
+    # top-level keys one per line with 2-space indent; short scalar lists stay compact
+    assert text == '{\n  "b": "é",\n  "a": [1, 2]\n}\n'
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
     assert read_json(target) == {"b": "é", "a": [1, 2]}
