@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
         return exc.exit_code
     resolved = runner.resolve_env(workflow, repo_root=repo.root, project_dir=str(project),
                                   environ=environ, profile=profile, args=tuple(args.args),
-                                  file=args.workflow)
+                                  file=args.workflow, dry_run=args.dry_run)
     print_problems(resolved.warnings, err)
     if resolved.problems:
         print_problems(resolved.problems, err)

@@ -103,7 +103,8 @@ def _run_dynamic(cwd: str) -> Any:
 
 def resolve_env(workflow: Workflow, *, repo_root: str, project_dir: str,
                 environ: Mapping[str, str], profile: str | None,
-                args: Sequence[str], file: str) -> ResolvedEnv:
+                args: Sequence[str], file: str, dry_run: bool = False) -> ResolvedEnv:
+    """Resolve the workflow environment; in a dry run no dynamic command is run."""
     contents: dict[str, str | None] = {}
     for entry in workflow.env_files:
         path = Path(repo_root) / entry.path
@@ -120,7 +121,8 @@ def resolve_env(workflow: Workflow, *, repo_root: str, project_dir: str,
                 secret_files[source.key] = None
     return resolve_environment(workflow, environ=environ, profile=profile, args=args,
                                env_file_contents=contents, secret_files=secret_files,
-                               run_dynamic=_run_dynamic(project_dir), file=file)
+                               run_dynamic=None if dry_run else _run_dynamic(project_dir),
+                               file=file)
 
 
 def map_inputs(project_dir: Path, patterns: Sequence[str]) -> list[InputSpec]:

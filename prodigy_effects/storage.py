@@ -42,7 +42,6 @@ from prodigy_effects.fsutil import (
     atomic_write_bytes,
     dumps_json,
     ensure_dir,
-    fsync_dir,
 )
 
 __all__ = [

@@ -31,7 +31,7 @@ from prodigy_core.effects import (
 from prodigy_core.events import CancelRequested, CommandFinished, GitHeadRead, Slept
 from prodigy_core.model import Backoff, OnFailure, RetryMatcher, RetrySpec, Step, Workflow
 from prodigy_core.problems import InvalidTransition
-from tests.core._machine_driver import R, Driver, make_ctx, shell
+from tests.core._machine_driver import Driver, R, make_ctx, shell
 
 
 def wf(*steps: Step) -> Workflow:

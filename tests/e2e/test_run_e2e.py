@@ -134,7 +134,8 @@ def test_signal_stops_the_step_saves_and_resume_continues(
 
 
 def test_dry_run_has_no_side_effects_and_prints_the_plan(project: Project) -> None:
-    project.write("wf.yml", "env:\n  NAME: world\nsteps:\n"
+    project.write("wf.yml", "env:\n  NAME: world\n  DYN:\n    command: 'touch dyn-ran; echo d'\n"
+                            "steps:\n"
                             "  - shell: 'touch marker && echo hi ${NAME}'\n"
                             "    capture: out\n"
                             "  - shell: 'echo ${out}'\n")
@@ -143,6 +144,7 @@ def test_dry_run_has_no_side_effects_and_prints_the_plan(project: Project) -> No
     assert "touch marker && echo hi world" in out.stdout
     assert "echo ${out}" in out.stdout  # only known at run time: stays a placeholder
     assert not (project.root / "marker").exists()
+    assert not (project.root / "dyn-ran").exists()  # dynamic env commands do not run
     assert not project.home.exists()
     js = project.run("run", "wf.yml", "--dry-run", "--json")
     plan = json.loads(js.stdout)
