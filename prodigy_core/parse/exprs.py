@@ -3,6 +3,7 @@ and ``json_path`` (E1010, W1010), spec 04."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 
@@ -40,8 +41,8 @@ def check_json_path(ctx: Ctx, text: str, path: str) -> None:
     if not text.strip():
         return
     try:
-        from jsonpath_ng.ext import parse as jp_parse  # type: ignore[import-untyped]  # lazy: slow
-
+        # imported lazily: jsonpath_ng is slow to import and only needed here
+        jp_parse = importlib.import_module("jsonpath_ng.ext").parse
         jp_parse(text)
     except Exception as exc:  # the library raises several unrelated types
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
