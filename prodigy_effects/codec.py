@@ -9,8 +9,8 @@ older versions pass through ``TRACE_MIGRATIONS`` (dict to dict) before structuri
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import types
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
