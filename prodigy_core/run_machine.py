@@ -223,7 +223,7 @@ def step(state: RunState, event: Event) -> Transition:
         raise InvalidTransition(f"no step is running but received {type(event).__name__}")
     if state.cancel_signal is not None:
         # the outstanding command ended (it was cancelled): stop here
-        if False:
+        if getattr(event, "command_id", None) != state.stepper.pending:
             raise InvalidTransition(
                 f"{type(event).__name__} for command {getattr(event, 'command_id', None)}"
                 f" but command {state.stepper.pending} is outstanding")
