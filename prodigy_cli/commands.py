@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from prodigy_core import run_machine
 from prodigy_core.problems import Problem
+from prodigy_core.support import runtime_gaps
 from prodigy_effects.storage import Storage, StorageError, resolve_storage_root
 
 
@@ -93,6 +94,10 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     if workflow.mode == "mapreduce":
         err.write("error[E1016]: MapReduce workflows can be validated but not run yet by this "
                   "version of Prodigy\n")
+        return 2
+    gaps = runtime_gaps(workflow, file=args.workflow)
+    if gaps:
+        print_problems(gaps, err)
         return 2
     verbosity, quiet = _verbosity(args)
     repo = runner.find_repo(project)

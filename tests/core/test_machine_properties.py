@@ -88,8 +88,11 @@ def on_failures(draw: st.DrawFn, index: int) -> OnFailure | None:
     if kind == "allow":
         return OnFailure(allow=True)
     count = draw(st.integers(1, 2))
+    nested = st.sampled_from([None, OnFailure(commands=(Step(kind="shell",
+                                                             command=f"n{index}"),))])
     commands = tuple(Step(kind="shell", command=f"h{index}_{j} ${{error.exit_code}}",
-                          allow_failure=draw(st.booleans())) for j in range(count))
+                          allow_failure=draw(st.booleans()), retry=draw(retries),
+                          on_failure=draw(nested)) for j in range(count))
     return OnFailure(
         commands=commands,
         strategy=draw(st.sampled_from(["recovery", "fallback", "cleanup"])),

@@ -854,3 +854,18 @@ def test_checkpoint_variables_and_untrusted_meta_round_trip() -> None:
     r = run_machine.resume(wf(*RESUME_STEPS), make_ctx(), checkpoint)
     var = r.state.stepper.vars["x"]
     assert var.value == "a" and var.trusted is False
+
+
+def test_resume_keeps_earlier_failed_inputs_but_retries_the_current_one() -> None:
+    three = (InputSpec(arg="a"), InputSpec(arg="b"), InputSpec(arg="c"))
+    steps = (shell("run ${ARG}"),)
+    d = drive(*steps, inputs=three)
+    d.run({"run a": FAIL, "run c": FAIL})
+    assert d.commands == ["run a", "run b", "run c"]
+    checkpoint = roundtrip(d.checkpoints[-1])
+    assert checkpoint["inputs"]["failed_inputs"] == [0, 2]
+    r = Driver(run_machine.resume(wf(*steps), make_ctx(inputs=three), checkpoint))
+    r.run()
+    assert r.commands == ["run c"]
+    assert "Workflow failed: 1 input(s) failed: 1" in r.printed  # input a still failed
+    assert r.checkpoints[-1]["inputs"]["failed_inputs"] == [0]

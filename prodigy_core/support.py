@@ -1,0 +1,58 @@
+"""What this version can validate but not yet run, reported before a run starts.
+
+The spec's principle 1: nothing in a workflow file is silently ignored.  Features that
+validation accepts but the executor does not implement yet are listed here as E1016
+problems, so `prodigy run` refuses the workflow up front with the field's path instead
+of skipping the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prodigy_core.model import OnFailure, Step, Workflow
+from prodigy_core.problems import Problem
+
+
+def _walk(steps: tuple[Step, ...]) -> Iterator[Step]:
+    for step in steps:
+        yield step
+        if step.on_success is not None:
+            yield from _walk((step.on_success,))
+        if isinstance(step.on_failure, OnFailure):
+            yield from _walk(step.on_failure.commands)
+        yield from _walk(tuple(handler for _, handler in step.on_exit_code))
+
+
+def _gap(path: str, what: str, file: str) -> Problem:
+    return Problem(severity="error", code="E1016", file=file, path=path,
+                   message=f"{what} is not supported by this version of Prodigy yet",
+                   help="remove it, or run this workflow with a later version")
+
+
+def runtime_gaps(workflow: Workflow, *, file: str = "") -> tuple[Problem, ...]:
+    """E1016 problems for every feature of ``workflow`` this version cannot run yet."""
+    found: list[Problem] = []
+    if workflow.merge is not None:
+        found.append(_gap("$.merge", "a custom `merge:` workflow (needs session worktrees)",
+                          file))
+    for key, _value in workflow.extra:
+        if key in ("merge_conflicts", "worktree", "worktree_config", "claude_config"):
+            found.append(_gap(f"$.{key}", f"`{key}`", file))
+    for step in _walk(workflow.steps):
+        where = step.source
+        if step.kind == "claude":
+            found.append(_gap(where, "a `claude:` step", file))
+        if step.auto_commit:
+            found.append(_gap(f"{where}.auto_commit", "`auto_commit`", file))
+        if step.commit_config is not None:
+            found.append(_gap(f"{where}.commit_config", "`commit_config`", file))
+        if step.outputs:
+            found.append(_gap(f"{where}.outputs", "`outputs`", file))
+        if getattr(step, "validate", None) is not None:
+            found.append(_gap(f"{where}.validate", "a completeness `validate:`", file))
+        if step.retry is not None and step.retry.circuit_breaker is not None:
+            found.append(_gap(f"{where}.retry.circuit_breaker", "`circuit_breaker`", file))
+    if workflow.retry_defaults is not None and workflow.retry_defaults.circuit_breaker:
+        found.append(_gap("$.retry_defaults.circuit_breaker", "`circuit_breaker`", file))
+    return tuple(found)
