@@ -196,6 +196,8 @@ def resume(
         workflow=workflow, ctx=ctx, input_index=input_index, iteration=iteration,
         step_index=step_index, records=records, failed_inputs=failed_inputs,
         stepper=stepper.Stepper(vars=variables), resumed=True, last_time=ctx.started_at,
+        head_at_iteration_start=exec_state.get("iteration_start_head")  # type: ignore[arg-type]
+        if isinstance(exec_state.get("iteration_start_head"), str) else None,
     )
     total = len(workflow.steps)
     effects: list[Effect] = [
@@ -519,6 +521,7 @@ def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
             "start_time": ctx.started_at,
             "current_iteration": state.iteration,
             "total_iterations": ctx.max_iterations,
+            "iteration_start_head": state.head_at_iteration_start,
         },
         "completed_steps": [r.to_json() for r in state.records],
         "variable_state": {k: v.value for k, v in sorted(variables.items())},
