@@ -67,6 +67,15 @@ class StepRecord:
     error: str | None = None
     attempts: int = 1
     step_id: str | None = None
+    # The checkpoint form, built once: a run rewrites its checkpoint after every step and
+    # repeats every earlier record each time (the storage encoder memoises by identity).
+    doc: dict[str, JSON] = attrs.field(eq=False, repr=False, factory=dict)
+
+    def with_doc(self) -> StepRecord:
+        return attrs.evolve(self, doc=self.to_json())
+
+    def checkpoint_json(self) -> dict[str, JSON]:
+        return self.doc if self.doc else self.to_json()
 
     def to_json(self) -> dict[str, JSON]:
         secs = int(self.duration)
@@ -314,7 +323,7 @@ def _step_finished(
         variables=tuple((k, v.value) for k, v in sorted(assigned.items())),
         completed_at=when, error=outcome.error, attempts=max(outcome.executions, 1),
         step_id=step_def.id,
-    )
+    ).with_doc()
     counts = state.counts
     key = {"succeeded": "succeeded", "recovered": "succeeded", "skipped": "skipped"}.get(
         outcome.status, "failed")
@@ -523,7 +532,7 @@ def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
             "total_iterations": ctx.max_iterations,
             "iteration_start_head": state.head_at_iteration_start,
         },
-        "completed_steps": [r.to_json() for r in state.records],
+        "completed_steps": [r.checkpoint_json() for r in state.records],
         "variable_state": {k: v.value for k, v in sorted(variables.items())},
         "variable_meta": {"untrusted": [k for k, v in sorted(variables.items())
                                         if not v.trusted]},
@@ -615,7 +624,7 @@ def _restore_records(checkpoint: dict[str, JSON]) -> tuple[StepRecord, ...]:
             variables=tuple(captured.items()) if isinstance(captured, dict) else (),
             completed_at=str(item.get("completed_at", "")),
             step_id=item.get("step_id") if isinstance(item.get("step_id"), str) else None,  # type: ignore[arg-type]
-        ))
+        ).with_doc())
     return tuple(out)
 
 
