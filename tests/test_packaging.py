@@ -1,0 +1,23 @@
+"""Every package directory ends up in the distribution (a non-editable install)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from setuptools import find_packages
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_package_directory_is_installed() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = set(find_packages(where=str(ROOT), include=include))
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("prodigy_core", "prodigy_effects", "prodigy_cli")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert on_disk, "no packages found"
+    assert on_disk <= shipped, f"not packaged: {sorted(on_disk - shipped)}"
