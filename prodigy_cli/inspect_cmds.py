@@ -1,14 +1,18 @@
-"""``sessions``, ``checkpoints`` and ``events``: read-only views of what happened."""
+"""``sessions``, ``checkpoints`` and ``events``: dispatch, and the listing/show views.
+
+The maintenance subcommands live in their own modules: ``cmd_events`` (every
+``events`` subcommand), ``cmd_sessions`` (``sessions clean``) and ``cmd_checkpoints``
+(``checkpoints validate|delete|clean|mapreduce`` and ``show --version``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any, TextIO
 
-from prodigy_effects.journal import follow, list_run_dirs, read_events
-from prodigy_effects.storage import Storage, StorageError
+from prodigy_cli.cli_support import repo_filter, table
+from prodigy_effects.storage import E_CHECKPOINT_NOT_FOUND, Storage, StorageError
 
 
 def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
@@ -24,29 +28,24 @@ def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dic
     if args.command == "sessions":
         if action in ("ls", "list"):
             return sessions_ls(args, storage, out, cwd)
+        if action == "clean":
+            from prodigy_cli.cmd_sessions import sessions_clean
+
+            return sessions_clean(args, storage, out, err, cwd)
         return sessions_show(args, storage, out, err)
     if args.command == "checkpoints":
         if action in ("ls", "list"):
             return checkpoints_ls(args, storage, out, cwd)
-        return checkpoints_show(args, storage, out, err)
+        if action == "show":
+            return checkpoints_show(args, storage, out, err)
+        from prodigy_cli import cmd_checkpoints
+
+        return cmd_checkpoints.dispatch(action, args, storage, out, err, cwd)
     if args.command == "events":
-        if action == "ls":
-            return events_ls(args, storage, out, err, cwd)
-        return events_follow(args, storage, out, err, cwd)
+        from prodigy_cli import cmd_events
+
+        return cmd_events.dispatch(action, args, storage, out, err, cwd)
     return 2
-
-
-def _repo_filter(args: argparse.Namespace, cwd: str) -> tuple[str | None, str | None]:
-    """(repo_path, repo_name) of the current repository, or (None, None) for all repos."""
-    if getattr(args, "all_repos", False):
-        return None, None
-    from prodigy_effects.runner import find_repo
-
-    project = Path(args.path) if getattr(args, "path", None) else Path(cwd)
-    repo = find_repo(project)
-    if not repo.is_git:
-        return None, None
-    return repo.root, repo.name
 
 
 def _duration(doc: dict[str, Any]) -> str:
@@ -63,7 +62,7 @@ def _duration(doc: dict[str, Any]) -> str:
 
 
 def sessions_ls(args: argparse.Namespace, storage: Storage, out: TextIO, cwd: str) -> int:
-    repo_path, _ = _repo_filter(args, cwd)
+    repo_path, _ = repo_filter(args, cwd)
     docs = storage.list_sessions(repo_path)
     if args.status:
         docs = [d for d in docs if str(d.get("status", "")).lower() == args.status.lower()]
@@ -80,14 +79,8 @@ def sessions_ls(args: argparse.Namespace, storage: Storage, out: TextIO, cwd: st
         cost = (d.get("analytics") or {}).get("total_cost_usd", 0.0) or 0.0
         rows.append((str(d.get("id")), str(d.get("session_type", "")), str(d.get("status")),
                      str(wf), str(d.get("started_at", "")), _duration(d), f"${cost:.2f}"))
-    _table(rows, out)
+    table(rows, out)
     return 0
-
-
-def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
 
 
 def sessions_show(args: argparse.Namespace, storage: Storage, out: TextIO, err: TextIO) -> int:
@@ -131,7 +124,7 @@ def sessions_show(args: argparse.Namespace, storage: Storage, out: TextIO, err: 
 
 
 def checkpoints_ls(args: argparse.Namespace, storage: Storage, out: TextIO, cwd: str) -> int:
-    repo_path, _ = _repo_filter(args, cwd)
+    repo_path, _ = repo_filter(args, cwd)
     rows: list[dict[str, Any]] = []
     for doc in storage.list_sessions(repo_path):
         sid = str(doc.get("id"))
@@ -157,20 +150,34 @@ def checkpoints_ls(args: argparse.Namespace, storage: Storage, out: TextIO, cwd:
     if not rows:
         out.write("No checkpoints found.\n")
         return 0
-    table = [("ID", "KIND", "STATUS", "PROGRESS", "SAVED AT", "PATH")]
-    table += [(r["id"], r["kind"], str(r["status"]), r["progress"], str(r["saved_at"]),
+    grid = [("ID", "KIND", "STATUS", "PROGRESS", "SAVED AT", "PATH")]
+    grid += [(r["id"], r["kind"], str(r["status"]), r["progress"], str(r["saved_at"]),
                r["path"]) for r in rows]
-    _table(table, out)
+    table(grid, out)
     return 0
 
 
 def checkpoints_show(args: argparse.Namespace, storage: Storage, out: TextIO,
                      err: TextIO) -> int:
-    try:
-        cp, warnings = storage.read_checkpoint(args.id)
-    except StorageError as exc:
-        err.write(f"error[{exc.code}]: {exc}\n")
-        return 2
+    warnings: list[str] = []
+    if args.checkpoint_version is not None:
+        from prodigy_cli.cmd_checkpoints import checkpoint_show_version
+
+        found = checkpoint_show_version(args.id, args.checkpoint_version, storage,
+                                        err)
+        if found is None:
+            return 2
+        cp = found
+    else:
+        try:
+            cp, warnings = storage.read_checkpoint(args.id)
+        except ValueError:
+            err.write(f"error[{E_CHECKPOINT_NOT_FOUND}]: no checkpoint for session {args.id}\n"
+                      "  hint: run `prodigy checkpoints ls` to see the checkpoints\n")
+            return 2
+        except StorageError as exc:
+            err.write(f"error[{exc.code}]: {exc}\n")
+            return 2
     for warning in warnings:
         err.write(f"{warning}\n")
     if args.json:
@@ -188,79 +195,4 @@ def checkpoints_show(args: argparse.Namespace, storage: Storage, out: TextIO,
     for step in cp.get("completed_steps", []):
         out.write(f"  {int(step.get('step_index', 0)) + 1}. {step.get('command')} "
                   f"[{step.get('status')}]\n")
-    return 0
-
-
-def _run_dirs(args: argparse.Namespace, storage: Storage, cwd: str) -> list[Path]:
-    if getattr(args, "file", None):
-        return [Path(args.file)]
-    _, repo_name = _repo_filter(args, cwd)
-    dirs = list_run_dirs(storage, repo_name)
-    if args.job_id:
-        dirs = [d for d in dirs if d.name == args.job_id]
-    return dirs
-
-
-def _iter_file_or_dir(path: Path) -> list[dict[str, Any]]:
-    if path.is_file():
-        events = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-        return events
-    return list(read_events(path))
-
-
-def _line(e: dict[str, Any]) -> str:
-    body = e.get("event") or {}
-    kind = body.get("event_type", "?")
-    who = body.get("agent_id") or body.get("item_id") or body.get("step_path") or "-"
-    summary_keys = ("display", "status", "error", "workflow_name", "signal", "exit_code")
-    summary = " ".join(f"{k}={body[k]}" for k in summary_keys if body.get(k) not in (None, ""))
-    return f"{e.get('timestamp', '')} {kind} {e.get('correlation_id', '')} {who} {summary}"
-
-
-def _match(e: dict[str, Any], args: argparse.Namespace) -> bool:
-    body = e.get("event") or {}
-    if args.event_type and body.get("event_type") not in args.event_type:
-        return False
-    if getattr(args, "agent_id", None) and body.get("agent_id") != args.agent_id:
-        return False
-    return not (getattr(args, "item_id", None) and body.get("item_id") != args.item_id)
-
-
-def events_ls(args: argparse.Namespace, storage: Storage, out: TextIO, err: TextIO,
-              cwd: str) -> int:
-    dirs = _run_dirs(args, storage, cwd)
-    if args.job_id and not dirs:
-        err.write(f"error[E6010]: no events found for '{args.job_id}'\n")
-        return 2
-    events: list[dict[str, Any]] = []
-    for d in dirs:
-        events.extend(e for e in _iter_file_or_dir(d) if _match(e, args))
-    events.sort(key=lambda e: (str(e.get("timestamp", "")), int(e.get("seq") or 0)))
-    events = events[-args.limit:] if args.limit else events
-    for e in events:
-        out.write((json.dumps(e) if args.json else _line(e)) + "\n")
-    if not events and not args.json:
-        out.write("No events found.\n")
-    return 0
-
-
-def events_follow(args: argparse.Namespace, storage: Storage, out: TextIO, err: TextIO,
-                  cwd: str) -> int:
-    dirs = _run_dirs(args, storage, cwd)
-    if not dirs:
-        err.write("error[E6010]: no event log to follow (give --job-id or --file)\n")
-        return 2
-    target = dirs[-1]
-    try:
-        for e in follow(target, 0.2, lambda: False):
-            if _match(e, args):
-                out.write((json.dumps(e) if args.json else _line(e)) + "\n")
-                out.flush()
-    except KeyboardInterrupt:
-        return 0
     return 0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from prodigy_cli import VERSION
 
@@ -41,6 +42,135 @@ def _globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                         default=argparse.SUPPRESS if suppress else False,
                         help="only warnings, errors and final results")
     del default
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: it must not be negative")
+    return value
+
+
+def _scope(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all-repos", action="store_true",
+                   help="data of every repository under the storage root")
+    p.add_argument("-p", "--path", help="project directory (default: current directory)")
+
+
+def _confirm_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``sessions``, ``checkpoints`` and ``events`` (spec 08 §2.9, §2.11, §2.12)."""
+    from prodigy_cli.cli_support import duration_arg, size_arg
+
+    week = 7 * 86400.0
+    sessions = sub.add_parser("sessions", parents=[common], help="list, inspect and clean sessions")
+    ssub = sessions.add_subparsers(dest="action", parser_class=_Parser)
+    for name in ("ls", "list"):
+        p = ssub.add_parser(name, parents=[common], help="list sessions, newest first")
+        p.add_argument("--status")
+        p.add_argument("--limit", type=_nonneg_int, default=50)
+        p.add_argument("--json", action="store_true")
+        _scope(p)
+    p = ssub.add_parser("show", parents=[common], help="show one session")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p = ssub.add_parser("clean", parents=[common], help="delete old finished sessions")
+    p.add_argument("--older-than", type=duration_arg, default=week, metavar="DURATION",
+                   help="only sessions finished longer ago than this (default 7d)")
+    p.add_argument("--all", action="store_true",
+                   help="also Failed, Paused and Cancelled sessions (default: Completed only)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be deleted")
+    p.add_argument("--json", action="store_true")
+    _confirm_flags(p)
+    _scope(p)
+
+    checkpoints = sub.add_parser("checkpoints", parents=[common],
+                                 help="inspect, validate and clean checkpoints")
+    csub = checkpoints.add_subparsers(dest="action", parser_class=_Parser)
+    for name in ("ls", "list"):
+        p = csub.add_parser(name, parents=[common], help="list checkpoints")
+        p.add_argument("--workflow-id")
+        p.add_argument("--json", action="store_true")
+        _scope(p)
+    p = csub.add_parser("show", parents=[common], help="show one checkpoint")
+    p.add_argument("id")
+    p.add_argument("--version", type=int, metavar="N", dest="checkpoint_version",
+                   help="1 = the current version, 2 = the previous one")
+    p.add_argument("--json", action="store_true")
+    p = csub.add_parser("validate", parents=[common], help="check a checkpoint's versions")
+    p.add_argument("id")
+    p.add_argument("--repair", action="store_true",
+                   help="remove corrupt versions so the newest valid one is used")
+    p.add_argument("--json", action="store_true")
+    p = csub.add_parser("delete", parents=[common], help="delete a checkpoint")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    _confirm_flags(p)
+    p = csub.add_parser("clean", parents=[common], help="delete checkpoints")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--workflow-id", metavar="ID")
+    which.add_argument("--all", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--json", action="store_true")
+    _confirm_flags(p)
+    _scope(p)
+    p = csub.add_parser("mapreduce", parents=[common],
+                        help="(not available yet) checkpoint versions of a MapReduce job")
+    p.add_argument("job_id")
+    p.add_argument("--detailed", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    events = sub.add_parser("events", parents=[common], help="read and maintain event logs")
+    esub = events.add_subparsers(dest="action", parser_class=_Parser)
+    helps = {"ls": "list events", "follow": "print events as they are appended",
+             "stats": "count events per group", "search": "find events by regular expression",
+             "clean": "delete or archive old events", "export": "write events as json/csv/md"}
+    for name, text in helps.items():
+        p = esub.add_parser(name, parents=[common], help=text)
+        p.add_argument("--job-id", help="a job id or a session id")
+        if name != "clean":
+            p.add_argument("--file", help="read one specific event file")
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--event-type", action="append", default=[], metavar="T")
+        _scope(p)
+        if name in ("ls", "stats", "search", "export"):
+            p.add_argument("--agent-id")
+            p.add_argument("--item-id")
+            p.add_argument("--since", type=duration_arg, metavar="DURATION",
+                           help="only events of the last DURATION (30s, 5m, 1h, 7d)")
+        if name == "ls":
+            p.add_argument("--limit", type=_nonneg_int, default=100,
+                           help="the last N matching events (default 100; 0 = all)")
+        elif name == "stats":
+            p.add_argument("--group-by", choices=("event_type", "job_id", "agent_id"),
+                           default="event_type")
+        elif name == "search":
+            p.add_argument("pattern", metavar="REGEX")
+            p.add_argument("--fields", metavar="F1,F2",
+                           help="match only these fields (dotted paths) instead of the JSON text")
+        elif name == "clean":
+            p.add_argument("--older-than", type=duration_arg, default=week, metavar="DURATION",
+                           help="remove events older than this (default 7d)")
+            p.add_argument("--max-events", type=_nonneg_int, metavar="N",
+                           help="keep at most the newest N events of each run")
+            p.add_argument("--max-size", type=size_arg, metavar="SIZE",
+                           help="keep at most SIZE bytes (e.g. 10MB) of each run's log")
+            p.add_argument("--archive", action="store_true",
+                           help="move removed events to the archive instead of deleting them")
+            p.add_argument("--archive-path", metavar="DIR",
+                           help="archive directory (default <storage>/archive/events)")
+            p.add_argument("--dry-run", action="store_true")
+            _confirm_flags(p)
+        elif name == "export":
+            p.add_argument("--format", choices=("json", "csv", "markdown"), default="json")
+            p.add_argument("--output", metavar="FILE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,46 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--param-file")
     validate.add_argument("--profile")
 
-    sessions = sub.add_parser("sessions", parents=[common], help="list and inspect sessions")
-    ssub = sessions.add_subparsers(dest="action", parser_class=_Parser)
-    for name in ("ls", "list"):
-        p = ssub.add_parser(name, parents=[common])
-        p.add_argument("--status")
-        p.add_argument("--limit", type=int, default=50)
-        p.add_argument("--all-repos", action="store_true")
-        p.add_argument("--json", action="store_true")
-        p.add_argument("-p", "--path")
-    p = ssub.add_parser("show", parents=[common])
-    p.add_argument("id")
-    p.add_argument("--json", action="store_true")
-
-    checkpoints = sub.add_parser("checkpoints", parents=[common], help="inspect checkpoints")
-    csub = checkpoints.add_subparsers(dest="action", parser_class=_Parser)
-    for name in ("ls", "list"):
-        p = csub.add_parser(name, parents=[common])
-        p.add_argument("--workflow-id")
-        p.add_argument("--all-repos", action="store_true")
-        p.add_argument("--json", action="store_true")
-        p.add_argument("-p", "--path")
-    p = csub.add_parser("show", parents=[common])
-    p.add_argument("id")
-    p.add_argument("--version", type=int)
-    p.add_argument("--json", action="store_true")
-
-    events = sub.add_parser("events", parents=[common], help="read event logs")
-    esub = events.add_subparsers(dest="action", parser_class=_Parser)
-    for name in ("ls", "follow"):
-        p = esub.add_parser(name, parents=[common])
-        p.add_argument("--job-id")
-        p.add_argument("--file")
-        p.add_argument("--all-repos", action="store_true")
-        p.add_argument("--json", action="store_true")
-        p.add_argument("--event-type", action="append", default=[])
-        p.add_argument("-p", "--path")
-        if name == "ls":
-            p.add_argument("--limit", type=int, default=100)
-            p.add_argument("--agent-id")
-            p.add_argument("--item-id")
+    _inspect_commands(sub, common)
 
     for name, text in NOT_YET.items():
         p = sub.add_parser(name, help=f"(not available yet) {text}", add_help=True)
@@ -135,13 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
          err: TextIO | None = None, environ: dict[str, str] | None = None,
-         cwd: str | None = None) -> int:
+         cwd: str | None = None, stdin: TextIO | None = None) -> int:
+    """Run ``prodigy``; ``stdin`` answers confirmation questions (a terminal if
+    ``stdin.isatty()``), default ``sys.stdin``."""
     out = out or sys.stdout
     err = err or sys.stderr
     env = dict(os.environ if environ is None else environ)
     parser = build_parser()
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 2
     if args.version:
@@ -156,6 +250,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
         return 2
     from prodigy_cli import commands
 
+    args.stdin = sys.stdin if stdin is None else stdin
     try:
         return commands.dispatch(args, out=out, err=err, environ=env, cwd=cwd or os.getcwd())
     except Exception as exc:  # a bug: report it plainly instead of a traceback
