@@ -253,6 +253,12 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     args.stdin = sys.stdin if stdin is None else stdin
     try:
         return commands.dispatch(args, out=out, err=err, environ=env, cwd=cwd or os.getcwd())
+    except BrokenPipeError:
+        # the reader went away (`prodigy events ls | head`): stop quietly, as CLI tools do
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # a bug: report it plainly instead of a traceback
         import traceback
 
