@@ -78,6 +78,68 @@ class ReadGitHead:
 
 
 @attrs.frozen(kw_only=True)
+class CommitChanges:
+    """Commit what a step left uncommitted (``auto_commit``, spec 02 §12.2).
+
+    Emitted by the step machine after an execution that exited 0, when the step has
+    ``auto_commit: true``.  Performed *spawned* by ``Git.commit_changes``: in the
+    repository containing ``cwd`` it lists the changed paths (modified or deleted tracked
+    files, untracked files that are not ignored; repository-relative), keeps those that
+    match ``include`` (all when empty) and match no ``exclude`` glob
+    (``prodigy_core.globs.select_paths``), stages and commits exactly those with
+    ``message`` as given (argument vectors only, never a shell), ``author``
+    (``Name <email>``) and ``-S`` when ``sign``.  Completes with ``ChangesCommitted``
+    (``sha`` None when nothing was left to commit) or ``GitFailed``.
+    """
+
+    command_id: int
+    cwd: str
+    message: str
+    author: str | None = None
+    sign: bool = False
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    display: str = ""
+    step_path: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ListCommits:
+    """Describe what changed in the repository containing ``cwd`` since ``since``.
+
+    Emitted by the step machine after a passing execution of a step with ``outputs``,
+    ``commit_config.message_pattern`` or ``commit_config.squash`` (read-only git).
+    Performed *spawned* by ``Git.list_commits``; completes with ``CommitsListed``: the
+    new commits ``since..HEAD`` oldest first, and the files added / modified / deleted
+    between ``since`` and the working tree (committed and uncommitted changes, untracked
+    files that are not ignored; spec 03 §7.3), or ``GitFailed``.
+    """
+
+    command_id: int
+    cwd: str
+    since: str | None
+
+
+@attrs.frozen(kw_only=True)
+class SquashCommits:
+    """Replace the commits ``since..HEAD`` by one commit (``commit_config.squash``).
+
+    Emitted by the step machine after a passing execution that created more than one
+    commit.  Performed *spawned* by ``Git.squash_commits``: a new commit with the tree of
+    ``HEAD``, parent ``since``, ``message``, ``author`` and ``-S`` when ``sign`` becomes
+    ``HEAD``; the index and the working tree are not touched.  Completes with
+    ``CommitsSquashed`` or ``GitFailed``.
+    """
+
+    command_id: int
+    cwd: str
+    since: str
+    message: str
+    author: str | None = None
+    sign: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class Sleep:
     """Wait ``seconds`` (retry backoff).
 
@@ -182,6 +244,9 @@ Effect = (
     RunCommand
     | WriteFile
     | ReadGitHead
+    | CommitChanges
+    | ListCommits
+    | SquashCommits
     | Sleep
     | CancelCommands
     | LogEvent
@@ -192,12 +257,15 @@ Effect = (
     | Finish
 )
 
-SPAWNED = (RunCommand, WriteFile, ReadGitHead, Sleep)
+SPAWNED = (RunCommand, WriteFile, ReadGitHead, CommitChanges, ListCommits, SquashCommits, Sleep)
 
 EFFECT_TAGS: dict[type, str] = {
     RunCommand: "run_command",
     WriteFile: "write_file",
     ReadGitHead: "read_git_head",
+    CommitChanges: "commit_changes",
+    ListCommits: "list_commits",
+    SquashCommits: "squash_commits",
     Sleep: "sleep",
     CancelCommands: "cancel_commands",
     LogEvent: "log_event",

@@ -82,6 +82,59 @@ class GitHeadRead:
 
 
 @attrs.frozen(kw_only=True)
+class ChangesCommitted:
+    """Answer to ``CommitChanges``: the new commit and the paths it contains.
+
+    ``sha`` is None when nothing (after ``include``/``exclude``) was left to commit.
+    ``planned`` in a dry run (nothing was committed).
+    """
+
+    command_id: int
+    sha: str | None
+    files: tuple[str, ...] = ()
+    planned: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CommitsListed:
+    """Answer to ``ListCommits``.
+
+    ``head`` is the current ``HEAD``; ``commits`` are ``(sha, message)`` of the new
+    commits, oldest first; the file lists are repository-relative, sorted, without
+    duplicates (renames count as deletion plus addition).  ``planned`` in a dry run.
+    """
+
+    command_id: int
+    head: str | None
+    commits: tuple[tuple[str, str], ...] = ()
+    files_added: tuple[str, ...] = ()
+    files_modified: tuple[str, ...] = ()
+    files_deleted: tuple[str, ...] = ()
+    planned: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CommitsSquashed:
+    """Answer to ``SquashCommits``: the sha of the single replacing commit."""
+
+    command_id: int
+    sha: str | None
+    planned: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class GitFailed:
+    """A git effect (``CommitChanges``, ``ListCommits``, ``SquashCommits``) failed.
+
+    ``operation`` is the effect's tag; ``message`` git's error output.
+    """
+
+    command_id: int
+    operation: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
 class Slept:
     """A ``Sleep`` ended.  ``monotonic`` is the clock reading at the end."""
 
@@ -106,6 +159,10 @@ Event = (
     | FileWritten
     | FileWriteFailed
     | GitHeadRead
+    | ChangesCommitted
+    | CommitsListed
+    | CommitsSquashed
+    | GitFailed
     | Slept
     | CancelRequested
 )
@@ -116,6 +173,10 @@ EVENT_TAGS: dict[type, str] = {
     FileWritten: "file_written",
     FileWriteFailed: "file_write_failed",
     GitHeadRead: "git_head_read",
+    ChangesCommitted: "changes_committed",
+    CommitsListed: "commits_listed",
+    CommitsSquashed: "commits_squashed",
+    GitFailed: "git_failed",
     Slept: "slept",
     CancelRequested: "cancel_requested",
 }

@@ -12,13 +12,21 @@ finishes, the outcome goes back to the scope machine (a run, an agent…).
 
 Stages of a ``StepFrame``:
 
-``head_before``  waiting for ``HEAD`` before an execution (``commit_required``)
+``head_before``  waiting for ``HEAD`` before an execution (``commit_required``,
+                 ``outputs``, ``message_pattern``, ``squash``)
 ``exec``         waiting for the command (``CommandFinished``/``FileWritten``…)
+``commit``       waiting for the ``auto_commit`` (``ChangesCommitted``)
 ``head_after``   waiting for ``HEAD`` after a passing execution
+``changes``      waiting for the new commits and changed files (``CommitsListed``)
 ``validate``     waiting for ``step_validate`` command ``validate_index``
+``squash``       waiting for the squash of the new commits (``CommitsSquashed``)
 ``backoff``      waiting for a retry delay (``Slept``)
 ``child``        a handler frame above is running; ``child_role`` says which one
 ``output_file``  waiting for ``output_file`` to be written
+
+After an execution, ``_checks`` walks the stages ``commit`` → ``head_after`` →
+``changes`` → ``validate`` → ``squash``, starting each one that applies
+(``prodigy_core.commits`` decides), and then hands the result to the attempt loop.
 
 Variables set by any step of the scope live in ``Stepper.vars``; handler-local
 variables (``error.*``, ``test.*``) live in the frame that introduced them and are
@@ -33,6 +41,7 @@ from typing import Literal
 import attrs
 from pyrsistent import PMap, pmap
 
+from prodigy_core import commits
 from prodigy_core import retry as retry_math
 from prodigy_core.context import RunContext, child_environment, resolve_dir
 from prodigy_core.display import display_name
@@ -47,11 +56,15 @@ from prodigy_core.effects import (
     WriteFile,
 )
 from prodigy_core.events import (
+    ChangesCommitted,
     CommandFinished,
     CommandNotStarted,
+    CommitsListed,
+    CommitsSquashed,
     Event,
     FileWriteFailed,
     FileWritten,
+    GitFailed,
     GitHeadRead,
     Slept,
 )
@@ -114,6 +127,9 @@ class StepFrame:
     budget_start: float | None = None
     head_before: str | None = None
     last: ExecResult | None = None
+    mono: float = 0.0
+    new_commits: tuple[tuple[str, str], ...] = ()
+    found_outputs: tuple[tuple[str, str], ...] = ()
     validate_index: int = 0
     allowed: bool = False
     fallback_done: bool = False
@@ -249,6 +265,12 @@ def on_event(
         _execute(tx)
     elif frame.stage == "head_after" and isinstance(event, GitHeadRead):
         _on_head_after(tx, frame, event)
+    elif frame.stage == "commit" and isinstance(event, ChangesCommitted | GitFailed):
+        _on_git(tx, frame, commits.after_commit(_last(frame), event, frame.display))
+    elif frame.stage == "changes" and isinstance(event, CommitsListed | GitFailed):
+        _on_changes(tx, frame, event)
+    elif frame.stage == "squash" and isinstance(event, CommitsSquashed | GitFailed):
+        _on_git(tx, frame, commits.after_squash(_last(frame), event, len(frame.new_commits)))
     elif frame.stage == "validate" and isinstance(event, CommandFinished | CommandNotStarted):
         _on_validate(tx, frame, event)
     elif frame.stage == "backoff" and isinstance(event, Slept):
@@ -365,7 +387,7 @@ def _start_step(
     if tx.ctx.dry_run and frame.root:
         tx.emit(DescribeStep(info=_describe(tx, frame)))
     _log(tx, frame, "step_started")
-    if step.commit_required:
+    if commits.needs_head(step):
         _read_head(tx, "head_before")
     else:
         _execute(tx)
@@ -396,6 +418,8 @@ def _describe(tx: _Tx, frame: StepFrame) -> JSON:
         "retry": None if spec is None else {"attempts": spec.attempts},
         "when": step.when if isinstance(step.when, str) else None,
         "commit_required": step.commit_required,
+        "auto_commit": step.auto_commit,
+        "outputs": [name for name, _glob in step.outputs],
         "handlers": list(handlers),
     }
 
@@ -415,7 +439,8 @@ def _execute(tx: _Tx) -> None:
     cid = tx.new_id()
     attempt = frame.attempt + 1
     executions = frame.executions + 1
-    frame = attrs.evolve(frame, stage="exec", pending=cid, attempt=attempt, executions=executions)
+    frame = attrs.evolve(frame, stage="exec", pending=cid, attempt=attempt, executions=executions,
+                         new_commits=(), found_outputs=())
     tx.replace_top(frame)
     if step.kind == "write_file" and step.write_file is not None:
         tx.emit(WriteFile(command_id=cid, cwd=frame.cwd, path=frame.text, content=frame.content,
@@ -453,8 +478,8 @@ def _on_command(tx: _Tx, frame: StepFrame, event: CommandFinished | CommandNotSt
         result = ExecResult(exit_code=-1, passed=False, error_class="command_failed",
                             error_code=code, message=event.message,
                             finished_at=event.finished_at)
-        tx.replace_top(attrs.evolve(frame, last=result))
-        _after_exec(tx, result, monotonic=event.monotonic, duration=0.0)
+        tx.replace_top(attrs.evolve(frame, last=result, mono=event.monotonic))
+        _checks(tx, None)
         return
     if event.timed_out:
         secs = frame.timeout if frame.timeout is not None else 0
@@ -482,16 +507,8 @@ def _on_command(tx: _Tx, frame: StepFrame, event: CommandFinished | CommandNotSt
     result = _record_result(tx, frame, result)
     top = tx.top
     assert isinstance(top, StepFrame)
-    tx.replace_top(attrs.evolve(top, last=result))
-    if result.passed and frame.step.commit_required and not result.planned:
-        _read_head(tx, "head_after")
-        return
-    if result.passed and not result.planned:
-        frame2 = tx.top
-        assert isinstance(frame2, StepFrame)
-        if _start_validation(tx, frame2):
-            return
-    _after_exec(tx, result, monotonic=event.monotonic, duration=event.duration)
+    tx.replace_top(attrs.evolve(top, last=result, mono=event.monotonic))
+    _checks(tx, None)
 
 
 def _num(value: float) -> str:
@@ -510,8 +527,8 @@ def _on_file(tx: _Tx, frame: StepFrame, event: FileWritten | FileWriteFailed) ->
     result = _record_result(tx, frame, result, extra={"path": frame.text})
     top = tx.top
     assert isinstance(top, StepFrame)
-    tx.replace_top(attrs.evolve(top, last=result))
-    _after_exec(tx, result, monotonic=event.monotonic, duration=0.0)
+    tx.replace_top(attrs.evolve(top, last=result, mono=event.monotonic))
+    _checks(tx, None)
 
 
 def _record_result(
@@ -546,9 +563,68 @@ def _on_head_after(tx: _Tx, frame: StepFrame, event: GitHeadRead) -> None:
             message=f"Step '{frame.display}' has commit_required=true but no commits were created",
         )
         tx.replace_top(attrs.evolve(frame, last=result))
-    elif _start_validation(tx, frame):
-        return
-    _after_exec(tx, result, monotonic=0.0, duration=result.duration)
+    _checks(tx, "head_after")
+
+
+def _last(frame: StepFrame) -> ExecResult:
+    assert frame.last is not None
+    return frame.last
+
+
+_CHECKS = ("commit", "head_after", "changes", "validate", "squash")
+
+
+def _checks(tx: _Tx, done: str | None) -> None:
+    """Start the first check after ``done`` that applies; none left → the attempt loop."""
+    frame = tx.top
+    assert isinstance(frame, StepFrame)
+    result = _last(frame)
+    step = frame.step
+    live = result.passed and not result.planned
+    for stage in _CHECKS[_CHECKS.index(done) + 1 if done else 0:]:
+        if stage == "commit" and commits.wants_commit(step, result):
+            cid = tx.new_id()
+            tx.replace_top(attrs.evolve(frame, stage=stage, pending=cid))
+            tx.emit(commits.commit_effect(step, command_id=cid, cwd=frame.cwd,
+                                          display=frame.display, path=frame.path,
+                                          visible=tx.visible(), environ=tx.ctx.environ_map))
+            return
+        if stage == "head_after" and live and step.commit_required:
+            _read_head(tx, stage)
+            return
+        if stage == "changes" and live and commits.wants_changes(step):
+            cid = tx.new_id()
+            tx.replace_top(attrs.evolve(frame, stage=stage, pending=cid))
+            tx.emit(commits.list_effect(command_id=cid, cwd=frame.cwd, since=frame.head_before))
+            return
+        if stage == "validate" and live and _start_validation(tx, frame):
+            return
+        if stage == "squash" and frame.head_before is not None and commits.wants_squash(
+                step, result, frame.head_before, frame.new_commits):
+            cid = tx.new_id()
+            tx.replace_top(attrs.evolve(frame, stage=stage, pending=cid))
+            tx.emit(commits.squash_effect(step, command_id=cid, cwd=frame.cwd,
+                                          since=frame.head_before, commits=frame.new_commits,
+                                          visible=tx.visible(), environ=tx.ctx.environ_map))
+            return
+    _after_exec(tx, result, monotonic=frame.mono, duration=result.duration)
+
+
+def _on_git(tx: _Tx, frame: StepFrame, answer: tuple[ExecResult, tuple[Print, ...]]) -> None:
+    result, prints = answer
+    for line in prints:
+        tx.emit(line)
+    tx.replace_top(attrs.evolve(frame, last=result))
+    _checks(tx, frame.stage)
+
+
+def _on_changes(tx: _Tx, frame: StepFrame, event: CommitsListed | GitFailed) -> None:
+    checked = commits.check_changes(frame.step, frame.display, _last(frame), event)
+    for line in checked.prints:
+        tx.emit(line)
+    tx.replace_top(attrs.evolve(frame, last=checked.result, new_commits=checked.commits,
+                                found_outputs=checked.outputs))
+    _checks(tx, "changes")
 
 
 def _start_validation(tx: _Tx, frame: StepFrame) -> bool:
@@ -597,8 +673,8 @@ def _on_validate(tx: _Tx, frame: StepFrame, event: CommandFinished | CommandNotS
         else:
             result = attrs.evolve(result, passed=False, error_class="validation_failed",
                                   error_code="E3010", message=message)
-            tx.replace_top(attrs.evolve(frame, last=result))
-    _after_exec(tx, result, monotonic=getattr(event, "monotonic", 0.0), duration=result.duration)
+    tx.replace_top(attrs.evolve(frame, last=result, mono=event.monotonic))
+    _checks(tx, "validate")
 
 
 # --- the attempt loop ------------------------------------------------------------------
@@ -807,6 +883,7 @@ def _finish_pass(tx: _Tx, status: Status) -> None:
     frame = tx.top
     assert isinstance(frame, StepFrame) and frame.last is not None
     step = frame.step
+    tx.assign(commits.output_variables(step, frame.found_outputs))
     if step.output_file and not frame.last.planned:
         path = interpolate(step.output_file, tx.visible(), environ=tx.ctx.environ_map).text
         cid = tx.new_id()
@@ -897,7 +974,7 @@ def _print_failure(tx: _Tx, frame: StepFrame, outcome: Outcome) -> None:
         first = (outcome.error or "").split("\n", 1)[0]
         tx.emit(Print(text=f"  Step '{frame.display}' failed (allowed): {first}", stream="err"))
         return
-    if outcome.error_code == "E3001" and outcome.exit_code is not None:
+    if outcome.error_code == "E3001" and outcome.exit_code not in (None, 0):
         tx.emit(Print(text=f"Step '{frame.display}' failed with exit code {outcome.exit_code}",
                       stream="err"))
     else:
@@ -937,7 +1014,7 @@ def _child_done(tx: _Tx, outcome: Outcome) -> None:
             return
         frame = attrs.evolve(parent, runs=parent.runs + 1, attempt=0)
         tx.replace_top(frame)
-        if parent.step.commit_required:
+        if commits.needs_head(parent.step):
             _read_head(tx, "head_before")
         else:
             _execute(tx)

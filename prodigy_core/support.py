@@ -43,12 +43,6 @@ def runtime_gaps(workflow: Workflow, *, file: str = "") -> tuple[Problem, ...]:
         where = step.source
         if step.kind == "claude":
             found.append(_gap(where, "a `claude:` step", file))
-        if step.auto_commit:
-            found.append(_gap(f"{where}.auto_commit", "`auto_commit`", file))
-        if step.commit_config is not None:
-            found.append(_gap(f"{where}.commit_config", "`commit_config`", file))
-        if step.outputs:
-            found.append(_gap(f"{where}.outputs", "`outputs`", file))
         if getattr(step, "validate", None) is not None:
             found.append(_gap(f"{where}.validate", "a completeness `validate:`", file))
         if step.retry is not None and step.retry.circuit_breaker is not None:

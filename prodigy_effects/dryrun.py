@@ -1,6 +1,6 @@
 """The dry-run environment: the same interpreter loop, performing nothing.
 
-Commands are not started, files are not written, nothing is stored.  Each command and
+Commands are not started, files are not written, nothing is committed or stored.  Each command and
 file write answers at once as if it had passed, marked ``planned`` so the core knows
 its output is unknown (captures stay unresolved and show as ``${…}`` later in the
 plan).  The console collects ``DescribeStep`` records and prints the plan.
@@ -15,8 +15,24 @@ from typing import Any, TextIO
 import attrs
 import trio
 
-from prodigy_core.effects import Print, RunCommand, WriteFile
-from prodigy_core.events import CommandFinished, CommandNotStarted, FileWriteFailed, FileWritten
+from prodigy_core.effects import (
+    CommitChanges,
+    ListCommits,
+    Print,
+    RunCommand,
+    SquashCommits,
+    WriteFile,
+)
+from prodigy_core.events import (
+    ChangesCommitted,
+    CommandFinished,
+    CommandNotStarted,
+    CommitsListed,
+    CommitsSquashed,
+    FileWriteFailed,
+    FileWritten,
+    GitFailed,
+)
 from prodigy_effects.env import Env, OutputSink
 
 
@@ -36,8 +52,19 @@ class PlannedFiles:
 
 @attrs.define
 class PlannedGit:
+    """Reads nothing and commits nothing; every answer is ``planned``."""
+
     async def head(self, cwd: str) -> str | None:
         return None
+
+    async def commit_changes(self, effect: CommitChanges) -> ChangesCommitted | GitFailed:
+        return ChangesCommitted(command_id=effect.command_id, sha=None, planned=True)
+
+    async def list_commits(self, effect: ListCommits) -> CommitsListed | GitFailed:
+        return CommitsListed(command_id=effect.command_id, head=None, planned=True)
+
+    async def squash_commits(self, effect: SquashCommits) -> CommitsSquashed | GitFailed:
+        return CommitsSquashed(command_id=effect.command_id, sha=None, planned=True)
 
 
 @attrs.define
@@ -100,8 +127,11 @@ class PlanConsole:
         for key in ("timeout", "retry", "when"):
             if info.get(key) is not None:
                 lines.append(f"      {key}: {info.get(key)}")
-        if info.get("commit_required"):
-            lines.append("      commit_required: true")
+        for flag in ("commit_required", "auto_commit"):
+            if info.get(flag):
+                lines.append(f"      {flag}: true")
+        if info.get("outputs"):
+            lines.append(f"      outputs: {', '.join(info.get('outputs', []))}")
         if info.get("handlers"):
             lines.append(f"      handlers: {', '.join(info.get('handlers', []))}")
         self.out.write(self.mask("\n".join(lines)) + "\n")

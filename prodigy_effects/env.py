@@ -13,8 +13,24 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from prodigy_core.effects import Print, RunCommand, WriteFile
-from prodigy_core.events import CommandFinished, CommandNotStarted, FileWriteFailed, FileWritten
+from prodigy_core.effects import (
+    CommitChanges,
+    ListCommits,
+    Print,
+    RunCommand,
+    SquashCommits,
+    WriteFile,
+)
+from prodigy_core.events import (
+    ChangesCommitted,
+    CommandFinished,
+    CommandNotStarted,
+    CommitsListed,
+    CommitsSquashed,
+    FileWriteFailed,
+    FileWritten,
+    GitFailed,
+)
 
 OutputSink = Callable[[str, str], None]
 """Receives ``(stream, line)`` for live output ("stdout"/"stderr")."""
@@ -31,7 +47,19 @@ class FileWriter(Protocol):
 
 
 class Git(Protocol):
+    """Git as the core needs it: read ``HEAD``, commit, list and squash a step's commits.
+
+    Each method answers its effect with the completion event (see the effect's
+    docstring); a failing git command is a ``GitFailed`` answer, never an exception.
+    """
+
     async def head(self, cwd: str) -> str | None: ...
+
+    async def commit_changes(self, effect: CommitChanges) -> ChangesCommitted | GitFailed: ...
+
+    async def list_commits(self, effect: ListCommits) -> CommitsListed | GitFailed: ...
+
+    async def squash_commits(self, effect: SquashCommits) -> CommitsSquashed | GitFailed: ...
 
 
 class Clock(Protocol):

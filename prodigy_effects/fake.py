@@ -15,8 +15,26 @@ from typing import Any
 import attrs
 import trio
 
-from prodigy_core.effects import Print, RunCommand, WriteFile
-from prodigy_core.events import CommandFinished, CommandNotStarted, FileWriteFailed, FileWritten
+from prodigy_core.effects import (
+    EFFECT_TAGS,
+    CommitChanges,
+    ListCommits,
+    Print,
+    RunCommand,
+    SquashCommits,
+    WriteFile,
+)
+from prodigy_core.events import (
+    ChangesCommitted,
+    CommandFinished,
+    CommandNotStarted,
+    CommitsListed,
+    CommitsSquashed,
+    FileWriteFailed,
+    FileWritten,
+    GitFailed,
+)
+from prodigy_core.globs import select_paths
 from prodigy_effects.env import Env, OutputSink
 
 
@@ -105,15 +123,107 @@ class MemoryFiles:
                            size=len(content.encode()), monotonic=trio.current_time())
 
 
+ROOT_SHA = "0" * 40
+
+
+@attrs.frozen(kw_only=True)
+class FakeCommit:
+    sha: str
+    message: str
+    files: tuple[str, ...] = ()
+    author: str | None = None
+    signed: bool = False
+
+
+GitEffect = CommitChanges | ListCommits | SquashCommits
+
+
 @attrs.define
 class FakeGit:
+    """An in-memory repository: a linear ``history`` on top of ``ROOT_SHA``.
+
+    ``dirty`` holds the uncommitted changed paths (``touch`` adds one; a scripted command
+    can call it, or ``commit`` to stand for a commit the step made).  ``tracked`` are the
+    paths that existed before the history, so changes to them count as modifications.
+    ``head`` answers from the scripted ``heads`` first (consumed in order), then the tip.
+    ``fail`` maps an effect tag (``commit_changes``…) to a message: that effect then
+    answers ``GitFailed``.  ``calls`` records every git effect performed.
+    """
+
     heads: list[str | None] = attrs.field(factory=list)
-    current: str | None = "0" * 40
+    current: str | None = ROOT_SHA
+    history: list[FakeCommit] = attrs.field(factory=list)
+    dirty: list[str] = attrs.field(factory=list)
+    tracked: set[str] = attrs.field(factory=set)
+    fail: dict[str, str] = attrs.field(factory=dict)
+    calls: list[GitEffect] = attrs.field(factory=list)
 
     async def head(self, cwd: str) -> str | None:
         if self.heads:
             self.current = self.heads.pop(0)
         return self.current
+
+    # --- changing the fake repository (for scripts and tests) --------------------------
+
+    def touch(self, *paths: str) -> None:
+        self.dirty.extend(p for p in paths if p not in self.dirty)
+
+    def commit(self, message: str, files: tuple[str, ...] | list[str] = (), *,
+               author: str | None = None, signed: bool = False) -> str:
+        sha = f"{len(self.history) + 1:040x}"
+        self.history.append(FakeCommit(sha=sha, message=message, files=tuple(files),
+                                       author=author, signed=signed))
+        self.dirty = [p for p in self.dirty if p not in files]
+        self.current = sha
+        return sha
+
+    def _since(self, since: str | None) -> list[FakeCommit]:
+        shas = [c.sha for c in self.history]
+        if since is None:
+            return []
+        return self.history[shas.index(since) + 1:] if since in shas else list(self.history)
+
+    def _failed(self, effect: GitEffect) -> GitFailed | None:
+        self.calls.append(effect)
+        tag = EFFECT_TAGS[type(effect)]
+        if tag in self.fail:
+            return GitFailed(command_id=effect.command_id, operation=tag,
+                             message=self.fail[tag])
+        return None
+
+    # --- the Git protocol ---------------------------------------------------------------
+
+    async def commit_changes(self, effect: CommitChanges) -> ChangesCommitted | GitFailed:
+        if failed := self._failed(effect):
+            return failed
+        paths = select_paths(self.dirty, effect.include, effect.exclude)
+        if not paths:
+            return ChangesCommitted(command_id=effect.command_id, sha=None)
+        sha = self.commit(effect.message, paths, author=effect.author, signed=effect.sign)
+        return ChangesCommitted(command_id=effect.command_id, sha=sha, files=paths)
+
+    async def list_commits(self, effect: ListCommits) -> CommitsListed | GitFailed:
+        if failed := self._failed(effect):
+            return failed
+        new = self._since(effect.since)
+        known = set(self.tracked)
+        for commit in self.history[:len(self.history) - len(new)]:
+            known.update(commit.files)
+        changed = {p for c in new for p in c.files} | set(self.dirty)
+        return CommitsListed(
+            command_id=effect.command_id, head=self.current,
+            commits=tuple((c.sha, c.message) for c in new),
+            files_added=tuple(sorted(changed - known)),
+            files_modified=tuple(sorted(changed & known)))
+
+    async def squash_commits(self, effect: SquashCommits) -> CommitsSquashed | GitFailed:
+        if failed := self._failed(effect):
+            return failed
+        new = self._since(effect.since)
+        self.history = self.history[:len(self.history) - len(new)]
+        files = tuple(sorted({p for c in new for p in c.files}))
+        sha = self.commit(effect.message, files, author=effect.author, signed=effect.sign)
+        return CommitsSquashed(command_id=effect.command_id, sha=sha)
 
 
 @attrs.define
@@ -192,13 +302,14 @@ def FakeEnv(
     script: Script | None = None,
     *,
     heads: list[str | None] | None = None,
+    git: FakeGit | None = None,
     grace_seconds: float = 5.0,
 ) -> Env:
     """An ``Env`` whose parts are all in memory and scripted."""
     return Env(
         commands=ScriptedRunner(script=script if script is not None else {}),
         files=MemoryFiles(),
-        git=FakeGit(heads=list(heads or [])),
+        git=git if git is not None else FakeGit(heads=list(heads or [])),
         clock=TrioClock(),
         store=MemoryStore(),
         journal=RecordingJournal(),

@@ -5,7 +5,7 @@ Theory of operation
 ``interpret(transition, step, env)`` holds the current state in a local variable and
 is the only caller of ``step``.  It performs the effects of each transition in order:
 short effects (journal, checkpoint, session record, console) are awaited inline;
-long ones (commands, file writes, git reads, sleeps) are started in a nursery and
+long ones (commands, file writes, git reads and commits, sleeps) are started in a nursery and
 report back over a memory channel as events.  The core decides how many long effects
 are outstanding; the interpreter never starts anything on its own.
 
@@ -29,9 +29,11 @@ import trio
 
 from prodigy_core.effects import (
     CancelCommands,
+    CommitChanges,
     DescribeStep,
     Effect,
     Finish,
+    ListCommits,
     LogEvent,
     Print,
     ReadGitHead,
@@ -39,6 +41,7 @@ from prodigy_core.effects import (
     SaveCheckpoint,
     SaveSession,
     Sleep,
+    SquashCommits,
     WriteFile,
 )
 from prodigy_core.events import CancelRequested, Event, GitHeadRead, Slept
@@ -143,6 +146,12 @@ async def _perform(
             nursery.start_soon(perform_write_file, effect, env, send)
         case ReadGitHead():
             nursery.start_soon(perform_read_git_head, effect, env, send)
+        case CommitChanges():
+            nursery.start_soon(perform_commit_changes, effect, env, send)
+        case ListCommits():
+            nursery.start_soon(perform_list_commits, effect, env, send)
+        case SquashCommits():
+            nursery.start_soon(perform_squash_commits, effect, env, send)
         case Sleep():
             flag = trio.Event()
             cancels[effect.command_id] = flag
@@ -188,6 +197,24 @@ async def perform_read_git_head(
 ) -> None:
     sha = await env.git.head(effect.cwd)
     await send.send(GitHeadRead(command_id=effect.command_id, sha=sha))
+
+
+async def perform_commit_changes(
+    effect: CommitChanges, env: Env, send: trio.MemorySendChannel[Event]
+) -> None:
+    await send.send(await env.git.commit_changes(effect))
+
+
+async def perform_list_commits(
+    effect: ListCommits, env: Env, send: trio.MemorySendChannel[Event]
+) -> None:
+    await send.send(await env.git.list_commits(effect))
+
+
+async def perform_squash_commits(
+    effect: SquashCommits, env: Env, send: trio.MemorySendChannel[Event]
+) -> None:
+    await send.send(await env.git.squash_commits(effect))
 
 
 async def perform_sleep(

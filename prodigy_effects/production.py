@@ -27,6 +27,7 @@ from prodigy_core.effects import Print, RunCommand, WriteFile
 from prodigy_core.events import CommandFinished, CommandNotStarted, FileWriteFailed, FileWritten
 from prodigy_effects.env import OutputSink
 from prodigy_effects.fsutil import atomic_write_bytes
+from prodigy_effects.gitrepo import RealGit as RealGit  # re-exported
 from prodigy_effects.journal import JournalWriter
 from prodigy_effects.storage import Storage
 
@@ -228,20 +229,6 @@ class RealFiles:
 def _fail(effect: WriteFile, message: str) -> FileWriteFailed:
     return FileWriteFailed(command_id=effect.command_id, message=message,
                            finished_at=now_iso(), monotonic=trio.current_time())
-
-
-@attrs.define
-class RealGit:
-    async def head(self, cwd: str) -> str | None:
-        try:
-            result = await trio.run_process(["git", "rev-parse", "HEAD"], cwd=cwd,
-                                            capture_stdout=True, capture_stderr=True,
-                                            check=False)
-        except OSError:
-            return None
-        if result.returncode != 0:
-            return None
-        return result.stdout.decode().strip() or None
 
 
 @attrs.define

@@ -3,7 +3,9 @@
 ``Driver`` keeps the machine's state, every effect batch it returned and the spawned
 effects still outstanding (by ``command_id``).  Tests either answer the outstanding
 effect one event at a time (``finish_command``, ``sleep_done``, ``head``…) or let
-``run`` answer everything from a script until the machine emits ``Finish``.  The
+``run`` answer everything from a script until the machine emits ``Finish``.  Git effects
+(``CommitChanges``, ``ListCommits``, ``SquashCommits``) are answered by ``git`` when given,
+else with "nothing to commit", "nothing new" and a fixed squash sha.  The
 driver keeps its own monotonic clock: a command of ``duration`` seconds and a
 ``Sleep`` of ``seconds`` advance it, and it is reported in every event.
 """
@@ -18,18 +20,25 @@ import attrs
 from prodigy_core import run_machine
 from prodigy_core.context import RunContext
 from prodigy_core.effects import (
+    SPAWNED,
+    CommitChanges,
     Effect,
     Finish,
+    ListCommits,
     LogEvent,
     Print,
     ReadGitHead,
     RunCommand,
     SaveCheckpoint,
     Sleep,
+    SquashCommits,
     WriteFile,
 )
 from prodigy_core.events import (
+    ChangesCommitted,
     CommandFinished,
+    CommitsListed,
+    CommitsSquashed,
     Event,
     FileWritten,
     GitHeadRead,
@@ -37,7 +46,7 @@ from prodigy_core.events import (
 )
 from prodigy_core.model import Step
 
-SPAWNED = (RunCommand, WriteFile, ReadGitHead, Sleep)
+GitAnswer = Callable[[Effect], Event]
 STEP_END_EVENTS = ("step_completed", "step_failed", "step_skipped")
 
 
@@ -74,6 +83,15 @@ Script = Mapping[str, "R | list[R]"] | Callable[[RunCommand], R]
 
 def command_text(effect: RunCommand) -> str:
     return effect.script if effect.script is not None else effect.argv[-1]
+
+
+def default_git(effect: Effect) -> Event:
+    if isinstance(effect, CommitChanges):
+        return ChangesCommitted(command_id=effect.command_id, sha=None)
+    if isinstance(effect, ListCommits):
+        return CommitsListed(command_id=effect.command_id, head=effect.since)
+    assert isinstance(effect, SquashCommits), effect
+    return CommitsSquashed(command_id=effect.command_id, sha="f" * 40)
 
 
 class Driver:
@@ -147,8 +165,12 @@ class Driver:
         return self.send(FileWritten(command_id=write.command_id, path=write.path,
                                      size=len(write.content.encode()), monotonic=self.now))
 
+    def answer_git(self, event: Event) -> tuple[Effect, ...]:
+        self.pending((CommitChanges, ListCommits, SquashCommits))
+        return self.send(event)
+
     def run(self, script: Script | None = None, *, heads: Iterable[str | None] = (),
-            limit: int = 500) -> Finish:
+            git: GitAnswer | None = None, limit: int = 500) -> Finish:
         """Answer every outstanding effect from ``script`` until the machine finishes."""
         table: dict[str, Any] = {}
         answer: Callable[[RunCommand], R]
@@ -175,6 +197,8 @@ class Driver:
                 self.sleep_done()
             elif isinstance(effect, ReadGitHead):
                 self.head(shas.pop(0) if shas else "a" * 40)
+            elif isinstance(effect, CommitChanges | ListCommits | SquashCommits):
+                self.answer_git(git(effect) if git is not None else default_git(effect))
             else:
                 self.file_written()
         raise AssertionError("the run did not finish")

@@ -32,27 +32,35 @@ from prodigy_core import run_machine
 from prodigy_core.context import InputSpec, RunContext
 from prodigy_core.effects import (
     CancelCommands,
+    CommitChanges,
     Effect,
     Finish,
+    ListCommits,
     LogEvent,
     ReadGitHead,
     RunCommand,
     SaveCheckpoint,
     Sleep,
+    SquashCommits,
     WriteFile,
 )
 from prodigy_core.events import (
     CancelRequested,
+    ChangesCommitted,
     CommandFinished,
     CommandNotStarted,
+    CommitsListed,
+    CommitsSquashed,
     Event,
     FileWriteFailed,
     FileWritten,
+    GitFailed,
     GitHeadRead,
     Slept,
 )
 from prodigy_core.model import (
     Backoff,
+    CommitConfig,
     OnFailure,
     RetryMatcher,
     RetrySpec,
@@ -121,6 +129,11 @@ def steps(draw: st.DrawFn, index: int) -> Step:
         on_exit_code=draw(st.sampled_from([(), ((2, Step(kind="shell", command=f"ec{index}")),)])),
         timeout=draw(st.sampled_from([None, 5.0])),
         commit_required=draw(st.integers(0, 5)) == 0,
+        auto_commit=draw(st.integers(0, 4)) == 0,
+        id=f"s{index}",
+        outputs=draw(st.sampled_from([(), (), (("f", "*.md"),)])),
+        commit_config=draw(st.sampled_from([None, None, CommitConfig(message_pattern="^ok"),
+                                            CommitConfig(squash=True)])),
     )
 
 
@@ -145,6 +158,26 @@ def contexts(draw: st.DrawFn) -> RunContext:
 outputs = st.sampled_from(["", "x\n", '{"a": 1}\n', "not json", "12\n"])
 
 
+GIT_EFFECTS = (CommitChanges, ListCommits, SquashCommits)
+
+
+def git_answer(data: st.DataObject, effect: Effect) -> Event:
+    """A random, valid answer to a git effect (including a failure)."""
+    assert isinstance(effect, GIT_EFFECTS)
+    cid = effect.command_id
+    if data.draw(st.integers(0, 7), label="git_fails") == 0:
+        return GitFailed(command_id=cid, operation="x", message="fatal")
+    if isinstance(effect, CommitChanges):
+        return ChangesCommitted(command_id=cid, sha=data.draw(st.sampled_from([None, "c1"])))
+    if isinstance(effect, ListCommits):
+        return CommitsListed(
+            command_id=cid, head="s2",
+            commits=data.draw(st.sampled_from([(), (("c1", "ok"),),
+                                               (("c1", "ok"), ("c2", "no"))])),
+            files_added=data.draw(st.sampled_from([(), ("a.md",), ("b.txt",)])))
+    return CommitsSquashed(command_id=cid, sha="c3")
+
+
 def valid_answer(data: st.DataObject, effect: Effect, now: float) -> Event:
     """A random, valid completion of an outstanding spawned effect."""
     if isinstance(effect, RunCommand):
@@ -163,6 +196,8 @@ def valid_answer(data: st.DataObject, effect: Effect, now: float) -> Event:
     if isinstance(effect, ReadGitHead):
         return GitHeadRead(command_id=effect.command_id,
                            sha=data.draw(st.sampled_from(["s1", "s2", None])))
+    if isinstance(effect, GIT_EFFECTS):
+        return git_answer(data, effect)
     assert isinstance(effect, WriteFile)
     if data.draw(st.booleans()):
         return FileWritten(command_id=effect.command_id, path=effect.path, size=1)
@@ -186,6 +221,14 @@ def any_event(ids: st.SearchStrategy[int]) -> st.SearchStrategy[Event]:
         st.builds(GitHeadRead, command_id=ids, sha=st.sampled_from([None, "s1", "s2"]),
                   planned=st.booleans()),
         st.builds(Slept, command_id=ids, monotonic=st.floats(-10, 1e6)),
+        st.builds(ChangesCommitted, command_id=ids, sha=st.sampled_from([None, "c1"]),
+                  planned=st.booleans()),
+        st.builds(CommitsListed, command_id=ids, head=st.sampled_from([None, "s1"]),
+                  commits=st.sampled_from([(), (("c1", "ok"), ("c2", "no"))]),
+                  files_added=st.sampled_from([(), ("a.md",)]), planned=st.booleans()),
+        st.builds(CommitsSquashed, command_id=ids, sha=st.sampled_from([None, "c3"]),
+                  planned=st.booleans()),
+        st.builds(GitFailed, command_id=ids, operation=text, message=text),
         st.builds(CancelRequested, signal=st.sampled_from(["SIGINT", "SIGTERM", "?"])),
     )
 
@@ -387,6 +430,8 @@ class RunMachine(RuleBasedStateMachine):
         elif isinstance(effect, ReadGitHead):
             sha = data.draw(st.sampled_from(["s1", "s2", "s3", None]), label="sha")
             self._send(GitHeadRead(command_id=effect.command_id, sha=sha))
+        elif isinstance(effect, GIT_EFFECTS):
+            self._send(git_answer(data, effect))
         else:
             assert isinstance(effect, WriteFile)
             done: Event = (FileWritten(command_id=effect.command_id, path=effect.path, size=3)
@@ -423,6 +468,10 @@ class RunMachine(RuleBasedStateMachine):
                 CommandNotStarted(command_id=cid, reason="spawn_failed", message=""),
                 Slept(command_id=cid),
                 GitHeadRead(command_id=cid, sha="s1"),
+                ChangesCommitted(command_id=cid, sha=None),
+                CommitsListed(command_id=cid, head=None),
+                CommitsSquashed(command_id=cid, sha=None),
+                GitFailed(command_id=cid, operation="x", message=""),
                 FileWritten(command_id=cid, path="p", size=0),
                 FileWriteFailed(command_id=cid, message=""),
             ]), label="event")
@@ -533,6 +582,8 @@ class RunMachine(RuleBasedStateMachine):
                 self._send(Slept(command_id=effect.command_id))
             elif isinstance(effect, ReadGitHead):
                 self._send(GitHeadRead(command_id=effect.command_id, sha="s1"))
+            elif isinstance(effect, GIT_EFFECTS):
+                self._send(GitFailed(command_id=effect.command_id, operation="x", message=""))
             else:
                 self._send(FileWritten(command_id=effect.command_id, path="p", size=0))
         assert len(self.proc.finishes) == 1, "the run did not end with exactly one Finish"

@@ -7,8 +7,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prodigy_core.effects import EFFECT_TAGS, LogEvent, Print, RunCommand, Sleep
-from prodigy_core.events import EVENT_TAGS, CancelRequested, CommandFinished, GitHeadRead
+from prodigy_core.effects import (
+    EFFECT_TAGS,
+    CommitChanges,
+    ListCommits,
+    LogEvent,
+    Print,
+    RunCommand,
+    Sleep,
+    SquashCommits,
+)
+from prodigy_core.events import (
+    EVENT_TAGS,
+    CancelRequested,
+    ChangesCommitted,
+    CommandFinished,
+    CommitsListed,
+    CommitsSquashed,
+    GitFailed,
+    GitHeadRead,
+)
 from prodigy_effects.codec import (
     CodecError,
     dump_effect,
@@ -63,3 +81,19 @@ def test_effects_with_pairs_round_trip() -> None:
     for effect in (LogEvent(event_type="x", fields=(("a", 1), ("b", "c"))), Sleep(command_id=1,
                    seconds=0.5), Print(text="hi", level="debug", stream="err")):
         assert load_effect(dump_effect(effect)) == effect
+
+
+def test_git_effects_and_events_round_trip() -> None:
+    for effect in (CommitChanges(command_id=1, cwd="/w", message="m", include=("a/**",),
+                                 exclude=("*.tmp",), author="A <a@x>", sign=True),
+                   ListCommits(command_id=2, cwd="/w", since=None),
+                   SquashCommits(command_id=3, cwd="/w", since="s", message="m")):
+        assert load_effect(dump_effect(effect)) == effect
+    for event in (ChangesCommitted(command_id=1, sha=None, files=("a",)),
+                  CommitsListed(command_id=2, head="h", commits=(("c", "m\n\nbody"),),
+                                files_added=("x",), files_modified=("y",),
+                                files_deleted=("z",)),
+                  CommitsSquashed(command_id=3, sha="s", planned=True),
+                  GitFailed(command_id=4, operation="squash_commits", message="no")):
+        assert load_event(dump_event(event)) == event
+    assert dump_effect(ListCommits(command_id=2, cwd="/w", since=None))["type"] == "list_commits"

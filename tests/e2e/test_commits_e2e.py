@@ -1,0 +1,150 @@
+"""Commits end to end: ``commit_required``, ``auto_commit``, ``commit_config``, ``outputs``.
+
+The installed ``prodigy`` runs in a real git repository (spec 02 §12, §13; the numbers
+are spec 02 §16 examples).  Every workflow file is git-ignored so that only what the
+steps do shows up in the repository.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import Project
+
+pytestmark = pytest.mark.e2e
+
+
+def git(project: Project, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=project.root, check=True, capture_output=True,
+                         text=True)
+    return out.stdout
+
+
+def head(project: Project) -> str:
+    return git(project, "rev-parse", "HEAD").strip()
+
+
+def new_commits(project: Project, since: str) -> list[str]:
+    return git(project, "rev-list", "--reverse", f"{since}..HEAD").split()
+
+
+def files_of(project: Project, sha: str) -> list[str]:
+    return git(project, "show", "--name-only", "--format=", sha).split()
+
+
+def message_of(project: Project, sha: str) -> str:
+    return git(project, "log", "-1", "--format=%B", sha).strip()
+
+
+@pytest.fixture
+def repo(project: Project) -> Project:
+    project.write(".gitignore", "*.yml\n")
+    git(project, "add", ".gitignore")
+    git(project, "commit", "-qm", "ignore workflow files")
+    return project
+
+
+def test_08_commit_required_without_a_commit_fails(repo: Project) -> None:
+    repo.write("wf.yml", "- {shell: 'true', commit_required: true}\n")
+    out = repo.run("run", "wf.yml")
+    assert out.returncode == 1
+    assert "error[E3003]: Step 'shell: true' has commit_required=true but no commits were " \
+        "created" in out.stderr
+
+
+def test_09_auto_commit_makes_the_required_commit(repo: Project) -> None:
+    start = head(repo)
+    repo.write("wf.yml", "- {shell: 'date > d.txt', auto_commit: true, commit_required: true}\n")
+    out = repo.run("run", "wf.yml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (sha,) = new_commits(repo, start)
+    assert files_of(repo, sha) == ["d.txt"]
+    assert message_of(repo, sha) == "prodigy: shell: date > d.txt"
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_15_outputs_feed_the_next_step(repo: Project) -> None:
+    repo.write("wf.yml", "\n".join([
+        "- id: s",
+        "  shell: 'mkdir -p specs && echo x > specs/a.md && git add -A && git commit -qm s'",
+        "  outputs: {f: {file_pattern: 'specs/*.md'}}",
+        "- shell: 'cat ${s.f}'",
+    ]) + "\n")
+    out = repo.run("run", "wf.yml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "    x\n" in out.stdout
+
+
+def test_missing_output_fails_with_e3015(repo: Project) -> None:
+    repo.write("wf.yml", "- id: spec\n  shell: 'echo x > notes.txt'\n"
+                         "  outputs: {file: {file_pattern: 'specs/*.md'}}\n")
+    out = repo.run("run", "wf.yml")
+    assert out.returncode == 1
+    assert "error[E3015]: step did not produce output 'file' matching specs/*.md" in out.stderr
+
+
+def test_commit_config_exclude_author_and_template(repo: Project) -> None:
+    start = head(repo)
+    repo.write("wf.yml", "\n".join([
+        "- shell: 'echo a > keep.txt && echo b > skip.tmp && mkdir -p sub "
+        "&& echo c > sub/x.tmp && echo d >> README.md'",
+        "  auto_commit: true",
+        "  commit_config:",
+        "    exclude_files: ['*.tmp']",
+        "    author: 'Bot <bot@example.com>'",
+        "    message_template: \"chore: ${ARG} $(touch pwned) 'q'\"",
+    ]) + "\n")
+    out = repo.run("run", "wf.yml", "--args", "it's")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (sha,) = new_commits(repo, start)
+    assert sorted(files_of(repo, sha)) == ["README.md", "keep.txt"]
+    assert message_of(repo, sha) == "chore: it's $(touch pwned) 'q'"
+    assert git(repo, "log", "-1", "--format=%an <%ae>").strip() == "Bot <bot@example.com>"
+    assert not (repo.root / "pwned").exists()
+    status = git(repo, "status", "--porcelain", "--untracked-files=all")
+    assert sorted(line[3:] for line in status.splitlines()) == ["skip.tmp", "sub/x.tmp"]
+
+
+def test_message_pattern_violation_fails_with_e3014(repo: Project) -> None:
+    repo.write("wf.yml", "\n".join([
+        "- shell: 'git commit -q --allow-empty -m \"feat: ok\" && "
+        "git commit -q --allow-empty -m wip'",
+        "  commit_config: {message_pattern: '^feat'}",
+    ]) + "\n")
+    out = repo.run("run", "wf.yml")
+    assert out.returncode == 1
+    assert "E3014" in out.stderr and "has message 'wip'" in out.stderr
+    assert "commit_config.message_pattern '^feat'" in out.stderr
+
+
+def test_squash_replaces_the_new_commits(repo: Project) -> None:
+    start = head(repo)
+    repo.write("wf.yml", "\n".join([
+        "- shell: 'echo 1 > a && git add a && git commit -qm \"feat: a\" && "
+        "echo 2 > b && git add b && git commit -qm \"feat: b\"'",
+        "  commit_config: {squash: true}",
+    ]) + "\n")
+    out = repo.run("run", "wf.yml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (sha,) = new_commits(repo, start)
+    assert message_of(repo, sha) == "feat: a"
+    assert sorted(files_of(repo, sha)) == ["a", "b"]
+
+
+@pytest.mark.parametrize("workflow", [
+    "- {shell: 'date > d.txt', auto_commit: true, commit_required: true}\n",
+    "- id: s\n  shell: 'mkdir -p specs && echo x > specs/a.md && git add -A && git commit -qm s'\n"
+    "  outputs: {f: {file_pattern: 'specs/*.md'}}\n- shell: 'cat ${s.f}'\n",
+    "- shell: 'echo a > keep.txt'\n  auto_commit: true\n"
+    "  commit_config: {exclude_files: ['*.tmp'], message_pattern: '^never', squash: true}\n",
+], ids=["auto_commit", "outputs", "commit_config"])
+def test_dry_run_creates_no_commit(repo: Project, workflow: str) -> None:
+    start = head(repo)
+    repo.write("wf.yml", workflow)
+    out = repo.run("run", "wf.yml", "--dry-run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Nothing was run (dry run)." in out.stdout
+    assert head(repo) == start
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
