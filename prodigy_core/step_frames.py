@@ -1,0 +1,191 @@
+"""The step machine's state: the frames, the stack that holds them, and ``Tx``.
+
+``Stepper`` is the state of one scope's step machine (``prodigy_core.stepper`` explains
+the machine): the scope's variables and a stack of frames, a ``StepFrame`` per step in
+progress (its ``stage`` says what it waits for) and a ``SeqFrame`` per list of handler
+steps.  ``Outcome`` is how a step ended.  ``Tx`` lives for one pure transition: it holds
+the evolving ``Stepper`` while the machine's functions push, replace and pop frames, and
+gathers the effects they emit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+from pyrsistent import PMap, pmap
+
+from prodigy_core.context import RunContext
+from prodigy_core.effects import Effect, LogEvent
+from prodigy_core.interpolate import Var
+from prodigy_core.json_values import JSON
+from prodigy_core.model import RetrySpec, Step
+from prodigy_core.results import ExecResult
+
+Status = Literal["succeeded", "recovered", "failed", "failed_allowed", "skipped"]
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """How a step ended (spec 02 §8 stage 8)."""
+
+    status: Status
+    exit_code: int | None = None
+    output: str = ""
+    stderr: str = ""
+    error: str | None = None
+    error_code: str | None = None
+    error_class: str | None = None
+    fatal: bool = False
+    duration: float = 0.0
+    executions: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@attrs.frozen(kw_only=True)
+class StepFrame:
+    step: Step
+    path: str
+    display: str
+    locals: PMap[str, Var] = pmap()
+    root: bool = False
+    stage: str = "start"
+    pending: int | None = None
+    cwd: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    text: str = ""
+    content: str = ""
+    timeout: float | None = None
+    attempt: int = 0
+    executions: int = 0
+    runs: int = 1
+    in_fix_loop: bool = False
+    budget_start: float | None = None
+    head_before: str | None = None
+    last: ExecResult | None = None
+    mono: float = 0.0
+    new_commits: tuple[tuple[str, str], ...] = ()
+    found_outputs: tuple[tuple[str, str], ...] = ()
+    validate_index: int = 0
+    allowed: bool = False
+    fallback_done: bool = False
+    child_role: str = ""
+    final_status: Status | None = None
+    total_duration: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class SeqFrame:
+    steps: tuple[Step, ...]
+    paths: tuple[str, ...]
+    locals: PMap[str, Var] = pmap()
+    default_timeout: float | None = None
+    index: int = 0
+    failed: bool = False
+    last_output: str = ""
+
+
+Frame = StepFrame | SeqFrame
+
+
+@attrs.frozen(kw_only=True)
+class Stepper:
+    """The step machine's state for one scope."""
+
+    vars: PMap[str, Var] = pmap()
+    stack: tuple[Frame, ...] = ()
+    next_id: int = 1
+    assigned: PMap[str, Var] = pmap()
+    iteration: int = 1
+    input_index: int | None = None
+    step_number: str = ""
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.stack)
+
+    @property
+    def pending(self) -> int | None:
+        if not self.stack:
+            return None
+        top = self.stack[-1]
+        return top.pending if isinstance(top, StepFrame) else None
+
+
+class Tx:
+    """Accumulates effects during one transition (local to a pure call)."""
+
+    def __init__(self, st: Stepper, ctx: RunContext, base: PMap[str, Var]) -> None:
+        self.st = st
+        self.ctx = ctx
+        self.base = base
+        self.effects: list[Effect] = []
+        self.done: Outcome | None = None
+
+    def emit(self, effect: Effect) -> None:
+        self.effects.append(effect)
+
+    def new_id(self) -> int:
+        cid = self.st.next_id
+        self.st = attrs.evolve(self.st, next_id=cid + 1)
+        return cid
+
+    def visible(self) -> PMap[str, Var]:
+        merged = self.base.update(self.st.vars)
+        for frame in self.st.stack:
+            if frame.locals:
+                merged = merged.update(frame.locals)
+        result: PMap[str, Var] = merged
+        return result
+
+    def assign(self, values: Mapping[str, Var]) -> None:
+        if not values:
+            return
+        self.st = attrs.evolve(
+            self.st, vars=self.st.vars.update(values), assigned=self.st.assigned.update(values)
+        )
+
+    @property
+    def top(self) -> Frame:
+        return self.st.stack[-1]
+
+    def replace_top(self, frame: Frame) -> None:
+        self.st = attrs.evolve(self.st, stack=(*self.st.stack[:-1], frame))
+
+    def push(self, frame: Frame) -> None:
+        self.st = attrs.evolve(self.st, stack=(*self.st.stack, frame))
+
+    def pop(self) -> Frame:
+        frame = self.st.stack[-1]
+        self.st = attrs.evolve(self.st, stack=self.st.stack[:-1])
+        return frame
+
+
+def fail_outcome(message: str, code: str, error_class: str, exit_code: int | None) -> Outcome:
+    return Outcome(status="failed", exit_code=exit_code, error=message, error_code=code,
+                   error_class=error_class)
+
+
+def last_result(frame: StepFrame) -> ExecResult:
+    assert frame.last is not None
+    return frame.last
+
+
+def retry_spec(tx: Tx, step: Step) -> RetrySpec | None:
+    return step.retry if step.retry is not None else tx.ctx.retry_defaults
+
+
+def log_step(tx: Tx, frame: StepFrame, event_type: str, **extra: JSON) -> None:
+    fields: dict[str, JSON] = {
+        "scope": "workflow",
+        "step_path": frame.path,
+        "display": frame.display,
+        "kind": frame.step.kind,
+        "attempt": max(frame.executions, 1),
+    }
+    fields.update(extra)
+    tx.emit(LogEvent(event_type=event_type, fields=tuple(fields.items())))

@@ -1,0 +1,58 @@
+"""What the step machine tells the user: a step's dry-run description and failure report."""
+
+from __future__ import annotations
+
+from prodigy_core.effects import Print
+from prodigy_core.json_values import JSON
+from prodigy_core.results import error_excerpt
+from prodigy_core.step_frames import Outcome, StepFrame, Tx, retry_spec
+
+
+def describe(tx: Tx, frame: StepFrame) -> JSON:
+    step = frame.step
+    spec = retry_spec(tx, step)
+    handlers: list[str] = []
+    if step.on_failure is not None:
+        handlers.append("on_failure")
+    if step.on_success is not None:
+        handlers.append("on_success")
+    if step.on_exit_code:
+        handlers.append("on_exit_code")
+    argv: list[JSON] = []
+    if step.kind == "shell":
+        argv = ["sh", "-c", frame.text]
+    return {
+        "scope": "workflow",
+        "index": tx.st.step_number,
+        "display": frame.display,
+        "kind": step.kind,
+        "command": frame.text if step.kind != "write_file" else f"write {frame.text}",
+        "argv": argv,
+        "cwd": frame.cwd,
+        "timeout": step.timeout,
+        "retry": None if spec is None else {"attempts": spec.attempts},
+        "when": step.when if isinstance(step.when, str) else None,
+        "commit_required": step.commit_required,
+        "auto_commit": step.auto_commit,
+        "outputs": [name for name, _glob in step.outputs],
+        "handlers": list(handlers),
+    }
+
+
+def print_failure(tx: Tx, frame: StepFrame, outcome: Outcome) -> None:
+    if outcome.status == "failed_allowed":
+        first = (outcome.error or "").split("\n", 1)[0]
+        tx.emit(Print(text=f"  Step '{frame.display}' failed (allowed): {first}", stream="err"))
+        return
+    if outcome.error_code == "E3001" and outcome.exit_code not in (None, 0):
+        tx.emit(Print(text=f"Step '{frame.display}' failed with exit code {outcome.exit_code}",
+                      stream="err"))
+    else:
+        tx.emit(Print(text=f"error[{outcome.error_code}]: {outcome.error}", stream="err"))
+    if outcome.stderr.strip():
+        body, label = outcome.stderr, "stderr"
+    else:
+        body, label = outcome.output, "stdout"
+    if body.strip():
+        tx.emit(Print(text=f"=== Error Output ({label}) ===", stream="err"))
+        tx.emit(Print(text="\n".join(error_excerpt(body)), stream="err"))
