@@ -41,7 +41,7 @@ async def test_lines_arrive_and_are_kept_in_the_transcript(tmp_path: Path) -> No
 
 
 async def test_prompt_on_stdin(tmp_path: Path) -> None:
-    result, lines, _ = await run(tmp_path, "cat\n", stdin="-p looks like an option")
+    _result, lines, _ = await run(tmp_path, "cat\n", stdin="-p looks like an option")
     assert lines == ["-p looks like an option"]
 
 
