@@ -41,6 +41,16 @@ def config(step: Step) -> CommitConfig:
     return step.commit_config if step.commit_config is not None else NO_CONFIG
 
 
+NO_COMMIT_VALIDATION = "PRODIGY_NO_COMMIT_VALIDATION"
+NO_COMMIT_VALIDATION_WARNING = (
+    f"warning: {NO_COMMIT_VALIDATION}=true: commit_required checks are disabled for this run")
+
+
+def commit_checks_disabled(environ: Mapping[str, str]) -> bool:
+    """``PRODIGY_NO_COMMIT_VALIDATION=true`` in Prodigy's environment (spec 02 §12.1)."""
+    return environ.get(NO_COMMIT_VALIDATION, "").strip().lower() == "true"
+
+
 def needs_head(step: Step) -> bool:
     """Does the step need ``HEAD`` recorded before each execution (spec 02 §8 stage 2)?"""
     return step.commit_required or wants_changes(step)

@@ -66,6 +66,21 @@ class WriteFile:
 
 
 @attrs.frozen(kw_only=True)
+class ReadFile:
+    """Read a text file (the ``result_file`` of a completeness ``validate``).
+
+    Emitted by the step machine after the validation commands passed.  Performed
+    *spawned*: the performer resolves ``path`` against ``cwd`` and reads it as UTF-8
+    (invalid bytes replaced, at most 10 MiB); completes with ``FileRead`` (``content``
+    None when the file does not exist or cannot be read).
+    """
+
+    command_id: int
+    cwd: str
+    path: str
+
+
+@attrs.frozen(kw_only=True)
 class ReadGitHead:
     """Find ``HEAD`` of the repository containing ``cwd`` (read-only git).
 
@@ -243,6 +258,7 @@ class Finish:
 Effect = (
     RunCommand
     | WriteFile
+    | ReadFile
     | ReadGitHead
     | CommitChanges
     | ListCommits
@@ -257,11 +273,13 @@ Effect = (
     | Finish
 )
 
-SPAWNED = (RunCommand, WriteFile, ReadGitHead, CommitChanges, ListCommits, SquashCommits, Sleep)
+SPAWNED = (RunCommand, WriteFile, ReadFile, ReadGitHead, CommitChanges, ListCommits,
+           SquashCommits, Sleep)
 
 EFFECT_TAGS: dict[type, str] = {
     RunCommand: "run_command",
     WriteFile: "write_file",
+    ReadFile: "read_file",
     ReadGitHead: "read_git_head",
     CommitChanges: "commit_changes",
     ListCommits: "list_commits",

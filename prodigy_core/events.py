@@ -73,6 +73,21 @@ class FileWriteFailed:
 
 
 @attrs.frozen(kw_only=True)
+class FileRead:
+    """Answer to ``ReadFile``: the file's text, or None when it could not be read.
+
+    Emitted by the file performer; consumed by the step machine.  ``planned`` in a dry
+    run (nothing was read).  ``monotonic`` is the clock reading at the end.
+    """
+
+    command_id: int
+    content: str | None
+    message: str = ""
+    monotonic: float = 0.0
+    planned: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class GitHeadRead:
     """Answer to ``ReadGitHead``: the commit sha, or None outside a repository."""
 
@@ -158,6 +173,7 @@ Event = (
     | CommandNotStarted
     | FileWritten
     | FileWriteFailed
+    | FileRead
     | GitHeadRead
     | ChangesCommitted
     | CommitsListed
@@ -172,6 +188,7 @@ EVENT_TAGS: dict[type, str] = {
     CommandNotStarted: "command_not_started",
     FileWritten: "file_written",
     FileWriteFailed: "file_write_failed",
+    FileRead: "file_read",
     GitHeadRead: "git_head_read",
     ChangesCommitted: "changes_committed",
     CommitsListed: "commits_listed",

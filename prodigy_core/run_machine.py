@@ -9,7 +9,8 @@ continues one from its checkpoint; both return a ``Transition`` (new state and e
 
 The run walks a three-level cursor: input (``--args``/``--map``; one implicit input
 when there are none), iteration (``-n``), step.  Each step is executed by the step
-machine (``prodigy_core.stepper``); when it ends, the run appends the step record, logs
+machine (``prodigy_core.stepper``), which shares the run's circuit ``breakers``; when it
+ends, the run appends the step record (``prodigy_core.run_records``), logs
 ``step_completed`` (or ``step_failed``/``step_skipped``), saves the checkpoint, and only
 then starts the next step.  With ``-n`` > 1 the run reads ``HEAD`` before and after each
 iteration and stops when an iteration made no commit.
@@ -27,7 +28,8 @@ from typing import Literal
 import attrs
 from pyrsistent import PMap, pmap
 
-from prodigy_core import stepper
+from prodigy_core import commits, stepper
+from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, builtin_variables
 from prodigy_core.display import display_name
 from prodigy_core.effects import (
@@ -46,55 +48,18 @@ from prodigy_core.json_values import JSON
 from prodigy_core.model import Workflow
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.results import cut
+from prodigy_core.run_records import (
+    StepRecord,
+    as_int,
+    opt_int,
+    restore_records,
+    restore_vars,
+    str_list,
+)
+from prodigy_core.support import walk
 
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 CHECKPOINT_VERSION = 1
-
-
-@attrs.frozen(kw_only=True)
-class StepRecord:
-    """A finished step of the current iteration, as stored in the checkpoint."""
-
-    step_index: int
-    command: str
-    status: str
-    exit_code: int | None
-    output: str
-    stderr: str
-    duration: float
-    variables: tuple[tuple[str, JSON], ...]
-    completed_at: str
-    error: str | None = None
-    attempts: int = 1
-    step_id: str | None = None
-    # The checkpoint form, built once: a run rewrites its checkpoint after every step and
-    # repeats every earlier record each time (the storage encoder memoises by identity).
-    doc: dict[str, JSON] = attrs.field(eq=False, repr=False, factory=dict)
-
-    def with_doc(self) -> StepRecord:
-        return attrs.evolve(self, doc=self.to_json())
-
-    def checkpoint_json(self) -> dict[str, JSON]:
-        return self.doc if self.doc else self.to_json()
-
-    def to_json(self) -> dict[str, JSON]:
-        secs = int(self.duration)
-        return {
-            "step_index": self.step_index,
-            "step_id": self.step_id,
-            "command": self.command,
-            "success": self.status in ("succeeded", "recovered", "skipped"),
-            "status": self.status,
-            "exit_code": self.exit_code,
-            "output": cut(self.output),
-            "stderr": cut(self.stderr),
-            "error": self.error,
-            "captured_variables": dict(self.variables),
-            "duration": {"secs": secs, "nanos": int((self.duration - secs) * 1e9)},
-            "completed_at": self.completed_at,
-            "retry_state": {"current_attempt": self.attempts, "max_attempts": self.attempts,
-                            "failure_history": [], "in_retry_loop": False},
-        }
 
 
 @attrs.frozen(kw_only=True)
@@ -106,6 +71,9 @@ class RunState:
     iteration: int = 1
     step_index: int = 0
     stepper: stepper.Stepper = stepper.Stepper()
+    # circuit breakers shared by every step of the run (not checkpointed: a resumed run
+    # starts with every breaker closed)
+    breakers: Breakers = Breakers()
     records: tuple[StepRecord, ...] = ()
     counts: PMap[str, int] = pmap({"succeeded": 0, "failed": 0, "skipped": 0})
     failed_inputs: tuple[int, ...] = ()
@@ -148,6 +116,7 @@ def start(workflow: Workflow, ctx: RunContext) -> Transition:
             ("profile", ctx.profile), ("session_id", ctx.session_id),
         )),
         Print(text=f"Executing workflow: {workflow.name} (max {ctx.max_iterations} iterations)"),
+        *_start_warnings(workflow, ctx),
     ]
     state, more = _begin_position(state)
     return Transition(state=state, effects=(*effects, *more))
@@ -161,17 +130,17 @@ def resume(
     exec_state = checkpoint.get("execution_state")
     if not isinstance(exec_state, dict):
         raise InvalidTransition("checkpoint has no execution_state")
-    step_index = _int(exec_state.get("current_step_index"), 0)
-    iteration = _int(exec_state.get("current_iteration"), 1)
+    step_index = as_int(exec_state.get("current_step_index"), 0)
+    iteration = as_int(exec_state.get("current_iteration"), 1)
     inputs = checkpoint.get("inputs")
-    input_index = _int(inputs.get("current_input_index"), 0) if isinstance(inputs, dict) else 0
+    input_index = as_int(inputs.get("current_input_index"), 0) if isinstance(inputs, dict) else 0
     failed_inputs: tuple[int, ...] = ()
     if isinstance(inputs, dict) and isinstance(inputs.get("failed_inputs"), list):
-        failed_inputs = tuple(_int(i, 0) for i in inputs["failed_inputs"])  # type: ignore[union-attr]
+        failed_inputs = tuple(as_int(i, 0) for i in inputs["failed_inputs"])  # type: ignore[union-attr]
     # the input being resumed runs again: it has not failed (yet)
     failed_inputs = tuple(i for i in failed_inputs if i != input_index)
-    variables = _restore_vars(checkpoint)
-    records = _restore_records(checkpoint)
+    variables = restore_vars(checkpoint)
+    records = restore_records(checkpoint)
     # apply events written after the checkpoint (a step that finished just before a crash)
     for event in later_events:
         body = event.get("event")
@@ -181,22 +150,22 @@ def resume(
             continue
         if body.get("top_level") is not True:
             continue
-        if _int(body.get("step_index"), -1) != step_index or \
-                _int(body.get("iteration"), 1) != iteration or \
-                _int(body.get("input_index"), 0) != input_index:
+        if as_int(body.get("step_index"), -1) != step_index or \
+                as_int(body.get("iteration"), 1) != iteration or \
+                as_int(body.get("input_index"), 0) != input_index:
             continue
         status = str(body.get("status", "succeeded"))
         if status == "failed":
             continue
         assigned = body.get("variables")
         if isinstance(assigned, dict):
-            untrusted = set(_str_list(body.get("untrusted")))
+            untrusted = set(str_list(body.get("untrusted")))
             variables = variables.update({
                 k: Var(value=v, trusted=k not in untrusted) for k, v in assigned.items()
             })
         records = (*records, StepRecord(
             step_index=step_index, command=str(body.get("display", "")), status=status,
-            exit_code=_opt_int(body.get("exit_code")), output=str(body.get("output", "")),
+            exit_code=opt_int(body.get("exit_code")), output=str(body.get("output", "")),
             stderr=str(body.get("stderr", "")), duration=0.0, variables=(),
             completed_at=str(event.get("timestamp", "")),
         ))
@@ -216,6 +185,7 @@ def resume(
             ("session_id", ctx.session_id),
         )),
         Print(text=f"Checkpoint: step {min(step_index + 1, total)} of {total}"),
+        *_start_warnings(workflow, ctx),
     ]
     state, more = _begin_position(state, resuming=True)
     return Transition(state=state, effects=(*effects, *more))
@@ -239,12 +209,20 @@ def step(state: RunState, event: Event) -> Transition:
                 f"{type(event).__name__} for command {getattr(event, 'command_id', None)}"
                 f" but command {state.stepper.pending} is outstanding")
         return _interrupted(state)
-    st, effects, outcome = stepper.on_event(state.stepper, state.ctx, _base(state), event)
-    state = attrs.evolve(state, stepper=st)
-    if outcome is None:
-        return Transition(state=state, effects=effects)
-    state, more = _step_finished(state, outcome, _event_time(event))
-    return Transition(state=state, effects=(*effects, *more))
+    done = stepper.on_event(state.stepper, state.ctx, _base(state), event, state.breakers)
+    state = attrs.evolve(state, stepper=done.stepper, breakers=done.breakers)
+    if done.outcome is None:
+        return Transition(state=state, effects=done.effects)
+    state, more = _step_finished(state, done.outcome, _event_time(event))
+    return Transition(state=state, effects=(*done.effects, *more))
+
+
+def _start_warnings(workflow: Workflow, ctx: RunContext) -> list[Effect]:
+    """Warnings printed once per run (spec 02 §12.1: commit checks switched off)."""
+    if commits.commit_checks_disabled(ctx.environ_map) and any(
+            s.commit_required for s in walk(workflow.steps)):
+        return [Print(text=commits.NO_COMMIT_VALIDATION_WARNING, stream="err")]
+    return []
 
 
 # --- positions -------------------------------------------------------------------------
@@ -295,12 +273,12 @@ def _start_step(state: RunState) -> tuple[RunState, list[Effect]]:
     st = attrs.evolve(state.stepper, iteration=state.iteration,
                       input_index=state.input_index if state.ctx.inputs else None,
                       step_number=f"{index + 1}/{len(steps)}")
-    st, more, outcome = stepper.begin(st, state.ctx, _base(state), step_def,
-                                      _step_path(state, index))
-    state = attrs.evolve(state, stepper=st)
-    effects.extend(more)
-    if outcome is not None:
-        state, after = _step_finished(state, outcome, state.last_time)
+    done = stepper.begin(st, state.ctx, _base(state), step_def, _step_path(state, index),
+                         state.breakers)
+    state = attrs.evolve(state, stepper=done.stepper, breakers=done.breakers)
+    effects.extend(done.effects)
+    if done.outcome is not None:
+        state, after = _step_finished(state, done.outcome, state.last_time)
         effects.extend(after)
     return state, effects
 
@@ -581,51 +559,6 @@ def _session(state: RunState) -> dict[str, JSON]:
         "analytics": {"claude_calls": 0, "total_cost_usd": 0.0},
         "dry_run": ctx.dry_run,
     }
-
-
-# --- restore helpers -------------------------------------------------------------------
-
-
-def _int(value: object, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _opt_int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str_list(value: object) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def _restore_vars(checkpoint: dict[str, JSON]) -> PMap[str, Var]:
-    raw = checkpoint.get("variable_state")
-    meta = checkpoint.get("variable_meta")
-    untrusted = set(_str_list(meta.get("untrusted"))) if isinstance(meta, dict) else set()
-    if not isinstance(raw, dict):
-        return pmap()
-    return pmap({k: Var(value=v, trusted=k not in untrusted) for k, v in raw.items()})
-
-
-def _restore_records(checkpoint: dict[str, JSON]) -> tuple[StepRecord, ...]:
-    raw = checkpoint.get("completed_steps")
-    if not isinstance(raw, list):
-        return ()
-    out: list[StepRecord] = []
-    for item in raw:
-        if not isinstance(item, dict):
-            continue
-        captured = item.get("captured_variables")
-        out.append(StepRecord(
-            step_index=_int(item.get("step_index"), 0), command=str(item.get("command", "")),
-            status=str(item.get("status", "succeeded")), exit_code=_opt_int(item.get("exit_code")),
-            output=str(item.get("output", "")), stderr=str(item.get("stderr", "") or ""),
-            duration=0.0,
-            variables=tuple(captured.items()) if isinstance(captured, dict) else (),
-            completed_at=str(item.get("completed_at", "")),
-            step_id=item.get("step_id") if isinstance(item.get("step_id"), str) else None,  # type: ignore[arg-type]
-        ).with_doc())
-    return tuple(out)
 
 
 def _event_time(event: Event) -> str:

@@ -4,8 +4,8 @@
 the machine): the scope's variables and a stack of frames, a ``StepFrame`` per step in
 progress (its ``stage`` says what it waits for) and a ``SeqFrame`` per list of handler
 steps.  ``Outcome`` is how a step ended.  ``Tx`` lives for one pure transition: it holds
-the evolving ``Stepper`` while the machine's functions push, replace and pop frames, and
-gathers the effects they emit.
+the evolving ``Stepper`` and the run's circuit ``Breakers`` while the machine's functions
+push, replace and pop frames, and gathers the effects they emit.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Literal
 import attrs
 from pyrsistent import PMap, pmap
 
+from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext
 from prodigy_core.effects import Effect, LogEvent
 from prodigy_core.interpolate import Var
@@ -76,6 +77,14 @@ class StepFrame:
     child_role: str = ""
     final_status: Status | None = None
     total_duration: float = 0.0
+    # completeness ``validate`` (step_validation): handler rounds run, the command
+    # running, and the verdict of the latest validation
+    val_round: int = 0
+    val_index: int = 0
+    val_completion: float = 0.0
+    val_passed: bool = False
+    # the circuit breaker that admitted the execution in progress ("" when none)
+    breaker: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -119,10 +128,12 @@ class Stepper:
 class Tx:
     """Accumulates effects during one transition (local to a pure call)."""
 
-    def __init__(self, st: Stepper, ctx: RunContext, base: PMap[str, Var]) -> None:
+    def __init__(self, st: Stepper, ctx: RunContext, base: PMap[str, Var],
+                 breakers: Breakers | None = None) -> None:
         self.st = st
         self.ctx = ctx
         self.base = base
+        self.breakers = breakers if breakers is not None else Breakers()
         self.effects: list[Effect] = []
         self.done: Outcome | None = None
 

@@ -3,11 +3,12 @@
 Theory of operation
 -------------------
 ``attempts_done`` receives the last result of a step whose attempts are over and decides
-what runs next: a matching ``on_exit_code`` entry, else ``on_success`` after a pass or
-``on_failure`` after a failure.  A handler runs as a child frame pushed above the step's
+what runs next: a matching ``on_exit_code`` entry, else the completeness ``validate``
+(``step_validation``) and ``on_success`` after a pass, or ``on_failure`` after a failure.  A handler runs as a child frame pushed above the step's
 frame, which waits in stage ``child``; its ``child_role`` (``on_exit_code``,
 ``on_failure``, ``fix``, ``on_success`` or ``fallback``, the last started by the attempt
-loop) tells ``_child_done`` how to continue when the child finishes.  A list of handler
+loop; ``validate`` and ``on_incomplete`` for ``step_validation``) tells ``_child_done``
+how to continue when the child finishes.  A list of handler
 commands runs in a ``SeqFrame``, one step at a time, stopping at the first failure.  The
 fix loop (``on_failure.max_attempts`` ≥ 2) alternates running the handlers and executing
 the step again.  A passing step writes its ``output_file`` last.  ``finish`` pops a
@@ -20,7 +21,7 @@ from __future__ import annotations
 import attrs
 from pyrsistent import PMap, pmap
 
-from prodigy_core import commits, step_report, stepper
+from prodigy_core import commits, step_report, step_validation, stepper
 from prodigy_core.effects import Print, WriteFile
 from prodigy_core.events import FileWriteFailed, FileWritten
 from prodigy_core.interpolate import Var, interpolate
@@ -78,10 +79,10 @@ def _error_locals(tx: Tx, frame: StepFrame, result: ExecResult) -> PMap[str, Var
 def _failure(tx: Tx, frame: StepFrame, result: ExecResult) -> None:
     spec = frame.step.on_failure
     if spec is None or (not spec.commands and not spec.allow):
-        _finish_failed(tx, frame, result)
+        finish_failed(tx, frame, result)
         return
     if spec.allow:
-        _finish_failed(tx, frame, result, allowed=True)
+        finish_failed(tx, frame, result, allowed=True)
         return
     if spec.max_attempts is not None and spec.max_attempts >= 2:
         if spec.strategy_given and spec.strategy != "recovery":
@@ -97,9 +98,13 @@ def _failure(tx: Tx, frame: StepFrame, result: ExecResult) -> None:
 
 def _start_seq(tx: Tx, spec: OnFailure, path: str, locals_: PMap[str, Var]) -> None:
     paths = tuple(f"{path}.on_failure.commands[{i}]" for i in range(len(spec.commands)))
-    seq = SeqFrame(steps=spec.commands, paths=paths, locals=locals_,
-                   default_timeout=spec.timeout)
-    tx.push(seq)
+    start_seq(tx, spec.commands, paths, locals_, spec.timeout)
+
+
+def start_seq(tx: Tx, steps: tuple[Step, ...], paths: tuple[str, ...], locals_: PMap[str, Var],
+              default_timeout: float | None = None) -> None:
+    """Run ``steps`` one at a time above the top frame, stopping at the first failure."""
+    tx.push(SeqFrame(steps=steps, paths=paths, locals=locals_, default_timeout=default_timeout))
     _seq_next(tx)
 
 
@@ -123,7 +128,7 @@ def _fix_iterate(tx: Tx) -> None:
     if frame.runs >= spec.max_attempts:
         tx.emit(Print(text=f"  Step '{frame.display}' still failing after "
                            f"{spec.max_attempts} attempts", stream="err"))
-        _finish_failed(tx, frame, frame.last)
+        finish_failed(tx, frame, frame.last)
         return
     tx.emit(Print(text=f"  Attempt {frame.runs}/{spec.max_attempts} failed; running "
                        "on_failure handler"))
@@ -141,6 +146,16 @@ def _fix_iterate(tx: Tx) -> None:
 
 
 def _success(tx: Tx, status: Status) -> None:
+    """The command passed (stage 6): the completeness ``validate``, then ``on_success``."""
+    frame = tx.top
+    assert isinstance(frame, StepFrame)
+    if step_validation.wanted(frame):
+        step_validation.start(tx, status)
+        return
+    after_validation(tx, status)
+
+
+def after_validation(tx: Tx, status: Status) -> None:
     frame = tx.top
     assert isinstance(frame, StepFrame)
     if frame.step.on_success is not None and not (frame.last and frame.last.planned):
@@ -174,7 +189,7 @@ def on_output_file(tx: Tx, frame: StepFrame, event: FileWritten | FileWriteFaile
         result = attrs.evolve(frame.last, passed=False, error_code="E3005",
                               error_class="command_failed",
                               message=f"could not write output_file: {event.message}")
-        _finish_failed(tx, frame, result)
+        finish_failed(tx, frame, result)
         return
     _finish_frame(tx, frame.final_status or "succeeded")
 
@@ -196,7 +211,7 @@ def _finish_frame(tx: Tx, status: Status) -> None:
     finish(tx, outcome)
 
 
-def _finish_failed(tx: Tx, frame: StepFrame, result: ExecResult, *, allowed: bool = False,
+def finish_failed(tx: Tx, frame: StepFrame, result: ExecResult, *, allowed: bool = False,
                    fatal: bool = False) -> None:
     spec = frame.step.on_failure
     allow = (
@@ -259,7 +274,7 @@ def _child_done(tx: Tx, outcome: Outcome) -> None:
             if fatal:
                 result = attrs.evolve(last, error_code="E3007",
                                       message=f"on_failure handler of '{parent.display}' failed")
-            _finish_failed(tx, parent, result, fatal=fatal)
+            finish_failed(tx, parent, result, fatal=fatal)
             return
         frame = attrs.evolve(parent, runs=parent.runs + 1, attempt=0)
         tx.replace_top(frame)
@@ -269,7 +284,7 @@ def _child_done(tx: Tx, outcome: Outcome) -> None:
             stepper.execute(tx)
     elif role == "on_exit_code":
         if outcome.status == "failed":
-            _finish_failed(tx, parent, attrs.evolve(
+            finish_failed(tx, parent, attrs.evolve(
                 last, message=outcome.error or last.message, error_code=outcome.error_code
                 or last.error_code))
         else:
@@ -302,9 +317,14 @@ def _child_done(tx: Tx, outcome: Outcome) -> None:
                 values.update(captured)
             tx.assign(values)
             tx.replace_top(attrs.evolve(parent, last=result))
-            _success(tx, "recovered")
+            # a fallback result is not the command passing: no completeness validation
+            after_validation(tx, "recovered")
         else:
             attempts_done(tx, last)
+    elif role == "validate":
+        step_validation.command_done(tx, parent, outcome)
+    elif role == "on_incomplete":
+        step_validation.handlers_done(tx, parent, outcome)
     else:
         raise InvalidTransition(f"child finished for unknown role {role!r}")
 
@@ -317,7 +337,7 @@ def _after_handlers(tx: Tx, frame: StepFrame, outcome: Outcome) -> None:
     if spec.capture:
         tx.assign({spec.capture: Var(value=outcome.output, trusted=False)})
     if not ok and spec.handler_failure_fatal:
-        _finish_failed(tx, frame, attrs.evolve(
+        finish_failed(tx, frame, attrs.evolve(
             last, error_code="E3007",
             message=f"on_failure handler of '{frame.display}' failed"), fatal=True)
         return
@@ -333,4 +353,4 @@ def _after_handlers(tx: Tx, frame: StepFrame, outcome: Outcome) -> None:
         finish(tx, Outcome(status="recovered", exit_code=0, output=outcome.output,
                            duration=frame.total_duration, executions=frame.executions))
         return
-    _finish_failed(tx, frame, last)
+    finish_failed(tx, frame, last)

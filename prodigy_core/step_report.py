@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from prodigy_core.display import display_name
 from prodigy_core.effects import Print
 from prodigy_core.json_values import JSON
+from prodigy_core.model import Step
 from prodigy_core.results import error_excerpt
 from prodigy_core.step_frames import Outcome, StepFrame, Tx, retry_spec
 
@@ -36,6 +38,25 @@ def describe(tx: Tx, frame: StepFrame) -> JSON:
         "auto_commit": step.auto_commit,
         "outputs": [name for name, _glob in step.outputs],
         "handlers": list(handlers),
+        "validate": _validate_plan(step),
+    }
+
+
+def _validate_plan(step: Step) -> JSON:
+    """The completeness ``validate`` a real run would perform (a dry run does not)."""
+    spec = step.validate
+    if spec is None or step.skip_validation:
+        return None
+    handlers = spec.on_incomplete
+    return {
+        "commands": [display_name(c) for c in spec.commands],
+        "result_file": spec.result_file,
+        "threshold": spec.threshold,
+        "on_incomplete": None if handlers is None else {
+            "commands": [display_name(c) for c in handlers.commands],
+            "max_attempts": handlers.max_attempts,
+            "fail_workflow": handlers.fail_workflow,
+        },
     }
 
 

@@ -19,6 +19,9 @@ Stages of a ``StepFrame``:
 ``head_after``   waiting for ``HEAD`` after a passing execution
 ``changes``      waiting for the new commits and changed files (``CommitsListed``)
 ``validate``     waiting for ``step_validate`` command ``validate_index``
+``validation_file`` waiting for the ``result_file`` of a completeness ``validate``
+                 (``step_validation``; its commands and ``on_incomplete`` handlers run
+                 as children with roles ``validate`` and ``on_incomplete``)
 ``squash``       waiting for the squash of the new commits (``CommitsSquashed``)
 ``backoff``      waiting for a retry delay (``Slept``)
 ``child``        a handler frame above is running; ``child_role`` says which one
@@ -39,6 +42,7 @@ Modules
 ``step_checks``    the result of an execution and the checks after it
 ``step_handlers``  after the attempts: ``on_exit_code``, ``on_failure`` (handlers, fix
                    loop), ``on_success``, ``output_file``; finishing a frame
+``step_validation`` the completeness ``validate`` after a pass (spec 12 §2)
 ``step_report``    the dry-run description of a step and the report of a failure
 ``step_frames``    the state: ``Stepper``, the frames, ``Outcome``, the transition ``Tx``
 
@@ -52,13 +56,16 @@ from __future__ import annotations
 import attrs
 from pyrsistent import PMap, pmap
 
-from prodigy_core import commits, step_checks, step_handlers, step_report
+from prodigy_core import breakers as breakers_mod
+from prodigy_core import commits, step_checks, step_handlers, step_report, step_validation
 from prodigy_core import retry as retry_math
+from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, child_environment, resolve_dir
 from prodigy_core.display import display_name
 from prodigy_core.effects import (
     DescribeStep,
     Effect,
+    LogEvent,
     Print,
     ReadGitHead,
     RunCommand,
@@ -72,6 +79,7 @@ from prodigy_core.events import (
     CommitsListed,
     CommitsSquashed,
     Event,
+    FileRead,
     FileWriteFailed,
     FileWritten,
     GitFailed,
@@ -82,7 +90,7 @@ from prodigy_core.expressions import MISSING, ExprError, Missing, eval_when, par
 from prodigy_core.interpolate import Var, interpolate, lookup
 from prodigy_core.json_values import JSON
 from prodigy_core.masking import REDACTED, is_sensitive
-from prodigy_core.model import RetrySpec, Step
+from prodigy_core.model import CircuitBreakerSpec, RetrySpec, Step
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.results import ExecResult
 from prodigy_core.step_frames import (
@@ -106,6 +114,7 @@ __all__ = [
     "SeqFrame",
     "Status",
     "StepFrame",
+    "Stepped",
     "Stepper",
     "begin",
     "display_name",
@@ -119,20 +128,33 @@ SCRIPT_LIMIT = 100_000
 # --- public entry points ------------------------------------------------------------
 
 
+@attrs.frozen(kw_only=True)
+class Stepped:
+    """What one call of the step machine returns to its scope machine."""
+
+    stepper: Stepper
+    effects: tuple[Effect, ...]
+    outcome: Outcome | None
+    breakers: Breakers
+
+
 def begin(
-    st: Stepper, ctx: RunContext, base: PMap[str, Var], step: Step, path: str
-) -> tuple[Stepper, tuple[Effect, ...], Outcome | None]:
-    """Start a top-level step of a scope."""
+    st: Stepper, ctx: RunContext, base: PMap[str, Var], step: Step, path: str,
+    breakers: Breakers | None = None,
+) -> Stepped:
+    """Start a top-level step of a scope.  ``breakers`` are the run's circuit breakers."""
     if st.stack:
         raise InvalidTransition("begin() while a step is still running")
-    tx = Tx(attrs.evolve(st, assigned=pmap()), ctx, base)
+    tx = Tx(attrs.evolve(st, assigned=pmap()), ctx, base, breakers)
     start_step(tx, step, path, pmap(), root=True)
-    return tx.st, tuple(tx.effects), tx.done
+    return Stepped(stepper=tx.st, effects=tuple(tx.effects), outcome=tx.done,
+                   breakers=tx.breakers)
 
 
 def on_event(
-    st: Stepper, ctx: RunContext, base: PMap[str, Var], event: Event
-) -> tuple[Stepper, tuple[Effect, ...], Outcome | None]:
+    st: Stepper, ctx: RunContext, base: PMap[str, Var], event: Event,
+    breakers: Breakers | None = None,
+) -> Stepped:
     """Feed a completion event to the frame that waits for it."""
     if not st.stack:
         raise InvalidTransition(f"step machine is idle but received {type(event).__name__}")
@@ -144,7 +166,8 @@ def on_event(
             f"{type(event).__name__} for command {getattr(event, 'command_id', None)}"
             f" but command {top.pending} is outstanding"
         )
-    tx = Tx(st, ctx, base)
+    tx = Tx(st, ctx, base, breakers_mod.observe(
+        breakers or Breakers(), getattr(event, "monotonic", None)))
     frame = attrs.evolve(top, pending=None)
     tx.replace_top(frame)
     if frame.stage == "exec" and isinstance(event, CommandFinished | CommandNotStarted):
@@ -168,11 +191,14 @@ def on_event(
         step_checks.on_validate(tx, frame, event)
     elif frame.stage == "backoff" and isinstance(event, Slept):
         execute(tx)
+    elif frame.stage == "validation_file" and isinstance(event, FileRead):
+        step_validation.on_file(tx, frame, event)
     elif frame.stage == "output_file" and isinstance(event, FileWritten | FileWriteFailed):
         step_handlers.on_output_file(tx, frame, event)
     else:
         raise InvalidTransition(f"stage {frame.stage!r} cannot receive {type(event).__name__}")
-    return tx.st, tuple(tx.effects), tx.done
+    return Stepped(stepper=tx.st, effects=tuple(tx.effects), outcome=tx.done,
+                   breakers=tx.breakers)
 
 
 # --- starting a step ----------------------------------------------------------------
@@ -180,9 +206,18 @@ def on_event(
 
 def start_step(
     tx: Tx, step: Step, path: str, locals_: PMap[str, Var], *, root: bool = False,
-    default_timeout: float | None = None,
+    default_timeout: float | None = None, base_env: tuple[tuple[str, str], ...] = (),
+    base_cwd: str | None = None,
 ) -> None:
+    """Push a frame for ``step`` and start it.
+
+    ``base_env`` (already interpolated) lies under the step's own ``env`` and
+    ``base_cwd`` replaces the scope directory as its default working directory: a
+    validation command runs in the environment and directory of the step it validates.
+    """
     display = display_name(step)
+    if step.commit_required and commits.commit_checks_disabled(tx.ctx.environ_map):
+        step = attrs.evolve(step, commit_required=False)  # warned once at the run's start
     frame = StepFrame(step=step, path=path, display=display, locals=locals_, root=root)
     tx.push(frame)
     visible = tx.visible()
@@ -227,7 +262,7 @@ def start_step(
     # 2. prepare
     strict = tx.ctx.strict_vars
     unresolved: list[str] = []
-    step_env: dict[str, str] = {}
+    step_env: dict[str, str] = dict(base_env)
     for name, raw in step.env:
         res = interpolate(raw, visible, environ=tx.ctx.environ_map)
         unresolved.extend(res.unresolved)
@@ -237,7 +272,7 @@ def start_step(
         res = interpolate(step.working_dir, visible, environ=tx.ctx.environ_map)
         unresolved.extend(res.unresolved)
         wd = res.text
-    cwd = resolve_dir(tx.ctx, wd)
+    cwd = base_cwd if wd is None and base_cwd is not None else resolve_dir(tx.ctx, wd)
     text = ""
     content = ""
     if step.kind == "shell":
@@ -303,11 +338,24 @@ def execute(tx: Tx) -> None:
     frame = tx.top
     assert isinstance(frame, StepFrame)
     step = frame.step
-    cid = tx.new_id()
     attempt = frame.attempt + 1
     executions = frame.executions + 1
+    breaker = _breaker(tx, frame)
+    if breaker is not None and not _admitted(tx, frame, breaker):
+        # an open breaker: the execution fails at once (spec 10 §3.2)
+        result = ExecResult(exit_code=-1, passed=False, error_class="circuit_open",
+                            error_code="E3009",
+                            message=f"Circuit breaker '{breaker[0]}' is open")
+        tx.emit(Print(text=f"  Circuit breaker '{breaker[0]}' is open; '{frame.display}' "
+                           "was not started", stream="err"))
+        tx.replace_top(attrs.evolve(frame, stage="running", attempt=attempt,
+                                    executions=executions, last=result, breaker=""))
+        after_exec(tx, result, monotonic=tx.breakers.now, duration=0.0)
+        return
+    cid = tx.new_id()
     frame = attrs.evolve(frame, stage="exec", pending=cid, attempt=attempt, executions=executions,
-                         new_commits=(), found_outputs=())
+                         new_commits=(), found_outputs=(),
+                         breaker=breaker[0] if breaker is not None else "")
     tx.replace_top(frame)
     if step.kind == "write_file" and step.write_file is not None:
         tx.emit(WriteFile(command_id=cid, cwd=frame.cwd, path=frame.text, content=frame.content,
@@ -329,6 +377,39 @@ def execute(tx: Tx) -> None:
     ))
 
 
+def _breaker(tx: Tx, frame: StepFrame) -> tuple[str, CircuitBreakerSpec] | None:
+    spec = retry_spec(tx, frame.step)
+    if spec is None or spec.circuit_breaker is None or tx.ctx.dry_run:
+        return None
+    return spec.circuit_breaker.name or frame.path, spec.circuit_breaker
+
+
+def _admitted(tx: Tx, frame: StepFrame, breaker: tuple[str, CircuitBreakerSpec]) -> bool:
+    name, spec = breaker
+    tx.breakers, ok, changes = breakers_mod.admit(tx.breakers, name, spec)
+    _log_changes(tx, frame, changes)
+    return ok
+
+
+def _log_changes(tx: Tx, frame: StepFrame, changes: tuple[breakers_mod.Change, ...]) -> None:
+    for name, old, new in changes:
+        tx.emit(Print(text=f"  Circuit breaker '{name}': {old} -> {new}"))
+        tx.emit(LogEvent(event_type="circuit_breaker_state_changed", fields=(
+            ("name", name), ("from", old), ("to", new), ("step_path", frame.path),
+            ("session_id", tx.ctx.session_id))))
+
+
+def _record_breaker(tx: Tx, frame: StepFrame, result: ExecResult) -> StepFrame:
+    """Tell the breaker that admitted this execution how it ended."""
+    breaker = _breaker(tx, frame)
+    if not frame.breaker or breaker is None:
+        return frame
+    tx.breakers, changes = breakers_mod.record(tx.breakers, frame.breaker, breaker[1],
+                                               result.passed)
+    _log_changes(tx, frame, changes)
+    return attrs.evolve(frame, breaker="")
+
+
 def _mode(text: str) -> int:
     try:
         return int(text, 8)
@@ -343,6 +424,7 @@ def after_exec(tx: Tx, result: ExecResult, *, monotonic: float, duration: float)
     frame = tx.top
     assert isinstance(frame, StepFrame)
     frame = attrs.evolve(frame, total_duration=frame.total_duration + result.duration)
+    frame = _record_breaker(tx, frame, result)
     if frame.budget_start is None:
         frame = attrs.evolve(frame, budget_start=monotonic - duration)
     tx.replace_top(frame)
@@ -369,7 +451,8 @@ def after_exec(tx: Tx, result: ExecResult, *, monotonic: float, duration: float)
         tx.emit(Print(text=f"  Retrying {frame.display} (attempt {frame.attempt + 1}/"
                            f"{spec.attempts}) after {retry_math.format_delay(delay)}"))
         log_step(tx, frame, "step_retrying", attempt=frame.attempt + 1,
-                 delay_ms=int(delay * 1000), error=result.message or "")
+                 delay_ms=int(delay * 1000), error=result.message or "",
+                 error_code=result.error_code)
         cid = tx.new_id()
         tx.replace_top(attrs.evolve(frame, stage="backoff", pending=cid))
         tx.emit(Sleep(command_id=cid, seconds=delay))

@@ -14,14 +14,19 @@ from prodigy_core.model import OnFailure, Step, Workflow
 from prodigy_core.problems import Problem
 
 
-def _walk(steps: tuple[Step, ...]) -> Iterator[Step]:
+def walk(steps: tuple[Step, ...]) -> Iterator[Step]:
+    """Every step of ``steps`` and, depth first, every handler and validation step."""
     for step in steps:
         yield step
         if step.on_success is not None:
-            yield from _walk((step.on_success,))
+            yield from walk((step.on_success,))
         if isinstance(step.on_failure, OnFailure):
-            yield from _walk(step.on_failure.commands)
-        yield from _walk(tuple(handler for _, handler in step.on_exit_code))
+            yield from walk(step.on_failure.commands)
+        yield from walk(tuple(handler for _, handler in step.on_exit_code))
+        if step.validate is not None:
+            yield from walk(step.validate.commands)
+            if step.validate.on_incomplete is not None:
+                yield from walk(step.validate.on_incomplete.commands)
 
 
 def _gap(path: str, what: str, file: str) -> Problem:
@@ -39,14 +44,8 @@ def runtime_gaps(workflow: Workflow, *, file: str = "") -> tuple[Problem, ...]:
     for key, _value in workflow.extra:
         if key in ("merge_conflicts", "worktree", "worktree_config", "claude_config"):
             found.append(_gap(f"$.{key}", f"`{key}`", file))
-    for step in _walk(workflow.steps):
+    for step in walk(workflow.steps):
         where = step.source
         if step.kind == "claude":
             found.append(_gap(where, "a `claude:` step", file))
-        if getattr(step, "validate", None) is not None:
-            found.append(_gap(f"{where}.validate", "a completeness `validate:`", file))
-        if step.retry is not None and step.retry.circuit_breaker is not None:
-            found.append(_gap(f"{where}.retry.circuit_breaker", "`circuit_breaker`", file))
-    if workflow.retry_defaults is not None and workflow.retry_defaults.circuit_breaker:
-        found.append(_gap("$.retry_defaults.circuit_breaker", "`circuit_breaker`", file))
     return tuple(found)

@@ -19,6 +19,7 @@ from prodigy_core.effects import (
     CommitChanges,
     ListCommits,
     Print,
+    ReadFile,
     RunCommand,
     SquashCommits,
     WriteFile,
@@ -29,6 +30,7 @@ from prodigy_core.events import (
     CommandNotStarted,
     CommitsListed,
     CommitsSquashed,
+    FileRead,
     FileWriteFailed,
     FileWritten,
     GitFailed,
@@ -48,6 +50,9 @@ class PlannedRunner:
 class PlannedFiles:
     async def write(self, effect: WriteFile) -> FileWritten | FileWriteFailed:
         return FileWritten(command_id=effect.command_id, path=effect.path, size=0, planned=True)
+
+    async def read(self, effect: ReadFile) -> FileRead:
+        return FileRead(command_id=effect.command_id, content=None, planned=True)
 
 
 @attrs.define
@@ -134,6 +139,11 @@ class PlanConsole:
             lines.append(f"      outputs: {', '.join(info.get('outputs', []))}")
         if info.get("handlers"):
             lines.append(f"      handlers: {', '.join(info.get('handlers', []))}")
+        plan = info.get("validate")
+        if isinstance(plan, dict):
+            source = f", result_file {plan['result_file']}" if plan.get("result_file") else ""
+            lines.append(f"      validate: {'; '.join(plan.get('commands', []))} "
+                         f"(threshold {plan.get('threshold')}%{source}; not run in a dry run)")
         self.out.write(self.mask("\n".join(lines)) + "\n")
 
     def plan_command(self, effect: RunCommand | WriteFile) -> None:

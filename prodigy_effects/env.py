@@ -17,6 +17,7 @@ from prodigy_core.effects import (
     CommitChanges,
     ListCommits,
     Print,
+    ReadFile,
     RunCommand,
     SquashCommits,
     WriteFile,
@@ -27,6 +28,7 @@ from prodigy_core.events import (
     CommandNotStarted,
     CommitsListed,
     CommitsSquashed,
+    FileRead,
     FileWriteFailed,
     FileWritten,
     GitFailed,
@@ -43,7 +45,11 @@ class CommandRunner(Protocol):
 
 
 class FileWriter(Protocol):
+    """Files the core asks for: ``write`` performs ``WriteFile``, ``read`` ``ReadFile``."""
+
     async def write(self, effect: WriteFile) -> FileWritten | FileWriteFailed: ...
+
+    async def read(self, effect: ReadFile) -> FileRead: ...
 
 
 class Git(Protocol):

@@ -20,6 +20,7 @@ from prodigy_core.effects import (
     CommitChanges,
     ListCommits,
     Print,
+    ReadFile,
     RunCommand,
     SquashCommits,
     WriteFile,
@@ -30,6 +31,7 @@ from prodigy_core.events import (
     CommandNotStarted,
     CommitsListed,
     CommitsSquashed,
+    FileRead,
     FileWriteFailed,
     FileWritten,
     GitFailed,
@@ -108,7 +110,16 @@ class ScriptedRunner:
 
 @attrs.define
 class MemoryFiles:
+    """Files in memory, keyed by ``<cwd>/<path>`` (what ``WriteFile`` wrote, or tests put)."""
+
     files: dict[str, str] = attrs.field(factory=dict)
+
+    async def read(self, effect: ReadFile) -> FileRead:
+        key = effect.path if effect.path.startswith("/") else f"{effect.cwd}/{effect.path}"
+        content = self.files.get(key)
+        return FileRead(command_id=effect.command_id, content=content,
+                        message="" if content is not None else f"no such file: {effect.path}",
+                        monotonic=trio.current_time())
 
     async def write(self, effect: WriteFile) -> FileWritten | FileWriteFailed:
         content = effect.content

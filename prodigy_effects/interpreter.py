@@ -5,7 +5,7 @@ Theory of operation
 ``interpret(transition, step, env)`` holds the current state in a local variable and
 is the only caller of ``step``.  It performs the effects of each transition in order:
 short effects (journal, checkpoint, session record, console) are awaited inline;
-long ones (commands, file writes, git reads and commits, sleeps) are started in a nursery and
+long ones (commands, file writes and reads, git reads and commits, sleeps) are started in a nursery and
 report back over a memory channel as events.  The core decides how many long effects
 are outstanding; the interpreter never starts anything on its own.
 
@@ -36,6 +36,7 @@ from prodigy_core.effects import (
     ListCommits,
     LogEvent,
     Print,
+    ReadFile,
     ReadGitHead,
     RunCommand,
     SaveCheckpoint,
@@ -144,6 +145,8 @@ async def _perform(
             nursery.start_soon(perform_run_command, effect, env, send, flag)
         case WriteFile():
             nursery.start_soon(perform_write_file, effect, env, send)
+        case ReadFile():
+            nursery.start_soon(perform_read_file, effect, env, send)
         case ReadGitHead():
             nursery.start_soon(perform_read_git_head, effect, env, send)
         case CommitChanges():
@@ -190,6 +193,12 @@ async def perform_write_file(
     effect: WriteFile, env: Env, send: trio.MemorySendChannel[Event]
 ) -> None:
     await send.send(await env.files.write(effect))
+
+
+async def perform_read_file(
+    effect: ReadFile, env: Env, send: trio.MemorySendChannel[Event]
+) -> None:
+    await send.send(await env.files.read(effect))
 
 
 async def perform_read_git_head(

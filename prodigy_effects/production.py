@@ -23,8 +23,14 @@ import attrs
 import trio
 import yaml
 
-from prodigy_core.effects import Print, RunCommand, WriteFile
-from prodigy_core.events import CommandFinished, CommandNotStarted, FileWriteFailed, FileWritten
+from prodigy_core.effects import Print, ReadFile, RunCommand, WriteFile
+from prodigy_core.events import (
+    CommandFinished,
+    CommandNotStarted,
+    FileRead,
+    FileWriteFailed,
+    FileWritten,
+)
 from prodigy_effects.env import OutputSink
 from prodigy_effects.fsutil import atomic_write_bytes
 from prodigy_effects.gitrepo import RealGit as RealGit  # re-exported
@@ -194,7 +200,7 @@ class ProcessRunner:
 
 @attrs.define
 class RealFiles:
-    """Performs ``WriteFile`` on the real file system, atomically."""
+    """Performs ``WriteFile`` on the real file system, atomically, and ``ReadFile``."""
 
     async def write(self, effect: WriteFile) -> FileWritten | FileWriteFailed:
         target = Path(effect.cwd) / effect.path
@@ -224,6 +230,19 @@ class RealFiles:
             return _fail(effect, f"could not write {effect.path}: {exc.strerror or exc}")
         return FileWritten(command_id=effect.command_id, path=effect.path, size=len(data_bytes),
                            finished_at=now_iso(), monotonic=trio.current_time())
+
+
+    async def read(self, effect: ReadFile) -> FileRead:
+        target = Path(effect.cwd) / effect.path
+        try:
+            with target.open("rb") as handle:
+                data = handle.read(OUTPUT_CAP)
+        except OSError as exc:
+            return FileRead(command_id=effect.command_id, content=None,
+                            message=f"could not read {effect.path}: {exc.strerror or exc}",
+                            monotonic=trio.current_time())
+        return FileRead(command_id=effect.command_id, content=data.decode("utf-8", "replace"),
+                        monotonic=trio.current_time())
 
 
 def _fail(effect: WriteFile, message: str) -> FileWriteFailed:

@@ -180,11 +180,11 @@ def test_sessions_show_and_checkpoints_and_events(cli: Cli) -> None:
 
 
 def test_features_not_runnable_yet_are_refused_up_front(cli: Cli) -> None:
-    cli.write("wf.yml", "- shell: 'touch ran'\n- shell: 'echo x'\n  retry:\n    attempts: 2\n"
-                        "    circuit_breaker: {failure_threshold: 3}\n- claude: /hello\n")
+    cli.write("wf.yml", "- shell: 'touch ran'\n- shell: 'echo x'\n  validate:\n"
+                        "    claude: /check\n- claude: /hello\n")
     code, _, err = cli("run", "wf.yml")
     assert code == 2
-    assert "$[1].retry.circuit_breaker" in err and "$[2]" in err and "E1016" in err
+    assert "$[1].validate" in err and "$[2]" in err and "E1016" in err
     assert not (cli.root / "ran").exists()
     code, _, _ = cli("validate", "wf.yml")
     assert code == 0  # the file is valid; only running it is not possible yet

@@ -5,9 +5,9 @@ effects still outstanding (by ``command_id``).  Tests either answer the outstand
 effect one event at a time (``finish_command``, ``sleep_done``, ``head``…) or let
 ``run`` answer everything from a script until the machine emits ``Finish``.  Git effects
 (``CommitChanges``, ``ListCommits``, ``SquashCommits``) are answered by ``git`` when given,
-else with "nothing to commit", "nothing new" and a fixed squash sha.  The
-driver keeps its own monotonic clock: a command of ``duration`` seconds and a
-``Sleep`` of ``seconds`` advance it, and it is reported in every event.
+else with "nothing to commit", "nothing new" and a fixed squash sha; ``ReadFile`` by
+``files``.  The driver keeps its own monotonic clock: a command of ``duration`` seconds
+and a ``Sleep`` of ``seconds`` advance it, and it is reported in every event.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from prodigy_core.effects import (
     ListCommits,
     LogEvent,
     Print,
+    ReadFile,
     ReadGitHead,
     RunCommand,
     SaveCheckpoint,
@@ -40,6 +41,7 @@ from prodigy_core.events import (
     CommitsListed,
     CommitsSquashed,
     Event,
+    FileRead,
     FileWritten,
     GitHeadRead,
     Slept,
@@ -165,13 +167,25 @@ class Driver:
         return self.send(FileWritten(command_id=write.command_id, path=write.path,
                                      size=len(write.content.encode()), monotonic=self.now))
 
+    def file_read(self, content: str | None) -> tuple[Effect, ...]:
+        read = self.pending(ReadFile)
+        return self.send(FileRead(command_id=read.command_id, content=content,
+                                  message="" if content is not None else "no such file",
+                                  monotonic=self.now))
+
     def answer_git(self, event: Event) -> tuple[Effect, ...]:
         self.pending((CommitChanges, ListCommits, SquashCommits))
         return self.send(event)
 
     def run(self, script: Script | None = None, *, heads: Iterable[str | None] = (),
-            git: GitAnswer | None = None, limit: int = 500) -> Finish:
-        """Answer every outstanding effect from ``script`` until the machine finishes."""
+            git: GitAnswer | None = None, files: Mapping[str, list[str | None]] | None = None,
+            limit: int = 500) -> Finish:
+        """Answer every outstanding effect from ``script`` until the machine finishes.
+
+        ``ReadFile`` is answered from ``files`` (path → contents, consumed in order; the
+        last one repeats), None or an unknown path meaning "no such file".
+        """
+        contents = {k: list(v) for k, v in (files or {}).items()}
         table: dict[str, Any] = {}
         answer: Callable[[RunCommand], R]
         if callable(script):
@@ -197,6 +211,9 @@ class Driver:
                 self.sleep_done()
             elif isinstance(effect, ReadGitHead):
                 self.head(shas.pop(0) if shas else "a" * 40)
+            elif isinstance(effect, ReadFile):
+                queue = contents.get(effect.path, [None])
+                self.file_read(queue.pop(0) if len(queue) > 1 else queue[0])
             elif isinstance(effect, CommitChanges | ListCommits | SquashCommits):
                 self.answer_git(git(effect) if git is not None else default_git(effect))
             else:

@@ -351,3 +351,32 @@ def test_the_wrong_git_answer_is_a_bug() -> None:
         run_machine.step(d.state, ChangesCommitted(command_id=commit.command_id + 1, sha=None))
     d.send(GitFailed(command_id=commit.command_id, operation="commit_changes", message="x"))
     assert d.finish.exit_code == 1
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE"])
+def test_no_commit_validation_disables_commit_required_with_one_warning(value: str) -> None:
+    steps = (shell("true", commit_required=True), shell("echo b", commit_required=True,
+                                                        on_failure=OnFailure(commands=(
+                                                            shell("x", commit_required=True),))))
+    d = Driver(run_machine.start(wf(*steps), make_ctx(
+        environ=(("PRODIGY_NO_COMMIT_VALIDATION", value),))))
+    assert d.run(heads=["h0"] * 4).exit_code == 0
+    assert kinds(d) == ["RunCommand", "RunCommand"]  # HEAD is not even read
+    warning = "warning: PRODIGY_NO_COMMIT_VALIDATION=true: commit_required checks are disabled"
+    assert d.printed.count(warning) == 1
+
+
+@pytest.mark.parametrize("environ", [(), (("PRODIGY_NO_COMMIT_VALIDATION", "false"),)])
+def test_commit_required_is_checked_otherwise(environ: tuple[tuple[str, str], ...]) -> None:
+    d = Driver(run_machine.start(wf(shell("true", commit_required=True)),
+                                 make_ctx(environ=environ)))
+    finish = d.run(heads=["h0", "h0"])
+    assert finish.outcome["error_code"] == "E3003"  # type: ignore[index]
+    assert "PRODIGY_NO_COMMIT_VALIDATION" not in d.printed
+
+
+def test_no_commit_validation_warns_only_when_a_step_requires_commits() -> None:
+    d = Driver(run_machine.start(wf(shell("true")), make_ctx(
+        environ=(("PRODIGY_NO_COMMIT_VALIDATION", "true"),))))
+    d.run()
+    assert "PRODIGY_NO_COMMIT_VALIDATION" not in d.printed

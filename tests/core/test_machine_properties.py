@@ -37,6 +37,7 @@ from prodigy_core.effects import (
     Finish,
     ListCommits,
     LogEvent,
+    ReadFile,
     ReadGitHead,
     RunCommand,
     SaveCheckpoint,
@@ -52,6 +53,7 @@ from prodigy_core.events import (
     CommitsListed,
     CommitsSquashed,
     Event,
+    FileRead,
     FileWriteFailed,
     FileWritten,
     GitFailed,
@@ -60,11 +62,14 @@ from prodigy_core.events import (
 )
 from prodigy_core.model import (
     Backoff,
+    CircuitBreakerSpec,
     CommitConfig,
     OnFailure,
+    OnIncomplete,
     RetryMatcher,
     RetrySpec,
     Step,
+    ValidateSpec,
     Workflow,
     WriteFileSpec,
 )
@@ -73,19 +78,39 @@ from tests.core._machine_driver import SPAWNED, STEP_END_EVENTS, make_ctx
 
 # --- strategies ---------------------------------------------------------------------------
 
+breakers = st.sampled_from([
+    None, None,
+    CircuitBreakerSpec(name="shared", failure_threshold=1, recovery_timeout=2.0),
+    CircuitBreakerSpec(failure_threshold=2, recovery_timeout=1.0, success_threshold=2),
+])
+
 retries = st.one_of(
     st.none(),
     st.builds(
-        lambda attempts, delay, exhausted, on: RetrySpec(
+        lambda attempts, delay, exhausted, on, breaker: RetrySpec(
             attempts=attempts, backoff=Backoff(kind="fixed"), initial_delay=delay,
             exhausted=exhausted, fallback_command="fb" if exhausted == "fallback" else None,
-            retry_on=on),
+            retry_on=on, circuit_breaker=breaker),
         st.integers(1, 3), st.sampled_from([0.0, 1.5]),
         st.sampled_from(["stop", "continue", "fallback"]),
         st.sampled_from([(), (RetryMatcher(kind="timeout"),),
                          (RetryMatcher(kind="exit_code", exit_codes=(2,)),)]),
+        breakers,
     ),
 )
+
+validations = st.sampled_from([
+    None, None, None,
+    ValidateSpec(commands=(Step(kind="shell", command="check"),), threshold=50),
+    ValidateSpec(commands=(Step(kind="shell", command="check"),
+                           Step(kind="shell", command="check2")),
+                 result_file="v.json",
+                 on_incomplete=OnIncomplete(commands=(Step(kind="shell", command="more"),),
+                                            fail_workflow=False)),
+    ValidateSpec(commands=(Step(kind="shell", command="check"),),
+                 on_incomplete=OnIncomplete(commands=(Step(kind="shell", command="more"),),
+                                            max_attempts=3)),
+])
 
 
 @st.composite
@@ -134,6 +159,7 @@ def steps(draw: st.DrawFn, index: int) -> Step:
         outputs=draw(st.sampled_from([(), (), (("f", "*.md"),)])),
         commit_config=draw(st.sampled_from([None, None, CommitConfig(message_pattern="^ok"),
                                             CommitConfig(squash=True)])),
+        validate=draw(validations),
     )
 
 
@@ -155,7 +181,11 @@ def contexts(draw: st.DrawFn) -> RunContext:
     )
 
 
-outputs = st.sampled_from(["", "x\n", '{"a": 1}\n', "not json", "12\n"])
+outputs = st.sampled_from(["", "x\n", '{"a": 1}\n', "not json", "12\n",
+                           '{"completion_percentage": 60}', '{"status": "complete"}'])
+results = st.sampled_from([None, "", "[]", '{"completion_percentage": 40}',
+                           '{"completion_percentage": 100, "status": "complete"}',
+                           '{"status": "failed"}'])
 
 
 GIT_EFFECTS = (CommitChanges, ListCommits, SquashCommits)
@@ -198,6 +228,8 @@ def valid_answer(data: st.DataObject, effect: Effect, now: float) -> Event:
                            sha=data.draw(st.sampled_from(["s1", "s2", None])))
     if isinstance(effect, GIT_EFFECTS):
         return git_answer(data, effect)
+    if isinstance(effect, ReadFile):
+        return FileRead(command_id=effect.command_id, content=data.draw(results), monotonic=now)
     assert isinstance(effect, WriteFile)
     if data.draw(st.booleans()):
         return FileWritten(command_id=effect.command_id, path=effect.path, size=1)
@@ -218,6 +250,7 @@ def any_event(ids: st.SearchStrategy[int]) -> st.SearchStrategy[Event]:
         st.builds(FileWritten, command_id=ids, path=text, size=st.integers(0, 10),
                   planned=st.booleans()),
         st.builds(FileWriteFailed, command_id=ids, message=text),
+        st.builds(FileRead, command_id=ids, content=results, planned=st.booleans()),
         st.builds(GitHeadRead, command_id=ids, sha=st.sampled_from([None, "s1", "s2"]),
                   planned=st.booleans()),
         st.builds(Slept, command_id=ids, monotonic=st.floats(-10, 1e6)),
@@ -432,6 +465,9 @@ class RunMachine(RuleBasedStateMachine):
             self._send(GitHeadRead(command_id=effect.command_id, sha=sha))
         elif isinstance(effect, GIT_EFFECTS):
             self._send(git_answer(data, effect))
+        elif isinstance(effect, ReadFile):
+            self._send(FileRead(command_id=effect.command_id, content=data.draw(results),
+                                monotonic=self._tick(0)))
         else:
             assert isinstance(effect, WriteFile)
             done: Event = (FileWritten(command_id=effect.command_id, path=effect.path, size=3)
@@ -584,6 +620,8 @@ class RunMachine(RuleBasedStateMachine):
                 self._send(GitHeadRead(command_id=effect.command_id, sha="s1"))
             elif isinstance(effect, GIT_EFFECTS):
                 self._send(GitFailed(command_id=effect.command_id, operation="x", message=""))
+            elif isinstance(effect, ReadFile):
+                self._send(FileRead(command_id=effect.command_id, content=None))
             else:
                 self._send(FileWritten(command_id=effect.command_id, path="p", size=0))
         assert len(self.proc.finishes) == 1, "the run did not end with exactly one Finish"

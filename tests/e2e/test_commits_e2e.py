@@ -148,3 +148,12 @@ def test_dry_run_creates_no_commit(repo: Project, workflow: str) -> None:
     assert "Nothing was run (dry run)." in out.stdout
     assert head(repo) == start
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_no_commit_validation_env_disables_the_check(repo: Project) -> None:
+    repo.write("wf.yml", "- {shell: 'true', commit_required: true}\n"
+                         "- {shell: 'true', commit_required: true}\n")
+    env = dict(repo.env, PRODIGY_NO_COMMIT_VALIDATION="true")
+    out = repo.run("run", "wf.yml", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stderr.count("commit_required checks are disabled") == 1

@@ -176,3 +176,25 @@ async def test_git_list_and_squash(repo: Repo) -> None:
     assert after == CommitsListed(command_id=6, head=squashed.sha,
                                   commits=((squashed.sha, "feat: both"),),
                                   files_added=("one.md", "specs/two.md"))
+
+
+# --- files: ReadFile answers alike from disk and from memory ---------------------------------
+
+
+@pytest.mark.parametrize("kind", ["real", "fake"])
+async def test_read_file_contract(kind: str, tmp_path: Path) -> None:
+    from prodigy_core.effects import ReadFile
+    from prodigy_effects.fake import MemoryFiles
+    from prodigy_effects.production import RealFiles
+
+    files: RealFiles | MemoryFiles
+    if kind == "real":
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "r.json").write_text('{"a": 1}', encoding="utf-8")
+        files = RealFiles()
+    else:
+        files = MemoryFiles(files={f"{tmp_path}/sub/r.json": '{"a": 1}'})
+    found = await files.read(ReadFile(command_id=3, cwd=str(tmp_path), path="sub/r.json"))
+    assert (found.command_id, found.content, found.planned) == (3, '{"a": 1}', False)
+    missing = await files.read(ReadFile(command_id=4, cwd=str(tmp_path), path="nope.json"))
+    assert missing.command_id == 4 and missing.content is None and missing.message

@@ -1,0 +1,103 @@
+"""A run's finished steps as the checkpoint stores them, and reading them back.
+
+``StepRecord`` is one finished step of the current iteration (spec 09 §4.2
+``completed_steps``); the ``restore_*`` functions rebuild the records and the variables
+from a checkpoint document when a run resumes.  Pure data and functions.
+"""
+
+from __future__ import annotations
+
+import attrs
+from pyrsistent import PMap, pmap
+
+from prodigy_core.interpolate import Var
+from prodigy_core.json_values import JSON
+from prodigy_core.results import cut
+
+
+@attrs.frozen(kw_only=True)
+class StepRecord:
+    """A finished step of the current iteration, as stored in the checkpoint."""
+
+    step_index: int
+    command: str
+    status: str
+    exit_code: int | None
+    output: str
+    stderr: str
+    duration: float
+    variables: tuple[tuple[str, JSON], ...]
+    completed_at: str
+    error: str | None = None
+    attempts: int = 1
+    step_id: str | None = None
+    # The checkpoint form, built once: a run rewrites its checkpoint after every step and
+    # repeats every earlier record each time (the storage encoder memoises by identity).
+    doc: dict[str, JSON] = attrs.field(eq=False, repr=False, factory=dict)
+
+    def with_doc(self) -> StepRecord:
+        return attrs.evolve(self, doc=self.to_json())
+
+    def checkpoint_json(self) -> dict[str, JSON]:
+        return self.doc if self.doc else self.to_json()
+
+    def to_json(self) -> dict[str, JSON]:
+        secs = int(self.duration)
+        return {
+            "step_index": self.step_index,
+            "step_id": self.step_id,
+            "command": self.command,
+            "success": self.status in ("succeeded", "recovered", "skipped"),
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "output": cut(self.output),
+            "stderr": cut(self.stderr),
+            "error": self.error,
+            "captured_variables": dict(self.variables),
+            "duration": {"secs": secs, "nanos": int((self.duration - secs) * 1e9)},
+            "completed_at": self.completed_at,
+            "retry_state": {"current_attempt": self.attempts, "max_attempts": self.attempts,
+                            "failure_history": [], "in_retry_loop": False},
+        }
+
+
+def as_int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def str_list(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def restore_vars(checkpoint: dict[str, JSON]) -> PMap[str, Var]:
+    raw = checkpoint.get("variable_state")
+    meta = checkpoint.get("variable_meta")
+    untrusted = set(str_list(meta.get("untrusted"))) if isinstance(meta, dict) else set()
+    if not isinstance(raw, dict):
+        return pmap()
+    return pmap({k: Var(value=v, trusted=k not in untrusted) for k, v in raw.items()})
+
+
+def restore_records(checkpoint: dict[str, JSON]) -> tuple[StepRecord, ...]:
+    raw = checkpoint.get("completed_steps")
+    if not isinstance(raw, list):
+        return ()
+    out: list[StepRecord] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        captured = item.get("captured_variables")
+        out.append(StepRecord(
+            step_index=as_int(item.get("step_index"), 0), command=str(item.get("command", "")),
+            status=str(item.get("status", "succeeded")), exit_code=opt_int(item.get("exit_code")),
+            output=str(item.get("output", "")), stderr=str(item.get("stderr", "") or ""),
+            duration=0.0,
+            variables=tuple(captured.items()) if isinstance(captured, dict) else (),
+            completed_at=str(item.get("completed_at", "")),
+            step_id=item.get("step_id") if isinstance(item.get("step_id"), str) else None,  # type: ignore[arg-type]
+        ).with_doc())
+    return tuple(out)

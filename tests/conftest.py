@@ -1,0 +1,3 @@
+"""Suite-wide pytest plugins."""
+
+pytest_plugins = ["tests.fakeapi.fixtures"]

@@ -1,0 +1,45 @@
+"""A scripted fake Anthropic Messages API for running the real `claude` CLI in tests."""
+
+from .scenario import (
+    ApiError,
+    Hang,
+    Malformed,
+    Reply,
+    Script,
+    Turn,
+    bash,
+    edit,
+    error,
+    hang,
+    malformed,
+    read,
+    reply,
+    respond,
+    text,
+    tool_use,
+    write,
+)
+from .server import FakeAnthropic, RecordedRequest, serve
+
+__all__ = [
+    "ApiError",
+    "FakeAnthropic",
+    "Hang",
+    "Malformed",
+    "RecordedRequest",
+    "Reply",
+    "Script",
+    "Turn",
+    "bash",
+    "edit",
+    "error",
+    "hang",
+    "malformed",
+    "read",
+    "reply",
+    "respond",
+    "serve",
+    "text",
+    "tool_use",
+    "write",
+]
