@@ -127,8 +127,11 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
         json_mode=args.json,
     )
     session_id = runner.new_session_id()
+    claude = _claude_settings(workflow, environ, repo.root, dry_run=args.dry_run, err=err)
+    if claude is None:
+        return 2
     ctx = runner.build_context(req, session_id=session_id, repo=repo, resolved=resolved,
-                               inputs=all_inputs)
+                               inputs=all_inputs, claude=claude)
     if args.dry_run:
         result = runner.run_dry(req, ctx, out)
         return 0 if result.exit_code == 0 else result.exit_code
@@ -145,6 +148,31 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     if args.json:
         out.write(json.dumps(result.outcome) + "\n")
     return result.exit_code
+
+
+def _claude_settings(workflow: Any, environ: dict[str, str], repo_root: str, *,
+                     dry_run: bool, err: TextIO) -> Any:
+    """Claude settings, and the prerequisite check of spec 07 §10; None → exit 2."""
+    from prodigy_core.support import uses_claude
+    from prodigy_effects import runner
+
+    try:
+        settings = runner.claude_settings(workflow, environ=environ, repo_root=repo_root,
+                                          storage_root=storage_for(environ).root)
+    except runner.RunError as exc:
+        err.write(f"error[{exc.code}]: {exc.message}\n")
+        return None
+    if uses_claude(workflow):
+        reason = runner.check_claude(settings, environ)
+        if reason is not None:
+            message = (f"Claude CLI is not available ({settings.executable}): {reason}. "
+                       "Install Claude Code or set PRODIGY_CLAUDE_PATH.")
+            if dry_run:
+                err.write(f"warning: {message}\n")
+            else:
+                err.write(f"error[E7001]: {message}\n")
+                return None
+    return settings
 
 
 def _resumable(doc: dict[str, Any]) -> bool:
@@ -252,8 +280,11 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
         max_iterations=int(exec_state.get("total_iterations") or 1), auto_yes=args.yes,
         profile=profile, verbosity=verbosity, quiet=quiet, json_mode=args.json,
     )
+    claude = _claude_settings(workflow, environ, repo.root, dry_run=False, err=err)
+    if claude is None:
+        return 2
     ctx = runner.build_context(req, session_id=session_id, repo=repo, resolved=resolved,
-                               inputs=inputs)
+                               inputs=inputs, claude=claude)
     last = int(checkpoint.get("last_event_seq") or 0)
     later = runner.later_events(storage, repo.name, session_id, last)
     human = err if args.json else out

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import attrs
 from pyrsistent import PMap, pmap
 
+from prodigy_core.claude_config import ClaudeSettings
 from prodigy_core.interpolate import Var
 from prodigy_core.model import RetrySpec
 
@@ -58,6 +59,8 @@ class RunContext:
     fail_fast: bool = False
     started_at: str = ""
     seed: int = 0
+    claude: ClaudeSettings = ClaudeSettings()
+    is_root: bool = False
 
     @property
     def environ_map(self) -> dict[str, str]:

@@ -224,12 +224,13 @@ class Print:
 
     Emitted by the machines for the messages the spec quotes.  Performed *inline, in
     order* by the console, which masks secrets and honours ``-q``/``-v``: ``level``
-    ``result`` is always shown, ``info`` unless quiet, ``verbose`` with ``-v``,
-    ``debug`` with ``-vv``.  ``stream`` ``err`` is for warnings and errors.
+    ``result`` is always shown, ``info`` unless quiet, ``verbose`` only without ``-v``
+    (a summary of output that ``-v`` streamed live), ``detail`` with ``-v``, ``debug``
+    with ``-vv``, and ``status`` is a transient status line shown only on a terminal.  ``stream`` ``err`` is for warnings and errors.
     """
 
     text: str
-    level: Literal["result", "info", "verbose", "debug"] = "info"
+    level: Literal["result", "info", "verbose", "detail", "status", "debug"] = "info"
     stream: Literal["out", "err"] = "out"
 
 
@@ -255,8 +256,33 @@ class Finish:
     exit_code: int
 
 
+@attrs.frozen(kw_only=True)
+class RunClaude:
+    """Run one Claude Code CLI call (spec 07).
+
+    Emitted by the step machine for each execution of a ``claude`` step (in any scope,
+    handlers included).  Performed *spawned*: the performer starts ``argv`` (an argument
+    vector, never a shell) in ``cwd`` with exactly ``env``, as the leader of a new process
+    group; writes ``stdin`` (the prompt, when it is long or starts with ``-``) and closes
+    it; writes every stdout line, masked, to a new transcript file and reports it at once
+    as a ``ClaudeLine`` event; enforces ``timeout`` and the ``idle_timeout`` watchdog
+    (SIGTERM, grace, SIGKILL); and completes with ``ClaudeFinished``.
+    """
+
+    command_id: int
+    argv: tuple[str, ...]
+    cwd: str
+    env: tuple[tuple[str, str], ...]
+    stdin: str | None = None
+    timeout: float | None = None
+    idle_timeout: float | None = None
+    display: str = ""
+    step_path: str = ""
+
+
 Effect = (
     RunCommand
+    | RunClaude
     | WriteFile
     | ReadFile
     | ReadGitHead
@@ -273,11 +299,12 @@ Effect = (
     | Finish
 )
 
-SPAWNED = (RunCommand, WriteFile, ReadFile, ReadGitHead, CommitChanges, ListCommits,
+SPAWNED = (RunCommand, RunClaude, WriteFile, ReadFile, ReadGitHead, CommitChanges, ListCommits,
            SquashCommits, Sleep)
 
 EFFECT_TAGS: dict[type, str] = {
     RunCommand: "run_command",
+    RunClaude: "run_claude",
     WriteFile: "write_file",
     ReadFile: "read_file",
     ReadGitHead: "read_git_head",

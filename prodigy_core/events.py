@@ -168,8 +168,47 @@ class CancelRequested:
     at: str = ""
 
 
+@attrs.frozen(kw_only=True)
+class ClaudeLine:
+    """One stdout line of a running Claude call, as it arrived.
+
+    Emitted by the Claude performer while the call runs (any number, in order, all
+    before the call's ``ClaudeFinished``); consumed by the step machine, which folds it
+    into the call's summary.  It does not complete the call.
+    """
+
+    command_id: int
+    line: str
+
+
+@attrs.frozen(kw_only=True)
+class ClaudeFinished:
+    """A ``RunClaude`` ended.
+
+    Emitted by the Claude performer; consumed by the step machine.  ``exit_code`` as for
+    commands; ``idle`` is true when the idle watchdog stopped the call; ``not_started``
+    says why the CLI could not be started; ``transcript`` is the transcript's path.
+    """
+
+    command_id: int
+    exit_code: int
+    stderr: str = ""
+    timed_out: bool = False
+    idle: bool = False
+    cancelled: bool = False
+    not_started: str | None = None
+    transcript: str = ""
+    duration: float = 0.0
+    started_at: str = ""
+    finished_at: str = ""
+    monotonic: float = 0.0
+    planned: bool = False
+
+
 Event = (
     CommandFinished
+    | ClaudeLine
+    | ClaudeFinished
     | CommandNotStarted
     | FileWritten
     | FileWriteFailed
@@ -185,6 +224,8 @@ Event = (
 
 EVENT_TAGS: dict[type, str] = {
     CommandFinished: "command_finished",
+    ClaudeLine: "claude_line",
+    ClaudeFinished: "claude_finished",
     CommandNotStarted: "command_not_started",
     FileWritten: "file_written",
     FileWriteFailed: "file_write_failed",

@@ -28,7 +28,7 @@ from typing import Literal
 import attrs
 from pyrsistent import PMap, pmap
 
-from prodigy_core import commits, stepper
+from prodigy_core import analytics, commits, stepper
 from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, builtin_variables
 from prodigy_core.display import display_name
@@ -42,7 +42,7 @@ from prodigy_core.effects import (
     SaveCheckpoint,
     SaveSession,
 )
-from prodigy_core.events import CancelRequested, Event, GitHeadRead
+from prodigy_core.events import CancelRequested, ClaudeLine, Event, GitHeadRead
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Workflow
@@ -173,7 +173,9 @@ def resume(
     state = RunState(
         workflow=workflow, ctx=ctx, input_index=input_index, iteration=iteration,
         step_index=step_index, records=records, failed_inputs=failed_inputs,
-        stepper=stepper.Stepper(vars=variables), resumed=True, last_time=ctx.started_at,
+        stepper=stepper.Stepper(vars=variables,
+                                usage=analytics.from_json(checkpoint.get("analytics"))),
+        resumed=True, last_time=ctx.started_at,
         head_at_iteration_start=exec_state.get("iteration_start_head")  # type: ignore[arg-type]
         if isinstance(exec_state.get("iteration_start_head"), str) else None,
     )
@@ -208,6 +210,8 @@ def step(state: RunState, event: Event) -> Transition:
             raise InvalidTransition(
                 f"{type(event).__name__} for command {getattr(event, 'command_id', None)}"
                 f" but command {state.stepper.pending} is outstanding")
+        if isinstance(event, ClaudeLine):
+            return Transition(state=state, effects=())  # still stopping: wait for the end
         return _interrupted(state)
     done = stepper.on_event(state.stepper, state.ctx, _base(state), event, state.breakers)
     state = attrs.evolve(state, stepper=done.stepper, breakers=done.breakers)
@@ -301,6 +305,9 @@ def _step_finished(
         variables=tuple((k, v.value) for k, v in sorted(assigned.items())),
         completed_at=when, error=outcome.error, attempts=max(outcome.executions, 1),
         step_id=step_def.id,
+        analytics=state.stepper.step_usage.to_json()
+        if state.stepper.step_usage.claude_calls else None,
+        json_log_location=_transcript(assigned),
     ).with_doc()
     counts = state.counts
     key = {"succeeded": "succeeded", "recovered": "succeeded", "skipped": "skipped"}.get(
@@ -328,6 +335,9 @@ def _step_finished(
             "untrusted": [k for k, v in sorted(assigned.items()) if not v.trusted],
             "commits": [],
         })
+    if state.stepper.step_usage.claude_calls:
+        fields["cost_usd"] = round(state.stepper.step_usage.total_cost_usd, 6)
+        fields["json_log_location"] = _transcript(assigned)
     effects: list[Effect] = [LogEvent(event_type=event_type, fields=tuple(fields.items()))]
     if outcome.status == "failed":
         state = attrs.evolve(state, error=outcome.error, error_code=outcome.error_code)
@@ -424,7 +434,7 @@ def summary(state: RunState, exit_code: int) -> dict[str, JSON]:
                   "succeeded": state.counts["succeeded"], "failed": state.counts["failed"],
                   "skipped": state.counts["skipped"]},
         "items": None,
-        "cost_usd": 0.0,
+        "cost_usd": round(state.stepper.usage.total_cost_usd, 6),
         "duration_ms": int(state.total_duration * 1000),
         "error": state.error,
         "error_code": state.error_code,
@@ -436,11 +446,13 @@ def _completed_effects(state: RunState) -> list[Effect]:
         LogEvent(event_type="workflow_completed", fields=(
             ("duration_ms", int(state.total_duration * 1000)),
             ("steps_succeeded", state.counts["succeeded"]),
-            ("steps_failed", state.counts["failed"]), ("cost_usd", 0.0),
+            ("steps_failed", state.counts["failed"]),
+            ("cost_usd", round(state.stepper.usage.total_cost_usd, 6)),
             ("session_id", state.ctx.session_id))),
         SaveCheckpoint(checkpoint=checkpoint_doc(state, "Completed")),
         SaveSession(session=_session(state)),
         Print(text="Workflow completed successfully", level="result"),
+        *_summary_prints(state),
         Finish(outcome=summary(state, 0), exit_code=0),
     ]
 
@@ -456,6 +468,7 @@ def _failed_effects(state: RunState, error: str) -> list[Effect]:
         SaveSession(session=_session(state)),
         Print(text=f"Workflow failed: {first}", level="result", stream="err"),
         Print(text=f"Resume with: prodigy resume {sid}", level="result", stream="err"),
+        *_summary_prints(state),
         Finish(outcome=summary(state, 1), exit_code=1),
     ]
 
@@ -482,12 +495,48 @@ def _interrupted(state: RunState) -> Transition:
         SaveSession(session=_session(state)),
         Print(text=f"Session interrupted. Resume with: prodigy resume {sid}", level="result",
               stream="err"),
+        *_summary_prints(state),
         Finish(outcome=summary(state, code), exit_code=code),
     ]
     return Transition(state=state, effects=tuple(effects))
 
 
 # --- documents -------------------------------------------------------------------------
+
+
+def _tokens(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 1000:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def _summary_prints(state: RunState) -> list[Effect]:
+    """The end-of-run summary of spec 14 §5 (info level: hidden by -q)."""
+    secs = int(state.total_duration)
+    lines = ["Summary", f"  Duration: {secs // 60}m {secs % 60}s",
+             f"  Steps: {state.counts['succeeded']} succeeded, {state.counts['skipped']} "
+             f"skipped, {state.counts['failed']} failed"]
+    usage = state.stepper.usage
+    if usage.claude_calls:
+        cached = usage.cache_read_input_tokens
+        total_in = usage.input_tokens + cached + usage.cache_creation_input_tokens
+        hit = f", cache hit {round(100 * cached / total_in)}%" if total_in else ""
+        lines.append(f"  Claude: {usage.claude_calls} calls, {usage.num_turns} turns, "
+                     f"${usage.total_cost_usd:.2f} (input {_tokens(usage.input_tokens)}, "
+                     f"output {_tokens(usage.output_tokens)} tokens{hit})")
+        if usage.tool_uses:
+            top = sorted(usage.tool_uses.items(), key=lambda kv: (-kv[1], kv[0]))
+            errors = sum(usage.tool_errors.values())
+            tools = ", ".join(f"{name} {count}" for name, count in top[:5])
+            lines.append(f"  Tools: {tools}" + (f" ({errors} errors)" if errors else ""))
+    return [Print(text="\n".join(lines))]
+
+
+def _transcript(assigned: PMap[str, Var]) -> str | None:
+    var = assigned.get("claude.json_log_location")
+    return var.value if var is not None and isinstance(var.value, str) else None
 
 
 def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
@@ -524,6 +573,7 @@ def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
         "parameters": {},
         "foreach_state": None,
         "nested_state": {},
+        "analytics": state.stepper.usage.to_json(),
         "error": state.error,
         "error_code": state.error_code,
     }
@@ -556,7 +606,7 @@ def _session(state: RunState) -> dict[str, JSON]:
         },
         "mapreduce_data": None,
         "merge": {"target": None, "merged": False, "reason": None},
-        "analytics": {"claude_calls": 0, "total_cost_usd": 0.0},
+        "analytics": state.stepper.usage.to_json(),
         "dry_run": ctx.dry_run,
     }
 

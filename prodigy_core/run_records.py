@@ -31,6 +31,8 @@ class StepRecord:
     error: str | None = None
     attempts: int = 1
     step_id: str | None = None
+    analytics: dict[str, JSON] | None = attrs.field(default=None, eq=False)
+    json_log_location: str | None = None
     # The checkpoint form, built once: a run rewrites its checkpoint after every step and
     # repeats every earlier record each time (the storage encoder memoises by identity).
     doc: dict[str, JSON] = attrs.field(eq=False, repr=False, factory=dict)
@@ -58,6 +60,8 @@ class StepRecord:
             "completed_at": self.completed_at,
             "retry_state": {"current_attempt": self.attempts, "max_attempts": self.attempts,
                             "failure_history": [], "in_retry_loop": False},
+            "analytics": self.analytics,
+            "json_log_location": self.json_log_location,
         }
 
 

@@ -94,6 +94,17 @@ def on_file(tx: Tx, frame: StepFrame, event: FileWritten | FileWriteFailed) -> N
     _checks(tx, None)
 
 
+def record_claude(tx: Tx, frame: StepFrame, result: ExecResult,
+                  extra: dict[str, JSON]) -> ExecResult:
+    """Result variables and captures of a Claude execution."""
+    return _record_result(tx, frame, result, extra=extra)
+
+
+def after_result(tx: Tx, frame: StepFrame, result: ExecResult, monotonic: float) -> None:
+    """The execution's result is on the top frame: run the checks that follow it."""
+    _checks(tx, None)
+
+
 def _record_result(
     tx: Tx, frame: StepFrame, result: ExecResult, extra: dict[str, JSON] | None = None
 ) -> ExecResult:
@@ -123,7 +134,8 @@ def on_head_after(tx: Tx, frame: StepFrame, event: GitHeadRead) -> None:
     if not event.planned and event.sha == frame.head_before:
         result = attrs.evolve(
             result, passed=False, error_class="commit_required", error_code="E3003",
-            message=f"Step '{frame.display}' has commit_required=true but no commits were created",
+            message=f"Step '{frame.display}' has commit_required=true but no commits were created"
+            + (f"\nTranscript: {frame.transcript}" if frame.transcript else ""),
         )
         tx.replace_top(attrs.evolve(frame, last=result))
     _checks(tx, "head_after")

@@ -16,7 +16,9 @@ from typing import Literal
 import attrs
 from pyrsistent import PMap, pmap
 
+from prodigy_core.analytics import Usage
 from prodigy_core.breakers import Breakers
+from prodigy_core.claude_stream import ClaudeCall
 from prodigy_core.context import RunContext
 from prodigy_core.effects import Effect, LogEvent
 from prodigy_core.interpolate import Var
@@ -85,6 +87,8 @@ class StepFrame:
     val_passed: bool = False
     # the circuit breaker that admitted the execution in progress ("" when none)
     breaker: str = ""
+    claude: ClaudeCall | None = None
+    transcript: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +116,8 @@ class Stepper:
     iteration: int = 1
     input_index: int | None = None
     step_number: str = ""
+    usage: Usage = Usage()
+    step_usage: Usage = Usage()
 
     @property
     def busy(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prodigy_core.claude_config import invocation
 from prodigy_core.display import display_name
 from prodigy_core.effects import Print
 from prodigy_core.json_values import JSON
@@ -21,6 +22,10 @@ def describe(tx: Tx, frame: StepFrame) -> JSON:
     if step.on_exit_code:
         handlers.append("on_exit_code")
     argv: list[JSON] = []
+    if step.kind == "claude":
+        model = step.model if step.model and "$" not in step.model else None
+        argv = list(invocation(tx.ctx.claude, frame.text, model=model,
+                               is_root=tx.ctx.is_root).argv)
     if step.kind == "shell":
         argv = ["sh", "-c", frame.text]
     return {

@@ -57,8 +57,16 @@ import attrs
 from pyrsistent import PMap, pmap
 
 from prodigy_core import breakers as breakers_mod
-from prodigy_core import commits, step_checks, step_handlers, step_report, step_validation
+from prodigy_core import (
+    commits,
+    step_checks,
+    step_claude,
+    step_handlers,
+    step_report,
+    step_validation,
+)
 from prodigy_core import retry as retry_math
+from prodigy_core.analytics import Usage
 from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, child_environment, resolve_dir
 from prodigy_core.display import display_name
@@ -74,6 +82,8 @@ from prodigy_core.effects import (
 )
 from prodigy_core.events import (
     ChangesCommitted,
+    ClaudeFinished,
+    ClaudeLine,
     CommandFinished,
     CommandNotStarted,
     CommitsListed,
@@ -145,7 +155,7 @@ def begin(
     """Start a top-level step of a scope.  ``breakers`` are the run's circuit breakers."""
     if st.stack:
         raise InvalidTransition("begin() while a step is still running")
-    tx = Tx(attrs.evolve(st, assigned=pmap()), ctx, base, breakers)
+    tx = Tx(attrs.evolve(st, assigned=pmap(), step_usage=Usage()), ctx, base, breakers)
     start_step(tx, step, path, pmap(), root=True)
     return Stepped(stepper=tx.st, effects=tuple(tx.effects), outcome=tx.done,
                    breakers=tx.breakers)
@@ -166,11 +176,20 @@ def on_event(
             f"{type(event).__name__} for command {getattr(event, 'command_id', None)}"
             f" but command {top.pending} is outstanding"
         )
+    if isinstance(event, ClaudeLine):
+        if top.stage != "exec":
+            raise InvalidTransition(f"stage {top.stage!r} cannot receive ClaudeLine")
+        tx = Tx(st, ctx, base, breakers or Breakers())
+        step_claude.on_line(tx, top, event)
+        return Stepped(stepper=tx.st, effects=tuple(tx.effects), outcome=None,
+                       breakers=tx.breakers)
     tx = Tx(st, ctx, base, breakers_mod.observe(
         breakers or Breakers(), getattr(event, "monotonic", None)))
     frame = attrs.evolve(top, pending=None)
     tx.replace_top(frame)
-    if frame.stage == "exec" and isinstance(event, CommandFinished | CommandNotStarted):
+    if frame.stage == "exec" and isinstance(event, ClaudeFinished):
+        step_claude.on_finished(tx, frame, event)
+    elif frame.stage == "exec" and isinstance(event, CommandFinished | CommandNotStarted):
         step_checks.on_command(tx, frame, event)
     elif frame.stage == "exec" and isinstance(event, FileWritten | FileWriteFailed):
         step_checks.on_file(tx, frame, event)
@@ -308,7 +327,7 @@ def start_step(
         step_handlers.finish(tx, fail_outcome(message, "E2001", "command_failed", None),
                              print_failure=True)
         return
-    if step.kind not in ("shell", "write_file"):
+    if step.kind not in ("shell", "write_file", "claude"):
         message = (
             f"'{step.kind}' steps are not supported by this version of Prodigy yet "
             f"(step '{display}')"
@@ -367,6 +386,9 @@ def execute(tx: Tx) -> None:
         tx.ctx, step_env=dict(frame.env), clear=step.clear_env, iteration=tx.st.iteration,
         attempt=executions, input_index=tx.st.input_index, timeout=frame.timeout,
     )
+    if step.kind == "claude":
+        step_claude.execute(tx, frame, cid, env)
+        return
     long_text = len(frame.text.encode("utf-8", "replace")) > SCRIPT_LIMIT
     tx.emit(RunCommand(
         command_id=cid,

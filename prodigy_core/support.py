@@ -42,10 +42,19 @@ def runtime_gaps(workflow: Workflow, *, file: str = "") -> tuple[Problem, ...]:
         found.append(_gap("$.merge", "a custom `merge:` workflow (needs session worktrees)",
                           file))
     for key, _value in workflow.extra:
-        if key in ("merge_conflicts", "worktree", "worktree_config", "claude_config"):
+        if key in ("merge_conflicts", "worktree", "worktree_config"):
             found.append(_gap(f"$.{key}", f"`{key}`", file))
-    for step in walk(workflow.steps):
-        where = step.source
-        if step.kind == "claude":
-            found.append(_gap(where, "a `claude:` step", file))
     return tuple(found)
+
+
+def uses_claude(workflow: Workflow) -> bool:
+    """Whether the workflow can run Claude anywhere (spec 07 §10)."""
+    return any(step.kind == "claude" for step in walk(workflow.steps))
+
+
+def claude_config(workflow: Workflow) -> dict[str, object]:
+    """The workflow's ``claude_config`` block as a plain mapping."""
+    for key, value in workflow.extra:
+        if key == "claude_config" and isinstance(value, tuple):
+            return {str(k): (list(v) if isinstance(v, tuple) else v) for k, v in value}
+    return {}

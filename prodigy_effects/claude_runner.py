@@ -11,6 +11,8 @@ period, then SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -22,6 +24,9 @@ from pathlib import Path
 
 import attrs
 import trio
+
+from prodigy_core.effects import RunClaude
+from prodigy_core.events import ClaudeFinished
 
 STDERR_LIMIT = 1024 * 1024
 
@@ -210,3 +215,33 @@ class ClaudeProcessRunner:
 def _killpg(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+@attrs.define
+class ClaudeEffectRunner:
+    """Performs ``RunClaude`` with the real CLI; transcripts go under ``directory``."""
+
+    directory: Path
+    mask: Callable[[str], str] = attrs.field(default=lambda text: text)
+    process: ClaudeProcessRunner = attrs.field(factory=ClaudeProcessRunner)
+
+    async def run(self, effect: RunClaude, cancel: trio.Event,
+                  on_line: Callable[[str], None]) -> ClaudeFinished:
+        path = transcript_path(self.directory)
+        note = None
+        if effect.stdin is not None:
+            digest = hashlib.sha256(effect.stdin.encode("utf-8")).hexdigest()
+            note = json.dumps({"type": "prodigy_prompt",
+                               "bytes": len(effect.stdin.encode("utf-8")), "sha256": digest})
+        result = await self.process.run(
+            argv=effect.argv, stdin=effect.stdin, cwd=effect.cwd, env=dict(effect.env),
+            timeout=effect.timeout, idle_timeout=effect.idle_timeout, transcript=path,
+            mask=self.mask, cancel=cancel, on_line=on_line, prompt_note=note,
+        )
+        return ClaudeFinished(
+            command_id=effect.command_id, exit_code=result.exit_code, stderr=result.stderr,
+            timed_out=result.timed_out, idle=result.idle, cancelled=result.cancelled,
+            not_started=result.not_started, transcript=str(path), duration=result.duration,
+            started_at=result.started_at, finished_at=result.finished_at,
+            monotonic=result.monotonic,
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import attrs
@@ -20,12 +21,14 @@ from prodigy_core.effects import (
     ListCommits,
     Print,
     ReadFile,
+    RunClaude,
     RunCommand,
     SquashCommits,
     WriteFile,
 )
 from prodigy_core.events import (
     ChangesCommitted,
+    ClaudeFinished,
     CommandFinished,
     CommandNotStarted,
     CommitsListed,
@@ -150,6 +153,16 @@ class PlanConsole:
         return None
 
 
+@attrs.define
+class PlannedClaude:
+    """Claude is never started in a dry run; the plan shows its argv instead."""
+
+    async def run(self, effect: RunClaude, cancel: trio.Event,
+                  on_line: Callable[[str], None]) -> ClaudeFinished:
+        return ClaudeFinished(command_id=effect.command_id, exit_code=0, planned=True)
+
+
 def DryRunEnv(console: PlanConsole) -> Env:
     return Env(commands=PlannedRunner(), files=PlannedFiles(), git=PlannedGit(),
-               clock=NoClock(), store=NoStore(), journal=NoJournal(), console=console)
+               clock=NoClock(), store=NoStore(), journal=NoJournal(), console=console,
+               claude=PlannedClaude())

@@ -18,12 +18,14 @@ from prodigy_core.effects import (
     ListCommits,
     Print,
     ReadFile,
+    RunClaude,
     RunCommand,
     SquashCommits,
     WriteFile,
 )
 from prodigy_core.events import (
     ChangesCommitted,
+    ClaudeFinished,
     CommandFinished,
     CommandNotStarted,
     CommitsListed,
@@ -66,6 +68,18 @@ class Git(Protocol):
     async def list_commits(self, effect: ListCommits) -> CommitsListed | GitFailed: ...
 
     async def squash_commits(self, effect: SquashCommits) -> CommitsSquashed | GitFailed: ...
+
+
+LineSink = Callable[[str], None]
+"""Receives each stdout line of a running Claude call as it arrives."""
+
+
+class ClaudeRunner(Protocol):
+    """Runs ``RunClaude``: streams lines to ``on_line``, answers with ``ClaudeFinished``."""
+
+    async def run(
+        self, effect: RunClaude, cancel: trio.Event, on_line: LineSink
+    ) -> ClaudeFinished: ...
 
 
 class Clock(Protocol):
@@ -112,4 +126,5 @@ class Env:
     store: Store
     journal: Journal
     console: Console
+    claude: ClaudeRunner | None = None
     grace_seconds: float = 5.0

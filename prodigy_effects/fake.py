@@ -21,12 +21,14 @@ from prodigy_core.effects import (
     ListCommits,
     Print,
     ReadFile,
+    RunClaude,
     RunCommand,
     SquashCommits,
     WriteFile,
 )
 from prodigy_core.events import (
     ChangesCommitted,
+    ClaudeFinished,
     CommandFinished,
     CommandNotStarted,
     CommitsListed,
@@ -309,11 +311,67 @@ class RecordingConsole:
         return "\n".join(self.lines)
 
 
+@attrs.define
+class ScriptedClaude:
+    """Answers ``RunClaude`` with scripted stream lines; records every call.
+
+    ``script`` maps a prompt (the argv's prompt, or stdin) to a ``ClaudeScript`` (or a
+    list consumed in order); unknown prompts get ``default``.
+    """
+
+    script: dict[str, ClaudeScript | list[ClaudeScript]] = attrs.field(factory=dict)
+    default: ClaudeScript = attrs.field(factory=lambda: ClaudeScript())
+    calls: list[RunClaude] = attrs.field(factory=list)
+
+    def _answer(self, prompt: str) -> ClaudeScript:
+        entry = self.script.get(prompt)
+        if entry is None:
+            return self.default
+        if isinstance(entry, list):
+            return entry.pop(0) if len(entry) > 1 else entry[0]
+        return entry
+
+    async def run(self, effect: RunClaude, cancel: trio.Event,
+                  on_line: Callable[[str], None]) -> ClaudeFinished:
+        self.calls.append(effect)
+        prompt = effect.stdin if effect.stdin is not None else effect.argv[2]
+        answer = self._answer(prompt)
+        start = trio.current_time()
+        for line in answer.lines:
+            on_line(line)
+        cancelled = timed_out = False
+        if answer.hang:
+            with trio.move_on_after(effect.timeout if effect.timeout is not None
+                                    else float("inf")) as scope:
+                await cancel.wait()
+                cancelled = True
+            timed_out = scope.cancelled_caught
+        end = trio.current_time()
+        return ClaudeFinished(command_id=effect.command_id,
+                              exit_code=-1 if timed_out else answer.exit_code,
+                              stderr=answer.stderr, timed_out=timed_out, cancelled=cancelled,
+                              transcript=f"memory://transcript/{len(self.calls)}",
+                              duration=end - start, monotonic=end)
+
+
+@attrs.frozen(kw_only=True)
+class ClaudeScript:
+    lines: tuple[str, ...] = (
+        '{"type":"system","subtype":"init","session_id":"fake-session","model":"fake"}',
+        '{"type":"result","subtype":"success","is_error":false,"result":"ok",'
+        '"total_cost_usd":0.0,"num_turns":1,"session_id":"fake-session"}',
+    )
+    exit_code: int = 0
+    stderr: str = ""
+    hang: bool = False
+
+
 def FakeEnv(
     script: Script | None = None,
     *,
     heads: list[str | None] | None = None,
     git: FakeGit | None = None,
+    claude: ScriptedClaude | None = None,
     grace_seconds: float = 5.0,
 ) -> Env:
     """An ``Env`` whose parts are all in memory and scripted."""
@@ -325,5 +383,6 @@ def FakeEnv(
         store=MemoryStore(),
         journal=RecordingJournal(),
         console=RecordingConsole(),
+        claude=claude if claude is not None else ScriptedClaude(),
         grace_seconds=grace_seconds,
     )

@@ -38,6 +38,7 @@ from prodigy_core.effects import (
     Print,
     ReadFile,
     ReadGitHead,
+    RunClaude,
     RunCommand,
     SaveCheckpoint,
     SaveSession,
@@ -45,7 +46,14 @@ from prodigy_core.effects import (
     SquashCommits,
     WriteFile,
 )
-from prodigy_core.events import CancelRequested, Event, GitHeadRead, Slept
+from prodigy_core.events import (
+    CancelRequested,
+    ClaudeFinished,
+    ClaudeLine,
+    Event,
+    GitHeadRead,
+    Slept,
+)
 from prodigy_effects.env import Env
 
 S = TypeVar("S")
@@ -117,8 +125,8 @@ async def interpret(
                     break
                 event = await receive.receive()
                 cid = getattr(event, "command_id", None)
-                if cid is not None:
-                    cancels.pop(cid, None)
+                if cid is not None and not isinstance(event, ClaudeLine):
+                    cancels.pop(cid, None)  # the effect is over (a line is not the end)
                 transition = step(state, event)
                 state = transition.state
                 effects = transition.effects
@@ -143,6 +151,10 @@ async def _perform(
             flag = trio.Event()
             cancels[effect.command_id] = flag
             nursery.start_soon(perform_run_command, effect, env, send, flag)
+        case RunClaude():
+            flag = trio.Event()
+            cancels[effect.command_id] = flag
+            nursery.start_soon(perform_run_claude, effect, env, send, flag)
         case WriteFile():
             nursery.start_soon(perform_write_file, effect, env, send)
         case ReadFile():
@@ -176,6 +188,22 @@ async def _perform(
         case _:
             assert_never(effect)
     return None
+
+
+async def perform_run_claude(
+    effect: RunClaude, env: Env, send: trio.MemorySendChannel[Event], cancel: trio.Event
+) -> None:
+    """Lines go to the core as ``ClaudeLine`` events as they arrive, before the end."""
+    if env.claude is None:
+        await send.send(ClaudeFinished(command_id=effect.command_id, exit_code=-1,
+                                       not_started="no Claude runner in this environment"))
+        return
+
+    def on_line(line: str) -> None:
+        send.send_nowait(ClaudeLine(command_id=effect.command_id, line=line))
+
+    event = await env.claude.run(effect, cancel, on_line)
+    await send.send(event)
 
 
 async def perform_run_command(

@@ -311,6 +311,19 @@ class TerminalConsole:
             return self.err
         return self.out
 
+    status_active: bool = False
+
+    def _is_tty(self, stream: TextIO) -> bool:
+        try:
+            return stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def _clear_status(self, stream: TextIO) -> None:
+        if self.status_active:
+            stream.write("\r\x1b[K")
+            self.status_active = False
+
     def show(self, effect: Print) -> None:
         level = effect.level
         if level == "debug" and self.verbosity < 2:
@@ -318,9 +331,21 @@ class TerminalConsole:
         if level == "verbose" and (self.verbosity >= 1 or self.quiet):
             # with -v the output was streamed live already; -q hides it
             return
+        if level == "detail" and (self.verbosity < 1 or self.quiet):
+            return
         if level == "info" and self.quiet and effect.stream == "out":
             return
         stream = self._stream(effect.stream)
+        if level == "status":
+            # one live line, rewritten in place; never on a pipe or file (no control
+            # characters there), nor with -q, -vv (raw lines) or --json
+            if self.quiet or self.verbosity >= 2 or not self._is_tty(stream):
+                return
+            stream.write("\r\x1b[K" + self.mask(effect.text))
+            stream.flush()
+            self.status_active = True
+            return
+        self._clear_status(self.out if self._is_tty(self.out) else stream)
         stream.write(self.mask(effect.text) + "\n")
         stream.flush()
 

@@ -22,11 +22,14 @@ import attrs
 import trio
 
 from prodigy_core import run_machine
+from prodigy_core.claude_config import ClaudeSettings, SettingsError, resolve_settings
 from prodigy_core.context import InputSpec, RunContext
 from prodigy_core.envresolve import ResolvedEnv, resolve_environment
 from prodigy_core.masking import mask, step_env_secrets
 from prodigy_core.model import Workflow
 from prodigy_core.problems import Problem
+from prodigy_core.support import claude_config
+from prodigy_effects.claude_runner import ClaudeEffectRunner
 from prodigy_effects.dryrun import DryRunEnv, PlanConsole
 from prodigy_effects.env import Env
 from prodigy_effects.interpreter import RunResult, interpret
@@ -160,10 +163,60 @@ class RunRequest:
     json_mode: bool = False
 
 
+def _config_section(path: Path, section: str) -> dict[str, object]:
+    """One section of a YAML config file (missing file → empty)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RunError("E1001", f"cannot read config file {path}: {exc}",
+                       hint="fix or remove the file") from exc
+    if not isinstance(data, dict):
+        return {}
+    value = data.get(section)
+    return value if isinstance(value, dict) else {}
+
+
+def claude_settings(workflow: Workflow, *, environ: Mapping[str, str], repo_root: str,
+                    storage_root: Path) -> ClaudeSettings:
+    """Claude settings by precedence (spec 07 §2.1); a bad value is a ``RunError``."""
+    try:
+        return resolve_settings(
+            environ=environ, workflow=claude_config(workflow),
+            project=_config_section(Path(repo_root) / ".prodigy" / "config.yml", "claude"),
+            global_config=_config_section(storage_root / "config.yml", "claude"))
+    except SettingsError as exc:
+        raise RunError("E1004", f"invalid Claude setting: {exc}") from exc
+
+
+def check_claude(settings: ClaudeSettings, environ: Mapping[str, str]) -> str | None:
+    """Run ``<executable> --version`` (30 s); the reason it is unusable, or None."""
+    exe = settings.executable
+    try:
+        result = subprocess.run([exe, "--version"], env=dict(environ), capture_output=True,
+                                text=True, timeout=30, check=False)
+    except FileNotFoundError:
+        return "not found"
+    except PermissionError:
+        return "not executable"
+    except subprocess.TimeoutExpired:
+        return "`--version` did not answer within 30 s"
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    if result.returncode != 0:
+        return f"`--version` exited with {result.returncode}: {result.stderr.strip()[:200]}"
+    return None
+
+
 def build_context(req: RunRequest, *, session_id: str, repo: Repo,
-                  resolved: ResolvedEnv, inputs: Sequence[InputSpec]) -> RunContext:
+                  resolved: ResolvedEnv, inputs: Sequence[InputSpec],
+                  claude: ClaudeSettings | None = None) -> RunContext:
     wf = req.workflow
     return RunContext(
+        claude=claude or ClaudeSettings(), is_root=os.geteuid() == 0,
         session_id=session_id, workflow_name=wf.name, workflow_path=req.workflow_path,
         workflow_hash=workflow_hash(req.workflow_text), project_dir=str(req.project_dir),
         repo_root=repo.root, repo_name=repo.name, worktree_name="",
@@ -195,6 +248,7 @@ def _production_env(ctx: RunContext, storage: Storage, journal: JournalWriter,
         journal=JournalAdapter(writer=journal, correlation_id=ctx.session_id),
         console=TerminalConsole(out=out, err=err, verbosity=req_verbosity, quiet=quiet,
                                 json_mode=json_mode, mask=masker),
+        claude=ClaudeEffectRunner(directory=storage.transcripts_dir(), mask=masker),
     )
 
 

@@ -180,11 +180,22 @@ def test_sessions_show_and_checkpoints_and_events(cli: Cli) -> None:
 
 
 def test_features_not_runnable_yet_are_refused_up_front(cli: Cli) -> None:
-    cli.write("wf.yml", "- shell: 'touch ran'\n- shell: 'echo x'\n  validate:\n"
-                        "    claude: /check\n- claude: /hello\n")
+    cli.write("wf.yml", "merge:\n  - shell: 'echo merging'\nsteps:\n  - shell: 'touch ran'\n")
     code, _, err = cli("run", "wf.yml")
     assert code == 2
-    assert "$[1].validate" in err and "$[2]" in err and "E1016" in err
+    assert "$.merge" in err and "E1016" in err
     assert not (cli.root / "ran").exists()
     code, _, _ = cli("validate", "wf.yml")
     assert code == 0  # the file is valid; only running it is not possible yet
+
+
+def test_missing_claude_cli_stops_the_run_before_anything_happens(cli: Cli) -> None:
+    cli.write("wf.yml", "- shell: 'touch ran'\n- claude: /hello\n")
+    env = dict(cli.environ, PRODIGY_CLAUDE_PATH=str(cli.root / "no-such-claude"))
+    code, _, err = cli("run", "wf.yml", environ=env)
+    assert code == 2
+    assert "E7001" in err and "no-such-claude" in err and "PRODIGY_CLAUDE_PATH" in err
+    assert not (cli.root / "ran").exists() and not cli.home.exists()
+    code, out, err = cli("run", "wf.yml", "--dry-run", environ=env)
+    assert code == 0 and "warning" in err
+    assert "--output-format" in out  # the plan shows the exact Claude argv

@@ -365,7 +365,8 @@ def test_two_step_success_effect_sequence() -> None:
     assert out[5].argv == ("sh", "-c", "echo b")  # type: ignore[union-attr]
     out = d.finish_command(0, "")
     assert [type(e) for e in out] == [LogEvent, SaveCheckpoint, LogEvent, SaveCheckpoint,
-                                      SaveSession, Print, Finish]
+                                      SaveSession, Print, Print, Finish]
+    assert out[6].text.startswith("Summary\n")  # type: ignore[union-attr]
     assert out[2].event_type == "workflow_completed"  # type: ignore[union-attr]
     assert out[4].session["status"] == "Completed"  # type: ignore[union-attr]
     assert d.finish.exit_code == 0
@@ -378,7 +379,7 @@ def test_failure_effects_and_session_status() -> None:
     d = drive(shell("exit 3"), shell("echo never"))
     out = d.finish_command(3, "", "boom\n")
     kinds = [type(e) for e in out]
-    assert kinds[-6:] == [LogEvent, SaveCheckpoint, SaveSession, Print, Print, Finish]
+    assert kinds[-7:] == [LogEvent, SaveCheckpoint, SaveSession, Print, Print, Print, Finish]
     failed = [e for e in out if isinstance(e, LogEvent) and e.event_type == "step_failed"]
     assert dict(failed[0].fields)["error_code"] == "E3001"
     texts = [e.text for e in out if isinstance(e, Print)]
@@ -667,7 +668,8 @@ def test_cancel_while_a_command_runs(signal: str, code: int) -> None:
     assert d.send(CancelRequested(signal=signal)) == ()  # a second request changes nothing
     d.outstanding[command.command_id] = command
     out = d.finish_command(130, cancelled=True)
-    assert [type(e) for e in out] == [LogEvent, SaveCheckpoint, SaveSession, Print, Finish]
+    assert [type(e) for e in out] == [LogEvent, SaveCheckpoint, SaveSession, Print, Print,
+                                      Finish]
     checkpoint = out[1].checkpoint  # type: ignore[union-attr]
     assert checkpoint["execution_state"]["status"] == "Interrupted"
     assert checkpoint["execution_state"]["current_step_index"] == 1

@@ -19,7 +19,7 @@ from prodigy_core.effects import DescribeStep, LogEvent, ReadFile, RunCommand
 from prodigy_core.events import CommandFinished
 from prodigy_core.model import OnFailure, OnIncomplete, Step, ValidateSpec, Workflow
 from prodigy_core.parse.step_parts import freeze
-from prodigy_core.support import runtime_gaps
+from prodigy_core.support import runtime_gaps, uses_claude
 from prodigy_core.validation_result import judge, schema_problem
 from tests.core._machine_driver import Driver, R, make_ctx, shell
 
@@ -269,11 +269,11 @@ def test_dry_run_does_not_validate_but_plans_it() -> None:
     assert plan["on_incomplete"]["max_attempts"] == 2
 
 
-def test_claude_validation_commands_are_refused_up_front() -> None:
+def test_claude_validation_commands_can_run() -> None:
     spec = ValidateSpec(commands=(Step(kind="claude", command="/check", source="$[0].validate"),))
-    gaps = runtime_gaps(wf(shell("work", validate=spec, source="$[0]")))
-    assert [(g.code, g.path) for g in gaps] == [("E1016", "$[0].validate")]
-    assert not runtime_gaps(wf(shell("work", validate=validate("check"))))
+    workflow = wf(shell("work", validate=spec, source="$[0]"))
+    assert not runtime_gaps(workflow)
+    assert uses_claude(workflow)
 
 
 @pytest.mark.parametrize(("text", "threshold", "completion", "status", "passed"), [

@@ -112,11 +112,3 @@ def test_dry_run_plans_but_does_not_validate(repo: Project) -> None:
     assert "validate: shell: sh check.sh (threshold 90.0%, result_file .validation.json" \
         in out.stdout
     assert not (repo.root / ".validation.json").exists()
-
-
-def test_claude_validation_is_refused_up_front(repo: Project) -> None:
-    repo.write("wf.yml", "- shell: 'touch ran'\n  validate: {claude: '/check'}\n")
-    out = repo.run("run", "wf.yml")
-    assert out.returncode == 2
-    assert "E1016" in out.stderr
-    assert not (repo.root / "ran").exists()

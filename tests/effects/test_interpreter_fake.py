@@ -81,6 +81,7 @@ async def test_exact_effect_sequence_of_a_two_step_run(autojump_clock: Any) -> N
         "SaveCheckpoint",
         "SaveSession",
         "Print",  # Workflow completed successfully
+        "Print",  # Summary
         "Finish",
     ]
     commands = [e for e in result.trace if isinstance(e, RunCommand)]
@@ -108,7 +109,7 @@ async def test_failed_run_effect_sequence(autojump_clock: Any) -> None:
     tail = kinds(result.trace)[5:]
     assert tail == [
         "RunCommand", "Print", "Print", "Print",  # failed with exit code 3, header, stderr
-        "LogEvent:step_failed", "LogEvent:workflow_failed", "SaveCheckpoint", "SaveSession", "Print", "Print", "Finish",
+        "LogEvent:step_failed", "LogEvent:workflow_failed", "SaveCheckpoint", "SaveSession", "Print", "Print", "Print", "Finish",
     ]
     assert "Step 'shell: exit 3' failed with exit code 3" in env.console.lines  # type: ignore[attr-defined]
     assert env.store.checkpoints[-1]["execution_state"]["status"] == "Failed"  # type: ignore[attr-defined]
@@ -206,7 +207,7 @@ async def test_hanging_command_and_cancel_request(autojump_clock: Any) -> None:
     i = names.index("CancelCommands")
     assert names[i - 1] == "RunCommand"
     assert names[i + 1:] == ["LogEvent:workflow_interrupted", "SaveCheckpoint", "SaveSession",
-                             "Print", "Finish"]
+                             "Print", "Print", "Finish"]
     checkpoint = env.store.checkpoints[-1]  # type: ignore[attr-defined]
     assert checkpoint["execution_state"]["status"] == "Interrupted"
     assert checkpoint["execution_state"]["current_step_index"] == 1
