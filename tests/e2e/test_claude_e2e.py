@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Project
-from tests.fakeapi import error, hang
+from tests.fakeapi import error, hang, text
 from tests.fakeapi.cli import claude_env, find_claude
 
 pytestmark = pytest.mark.e2e
@@ -119,3 +119,34 @@ def test_secrets_are_masked_in_transcripts(project: Project, env: dict[str, str]
     for path in project.storage_files():
         assert secret not in path.read_text(errors="replace"), path
     assert secret not in out.stdout + out.stderr
+
+
+def test_api_retries_are_understood(project: Project, env: dict[str, str],
+                                    fake_anthropic: Any) -> None:
+    fake_anthropic.script(error(529, "Overloaded"), text("fine after a retry"))
+    project.write("wf.yml", "- claude: 'anything'\n  capture: answer\n"
+                            "- shell: \"echo answer=${answer}\"\n")
+    out = project.run("run", "wf.yml", env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "answer=fine after a retry" in out.stdout
+    retry = [e for e in events(project, env) if e["event_type"] == "claude_api_retry"]
+    assert retry and retry[0]["error_status"] == 529
+
+
+def test_huge_and_dash_prompts_go_through_stdin(project: Project, env: dict[str, str],
+                                                fake_anthropic: Any) -> None:
+    fake_anthropic.script(text("read it all"), text("dash ok"))
+    project.write("wf.yml", "- shell: \"head -c 1000000 /dev/zero | tr '\\\\0' a\"\n"
+                            "  capture: big\n"
+                            "- claude: '${big}'\n"
+                            "- claude: '-starts-with-a-dash'\n")
+    out = project.run("run", "wf.yml", env=env, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    first = fake_anthropic.main_requests[0].body["messages"]
+    assert "a" * 1000 in json.dumps(first)
+    notes = []
+    for path in (project.home / "logs" / "claude-streaming").glob("*.jsonl"):
+        head = json.loads(path.read_text().splitlines()[0])
+        if head.get("type") == "prodigy_prompt":
+            notes.append(head["bytes"])
+    assert sorted(notes) == [len("-starts-with-a-dash"), 1_000_000]
