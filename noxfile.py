@@ -14,11 +14,14 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("-e", ".[test]")
-    session.run("ruff", "check", "prodigy_core", "prodigy_effects", "prodigy_cli", "tests")
+    session.run("ruff", "check", "prodigy_core", "prodigy_effects", "prodigy_cli", "tests",
+                "benchmarks")
     session.run("mypy", "prodigy_core")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    session.install("-e", ".")
+    # .[test]: claude_overhead.py imports the fake Anthropic API of tests/fakeapi (uses pytest)
+    session.install("-e", ".[test]")
     session.run("python", "benchmarks/step_overhead.py")
+    session.run("python", "benchmarks/claude_overhead.py")

@@ -33,6 +33,12 @@ def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dic
                 shown = str(_abs(cwd, shown))
             return cmd_validate(shown, strict=args.strict, as_json=args.json,
                                 profile=args.profile, environ=environ, out=out, err=err)
+        if args.command == "init":
+            from prodigy_cli.cmd_init import cmd_init
+
+            return cmd_init(args, out=out, err=err, cwd=cwd)
+        if args.command in ("analytics", "logs"):
+            return _claude_reports(args, out=out, err=err, environ=environ, cwd=cwd)
         from prodigy_cli import inspect_cmds
 
         return inspect_cmds.dispatch(args, out=out, err=err, environ=environ, cwd=cwd)
@@ -42,6 +48,19 @@ def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dic
     except KeyboardInterrupt:
         err.write("Interrupted.\n")
         return 130
+
+
+def _claude_reports(args: argparse.Namespace, *, out: TextIO, err: TextIO,
+                    environ: dict[str, str], cwd: str) -> int:
+    """``prodigy analytics`` and ``prodigy logs`` (spec 14 §4, spec 08 §2.15)."""
+    storage = storage_for(environ)
+    if args.command == "logs":
+        from prodigy_cli.cmd_logs import cmd_logs
+
+        return cmd_logs(args, storage=storage, out=out, err=err, environ=environ, cwd=cwd)
+    from prodigy_cli.cmd_analytics import cmd_analytics
+
+    return cmd_analytics(args, storage=storage, out=out, err=err, environ=environ, cwd=cwd)
 
 
 def _abs(cwd: str, path: str) -> Path:

@@ -17,10 +17,7 @@ NOT_YET = {
     "resume-job": "resumes a MapReduce job",
     "goal-seek": "runs a goal-seeking loop",
     "worktree": "manages session worktrees",
-    "init": "installs Claude command templates",
     "dlq": "inspects and retries failed MapReduce items",
-    "analytics": "reports Claude cost and usage",
-    "logs": "shows Claude transcripts",
 }
 
 
@@ -217,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--profile")
 
     _inspect_commands(sub, common)
+    from prodigy_cli.analytics_args import add_analytics_parser, add_logs_parser
+
+    add_analytics_parser(sub, common)
+    add_logs_parser(sub, common)
+    from prodigy_cli.cmd_init import add_parser as _init_parser
+
+    _init_parser(sub, common)
 
     for name, text in NOT_YET.items():
         p = sub.add_parser(name, help=f"(not available yet) {text}", add_help=True)

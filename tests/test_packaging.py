@@ -21,3 +21,15 @@ def test_every_package_directory_is_installed() -> None:
     }
     assert on_disk, "no packages found"
     assert on_disk <= shipped, f"not packaged: {sorted(on_disk - shipped)}"
+
+
+def test_command_templates_are_package_data() -> None:
+    """`prodigy init` reads `prodigy_cli/templates/commands/*.md` with importlib.resources."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["prodigy_cli"]
+    package = ROOT / "prodigy_cli"
+    templates = sorted((package / "templates" / "commands").glob("*.md"))
+    assert templates, "no bundled command templates"
+    matched = {p for pattern in patterns for p in package.glob(pattern)}
+    missing = [str(t.relative_to(ROOT)) for t in templates if t not in matched]
+    assert not missing, f"not in [tool.setuptools.package-data] prodigy_cli: {missing}"
