@@ -153,7 +153,13 @@ class ClaudeProcessRunner:
                 if len(err_buf) > STDERR_LIMIT:
                     del err_buf[: len(err_buf) - STDERR_LIMIT]
 
+        watch_scope = trio.CancelScope()
+
         async def watch() -> None:
+            with watch_scope:
+                await _watch()
+
+        async def _watch() -> None:
             nonlocal idle, timed_out, cancelled
             deadline = float("inf") if timeout is None else start + timeout
             while not done.is_set():
@@ -198,6 +204,7 @@ class ClaudeProcessRunner:
                         await readers_done.wait()
                     reading.cancel_scope.cancel()
                 done.set()
+                watch_scope.cancel()  # the process is gone: nothing left to watch
         finally:
             log.close()
         end = trio.current_time()
