@@ -182,7 +182,8 @@ def _claude_settings(workflow: Any, environ: dict[str, str], repo_root: str, *,
         err.write(f"error[{exc.code}]: {exc.message}\n")
         return None
     if uses_claude(workflow):
-        reason = runner.check_claude(settings, environ)
+        reason = runner.check_claude(settings, environ,
+                                     cache_dir=None if dry_run else storage_for(environ).root / "cache")
         if reason is not None:
             message = (f"Claude CLI is not available ({settings.executable}): {reason}. "
                        "Install Claude Code or set PRODIGY_CLAUDE_PATH.")

@@ -192,9 +192,46 @@ def claude_settings(workflow: Workflow, *, environ: Mapping[str, str], repo_root
         raise RunError("E1004", f"invalid Claude setting: {exc}") from exc
 
 
-def check_claude(settings: ClaudeSettings, environ: Mapping[str, str]) -> str | None:
-    """Run ``<executable> --version`` (30 s); the reason it is unusable, or None."""
+CLAUDE_CHECK_TTL = 24 * 3600.0
+
+
+def _claude_identity(exe: str, environ: Mapping[str, str]) -> tuple[str, list[int]] | None:
+    """The resolved executable and what identifies its content (size, mtime, inode)."""
+    import shutil
+
+    path = exe if os.sep in exe else shutil.which(exe, path=environ.get("PATH"))
+    if path is None:
+        return None
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError:
+        return None
+    return real, [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def check_claude(settings: ClaudeSettings, environ: Mapping[str, str],
+                 cache_dir: Path | None = None) -> str | None:
+    """Run ``<executable> --version`` (30 s); the reason it is unusable, or None.
+
+    A success is remembered in ``cache_dir`` for the same executable file (same path,
+    size, modification time and inode) for a day, so that a run does not pay the CLI's
+    start-up time twice; any change of the file runs the check again.
+    """
+    import json
+
     exe = settings.executable
+    identity = _claude_identity(exe, environ)
+    cache = cache_dir / "claude-check.json" if cache_dir is not None else None
+    if identity is not None and cache is not None:
+        try:
+            known = json.loads(cache.read_text(encoding="utf-8"))
+            entry = known.get(identity[0]) if isinstance(known, dict) else None
+            if isinstance(entry, dict) and entry.get("identity") == identity[1] and \
+                    time.time() - float(entry.get("checked_at", 0)) < CLAUDE_CHECK_TTL:
+                return None
+        except (OSError, ValueError, TypeError):
+            pass
     try:
         result = subprocess.run([exe, "--version"], env=dict(environ), capture_output=True,
                                 text=True, timeout=30, check=False)
@@ -208,6 +245,15 @@ def check_claude(settings: ClaudeSettings, environ: Mapping[str, str]) -> str | 
         return str(exc.strerror or exc)
     if result.returncode != 0:
         return f"`--version` exited with {result.returncode}: {result.stderr.strip()[:200]}"
+    if identity is not None and cache is not None:
+        try:
+            from prodigy_effects.fsutil import atomic_write_json
+
+            atomic_write_json(cache, {identity[0]: {"identity": identity[1],
+                                                    "checked_at": time.time(),
+                                                    "version": result.stdout.strip()[:200]}})
+        except OSError:
+            pass  # only a cache
     return None
 
 

@@ -68,3 +68,22 @@ def test_argv_is_exact_and_root_safe(project: Project, tmp_path: Path) -> None:
     else:
         expected += ["--dangerously-skip-permissions"]
     assert argv == expected
+
+
+def test_the_version_check_is_remembered_until_the_cli_changes(project: Project,
+                                                               tmp_path: Path) -> None:
+    counter = tmp_path / "version-calls"
+    result = json.dumps({"type": "result", "subtype": "success", "is_error": False,
+                         "result": "ok"})
+    path = tmp_path / "claude-stub"
+    path.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo x >> {counter}; "
+                    f"echo 1.0; exit 0; fi\necho '{result}'\n")
+    path.chmod(0o755)
+    project.write("wf.yml", "- claude: '/do it'\n")
+    env = dict(project.env, PRODIGY_CLAUDE_PATH=str(path))
+    for _ in range(2):
+        assert project.run("run", "wf.yml", env=env).returncode == 0
+    assert counter.read_text().count("x") == 1
+    path.write_text(path.read_text() + "# changed\n")
+    assert project.run("run", "wf.yml", env=env).returncode == 0
+    assert counter.read_text().count("x") == 2
