@@ -18,10 +18,17 @@ def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dic
     try:
         if args.command == "run":
             if args.resume:
+                if args.workflow:
+                    err.write(f"warning: --resume {args.resume} resumes the session's own "
+                              f"workflow; '{args.workflow}' is ignored\n")
                 args.id = args.resume
                 args.force = False
                 args.from_checkpoint = None
                 return cmd_resume(args, out=out, err=err, environ=environ, cwd=cwd)
+            if not args.workflow:
+                err.write("error[E8001]: `prodigy run` needs a workflow file "
+                          "(or --resume ID)\n")
+                return 2
             return cmd_run(args, out=out, err=err, environ=environ, cwd=cwd)
         if args.command == "resume":
             return cmd_resume(args, out=out, err=err, environ=environ, cwd=cwd)
@@ -100,6 +107,10 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
         err.write("error[E1016]: --worktree needs session worktrees, which are not available "
                   "yet in this version of Prodigy\n")
         return 2
+    if args.max_iterations < 1:
+        err.write(f"error[E8001]: -n/--max-iterations must be at least 1 (got "
+                  f"{args.max_iterations})\n")
+        return 2
     profile = args.profile or environ.get("PRODIGY_PROFILE")
     loaded = load_workflow_file(wf_path, display_path=args.workflow, environ=environ,
                                 profile=profile, strict=args.strict)
@@ -121,7 +132,7 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     verbosity, quiet = _verbosity(args)
     repo = runner.find_repo(project)
     try:
-        inputs = runner.map_inputs(project, args.map) if args.map else []
+        inputs = runner.map_inputs(project, args.map, Path(repo.root)) if args.map else []
     except runner.RunError as exc:
         err.write(f"error[{exc.code}]: {exc.message}\n")
         return exc.exit_code
@@ -258,6 +269,12 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
     else:
         snapshot = storage.read_snapshot(session_id)
         text = str(snapshot.get("source_text", ""))
+        if "***REDACTED***" in text:
+            err.write(f"error[E5007]: workflow file {wf_path} is gone, and its stored snapshot "
+                      "had secret values masked, so it cannot be run as it was\n"
+                      f"  = help: restore {wf_path} and run `prodigy resume {session_id}` "
+                      "again\n")
+            return 2
         err.write(f"warning: workflow file {wf_path} is gone; resuming from the stored "
                   "snapshot\n")
         import tempfile
@@ -298,6 +315,7 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
         workflow=workflow, workflow_path=str(wf_path), workflow_text=text or "",
         project_dir=Path(repo.root), environ=environ, args=args_list,
         max_iterations=int(exec_state.get("total_iterations") or 1), auto_yes=args.yes,
+        fail_fast=bool(inputs_doc.get("fail_fast", False)),
         profile=profile, verbosity=verbosity, quiet=quiet, json_mode=args.json,
     )
     claude = _claude_settings(workflow, environ, repo.root, dry_run=False, err=err)

@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", parents=[common], help="run a workflow")
-    run.add_argument("workflow")
+    run.add_argument("workflow", nargs="?", help="the workflow file (YAML or JSON)")
     run.add_argument("-p", "--path", help="project directory (default: current directory)")
     run.add_argument("-n", "--max-iterations", type=int, default=1)
     run.add_argument("--args", action="append", default=[], metavar="VALUE")

@@ -62,3 +62,19 @@ def step_env_secrets(workflow: Workflow) -> tuple[str, ...]:
             if is_sensitive(name) and value:
                 found.append(value)
     return tuple(dict.fromkeys(found))
+
+
+_CREDENTIAL = re.compile(
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{8,}|glpat-[A-Za-z0-9_\-]{8,}|AKIA[A-Z0-9]{16}|"
+    r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)\b|\b(?:Basic|Bearer) [A-Za-z0-9+/=._\-]{8,}"
+)
+
+
+def mask_credentials(text: str) -> str:
+    """Mask values that look like credentials (spec 11 §9.3), for displayed environments."""
+    return _CREDENTIAL.sub(REDACTED, text)
+
+
+def display_secrets(env: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """Values of sensitive-named workflow env entries, masked where env is displayed."""
+    return tuple(value for name, value in env if is_sensitive(name) and len(value) >= 4)

@@ -232,12 +232,15 @@ def on_validate(tx: Tx, frame: StepFrame, event: CommandFinished | CommandNotSta
         return
     result = frame.last
     if not ok:
-        output = ""
+        command = spec.commands[frame.validate_index]
         if isinstance(event, CommandFinished):
             output = (event.stderr or event.stdout).strip()
+            how = "timed out" if event.timed_out else f"exited with {event.exit_code}"
         else:
-            output = event.message
-        message = f"step_validate command {frame.validate_index + 1} failed: {output}"
+            output, how = event.message, "could not start"
+        message = f"step_validate command {frame.validate_index + 1} failed: `{command}` {how}"
+        if output:
+            message += f": {output}"
         if frame.step.ignore_validation_failure:
             tx.emit(Print(text=f"warning[W3003]: {message}", stream="err"))
         else:

@@ -68,7 +68,9 @@ def _validate_plan(step: Step) -> JSON:
 def print_failure(tx: Tx, frame: StepFrame, outcome: Outcome) -> None:
     if outcome.status == "failed_allowed":
         first = (outcome.error or "").split("\n", 1)[0]
-        tx.emit(Print(text=f"  Step '{frame.display}' failed (allowed): {first}", stream="err"))
+        prefix = f"Step '{frame.display}' failed"
+        detail = first[len(prefix):] if first.startswith(prefix) else f": {first}"
+        tx.emit(Print(text=f"  Step '{frame.display}' failed (allowed){detail}", stream="err"))
         return
     if outcome.error_code == "E3001" and outcome.exit_code not in (None, 0):
         tx.emit(Print(text=f"Step '{frame.display}' failed with exit code {outcome.exit_code}",

@@ -327,6 +327,12 @@ def start_step(
         step_handlers.finish(tx, fail_outcome(message, "E2001", "command_failed", None),
                              print_failure=True)
         return
+    if step.kind == "write_file" and _escapes(text):
+        message = (f"write_file path '{text}' of step '{display}' is absolute or leaves the "
+                   "working directory (a '..' component); write inside the worktree")
+        step_handlers.finish(tx, fail_outcome(message, "E3005", "command_failed", 1),
+                             print_failure=True)
+        return
     if step.kind not in ("shell", "write_file", "claude"):
         message = (
             f"'{step.kind}' steps are not supported by this version of Prodigy yet "
@@ -343,6 +349,11 @@ def start_step(
         read_head(tx, "head_before")
     else:
         execute(tx)
+
+
+def _escapes(path: str) -> bool:
+    """An interpolated ``write_file`` path that is absolute or has a ``..`` part."""
+    return path.startswith(("/", "~")) or ".." in path.replace("\\", "/").split("/")
 
 
 def read_head(tx: Tx, stage: str) -> None:

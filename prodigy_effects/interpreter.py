@@ -101,8 +101,11 @@ async def interpret(
         with sig_ctx as signals:
             if signals is not None:
 
-                async def watch_signals() -> None:
+                async def watch_signals(
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                ) -> None:
                     nonlocal interrupts
+                    task_status.started()
                     async for signum in signals:
                         interrupts += 1
                         name = "SIGTERM" if signum == signal_module.SIGTERM else "SIGINT"
@@ -111,7 +114,9 @@ async def interpret(
                                                    stream="err"))
                         await send.send(CancelRequested(signal=name, at=env.clock.now_iso()))
 
-                nursery.start_soon(watch_signals)
+                # started (not just scheduled) inside the receiver's block, so it never
+                # iterates a receiver that was already closed
+                await nursery.start(watch_signals)
 
             while True:
                 for effect in effects:
@@ -132,6 +137,7 @@ async def interpret(
                 effects = transition.effects
             for flag in cancels.values():
                 flag.set()
+            # cancel while the signal receiver is still open: its task must not outlive it
             nursery.cancel_scope.cancel()
     return RunResult(exit_code=finish.exit_code, outcome=finish.outcome, state=state,
                      trace=tuple(trace))

@@ -25,7 +25,7 @@ from prodigy_core import run_machine
 from prodigy_core.claude_config import ClaudeSettings, SettingsError, resolve_settings
 from prodigy_core.context import InputSpec, RunContext
 from prodigy_core.envresolve import ResolvedEnv, resolve_environment
-from prodigy_core.masking import mask, step_env_secrets
+from prodigy_core.masking import display_secrets, mask, mask_credentials, step_env_secrets
 from prodigy_core.model import Workflow
 from prodigy_core.problems import Problem
 from prodigy_core.support import claude_config
@@ -128,15 +128,32 @@ def resolve_env(workflow: Workflow, *, repo_root: str, project_dir: str,
                                file=file)
 
 
-def map_inputs(project_dir: Path, patterns: Sequence[str]) -> list[InputSpec]:
+def map_inputs(project_dir: Path, patterns: Sequence[str],
+               repo_root: Path | None = None) -> list[InputSpec]:
+    """Inputs of ``--map`` patterns; ``FILE_PATH`` is relative to the repository root."""
     found: dict[str, InputSpec] = {}
     for pattern in patterns:
-        matches = sorted(p for p in project_dir.glob(pattern) if p.is_file())
+        if Path(pattern).is_absolute():
+            try:
+                pattern = str(Path(pattern).relative_to(project_dir.resolve()))
+            except ValueError:
+                raise RunError("E8001", f"--map pattern '{pattern}' is outside the project "
+                               f"directory {project_dir}",
+                               hint="give a pattern relative to the project directory") from None
+        try:
+            found_paths = list(project_dir.glob(pattern))
+        except (ValueError, NotImplementedError) as exc:
+            raise RunError("E8001", f"--map pattern '{pattern}' is not valid: {exc}") from None
+        matches = sorted(p for p in found_paths if p.is_file())
         if not matches:
             raise RunError("E8002", f"--map pattern '{pattern}' matched nothing",
                            hint="check the pattern; it is relative to the project directory")
         for path in matches:
-            rel = path.relative_to(project_dir).as_posix()
+            base = (repo_root or project_dir).resolve()
+            try:
+                rel = path.resolve().relative_to(base).as_posix()
+            except ValueError:
+                rel = path.relative_to(project_dir).as_posix()
             stem = path.stem
             found[rel] = InputSpec(arg=stem.split("-", 1)[0] if "-" in stem else stem,
                                    file=path.name, file_path=rel)
@@ -307,8 +324,18 @@ def masker_for(ctx: RunContext) -> Any:
     return apply
 
 
+def plan_masker(ctx: RunContext) -> Any:
+    """The plan displays the environment: also mask sensitive names and credentials."""
+    values = (*ctx.secret_values, *display_secrets(ctx.workflow_env))
+
+    def apply(text: str) -> str:
+        return mask_credentials(mask(text, values))
+
+    return apply
+
+
 def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
-    console = PlanConsole(out=out, json_mode=req.json_mode, mask=masker_for(ctx))
+    console = PlanConsole(out=out, json_mode=req.json_mode, mask=plan_masker(ctx))
     if not req.json_mode:
         out.write(f"Dry run: {req.workflow.name} (standard workflow)\n")
         out.write(f"  workflow: {req.workflow_path}\n")
@@ -324,7 +351,7 @@ def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
         plan = {"mode": "standard", "workflow": req.workflow.name, "path": req.workflow_path,
                 "profile": req.profile, "worktree": None, "steps": console.steps,
                 "items": None, "merge": None}
-        out.write(masker_for(ctx)(json.dumps(plan, indent=2)) + "\n")
+        out.write(plan_masker(ctx)(json.dumps(plan, indent=2)) + "\n")
     else:
         out.write("Nothing was run (dry run).\n")
     return result
@@ -341,7 +368,9 @@ def execute(transition: run_machine.Transition, ctx: RunContext, storage: Storag
     lock = acquire_lock(storage, ctx.session_id)
     try:
         for warning in getattr(lock, "warnings", []) or []:
-            err.write(f"warning[W5002]: {warning}\n")
+            text = str(warning)
+            err.write((text if text.startswith("warning") else
+                       f"warning[W5002]: {text.removeprefix('W5002: ')}") + "\n")
         journal = JournalWriter.open(storage.events_dir(ctx.repo_name, ctx.session_id),
                                      start_seq, datetime.now(UTC), mask=masker_for(ctx),
                                      host=socket.gethostname())

@@ -199,3 +199,64 @@ def test_missing_claude_cli_stops_the_run_before_anything_happens(cli: Cli) -> N
     code, out, err = cli("run", "wf.yml", "--dry-run", environ=env)
     assert code == 0 and "warning" in err
     assert "--output-format" in out  # the plan shows the exact Claude argv
+
+
+def test_write_file_path_from_data_cannot_escape(cli: Cli, tmp_path: Path) -> None:
+    target = tmp_path / "escaped"
+    cli.write("wf.yml", f"- shell: 'echo {target}'\n  capture: p\n"
+                        "- write_file: {path: '${p}.txt', content: x}\n")
+    code, _, err = cli("run", "wf.yml")
+    assert code == 1 and "E3005" in err
+    assert not Path(f"{target}.txt").exists()
+    cli.write("wf2.yml", "- shell: 'echo ../up'\n  capture: p\n"
+                         "- write_file: {path: '${p}.txt', content: x}\n")
+    code, _, err = cli("run", "wf2.yml")
+    assert code == 1 and "E3005" in err and not (cli.root.parent / "up.txt").exists()
+
+
+def test_a_run_with_nothing_to_do_completes_cleanly(cli: Cli) -> None:
+    cli.write("empty.yml", "steps: []\n")
+    cli.write("skip.yml", "- shell: 'touch x'\n  when: 'false'\n")
+    for name in ("empty.yml", "skip.yml"):
+        code, out, err = cli("run", name)
+        assert code == 0 and "E9001" not in err, err
+        assert "Workflow completed successfully" in out
+
+
+def test_bad_iterations_and_map_patterns_are_usage_errors(cli: Cli) -> None:
+    cli.write("wf.yml", "- shell: 'true'\n")
+    code, _, err = cli("run", "wf.yml", "-n", "0")
+    assert code == 2 and "at least 1" in err
+    code, _, err = cli("run", "wf.yml", "--map", "/elsewhere/*.md")
+    assert code == 2 and "E8001" in err and "E9001" not in err
+
+
+def test_resume_keeps_fail_fast(cli: Cli) -> None:
+    cli.write("wf.yml", "- shell: 'test ${ARG} != bad'\n- shell: 'echo ${ARG} >> done.txt'\n")
+    code, _, _ = cli("run", "wf.yml", "--args", "bad", "--args", "good", "--fail-fast")
+    assert code == 1
+    sid = json.loads(cli("sessions", "ls", "--json")[1])[0]["id"]
+    code, _, _ = cli("resume", sid)
+    assert code == 1
+    assert not (cli.root / "done.txt").exists()  # the second input never ran
+
+
+def test_dry_run_masks_sensitive_env_and_credentials(cli: Cli) -> None:
+    cli.write("wf.yml", "env:\n  GH_TOKEN: ghp_abcdefghijklmnop1234\n  PASSWORD: hunter2hunter\n"
+                        "  PLAIN: visible\nsteps:\n  - shell: 'echo ${GH_TOKEN} ${PASSWORD} "
+                        "${PLAIN}'\n")
+    code, out, _ = cli("run", "wf.yml", "--dry-run")
+    assert code == 0
+    assert "ghp_abcdefghijklmnop1234" not in out and "hunter2hunter" not in out
+    assert "visible" in out
+
+
+def test_resume_from_a_masked_snapshot_is_refused(cli: Cli) -> None:
+    cli.write("wf.yml", "env:\n  PW: {value: realpw12345, secret: true}\n"
+                        "steps:\n  - shell: 'test -f go'\n  - shell: 'echo $PW'\n")
+    code, _, _ = cli("run", "wf.yml")
+    assert code == 1
+    sid = json.loads(cli("sessions", "ls", "--json")[1])[0]["id"]
+    (cli.root / "wf.yml").unlink()
+    code, _, err = cli("resume", sid)
+    assert code == 2 and "masked" in err and "restore" in err
