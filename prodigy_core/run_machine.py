@@ -77,6 +77,10 @@ class RunState:
     records: tuple[StepRecord, ...] = ()
     counts: PMap[str, int] = pmap({"succeeded": 0, "failed": 0, "skipped": 0})
     failed_inputs: tuple[int, ...] = ()
+    # where each failed input stopped (input, step): a resume runs them again from there
+    failed_at: tuple[tuple[int, int], ...] = ()
+    retry_queue: tuple[tuple[int, int], ...] = ()
+    retrying: bool = False
     head_at_iteration_start: str | None = None
     waiting_head: Literal["", "iteration_start", "iteration_end"] = ""
     head_request: int | None = None
@@ -137,8 +141,15 @@ def resume(
     failed_inputs: tuple[int, ...] = ()
     if isinstance(inputs, dict) and isinstance(inputs.get("failed_inputs"), list):
         failed_inputs = tuple(as_int(i, 0) for i in inputs["failed_inputs"])  # type: ignore[union-attr]
-    # the input being resumed runs again: it has not failed (yet)
-    failed_inputs = tuple(i for i in failed_inputs if i != input_index)
+    # the input being resumed runs again: it has not failed (yet); inputs that failed
+    # earlier are queued to run again from the step where they stopped
+    failed_at = _pairs(inputs.get("failed_at") if isinstance(inputs, dict) else None)
+    queue = _pairs(inputs.get("retry_queue") if isinstance(inputs, dict) else None)
+    known = {i for i, _ in failed_at}
+    failed_at += tuple((i, 0) for i in failed_inputs if i not in known)
+    retry_queue = (*queue, *((i, s) for i, s in failed_at if i != input_index))
+    retrying = bool(inputs.get("retrying")) if isinstance(inputs, dict) else False
+    failed_inputs = ()
     variables = restore_vars(checkpoint)
     records = restore_records(checkpoint)
     # apply events written after the checkpoint (a step that finished just before a crash)
@@ -173,6 +184,7 @@ def resume(
     state = RunState(
         workflow=workflow, ctx=ctx, input_index=input_index, iteration=iteration,
         step_index=step_index, records=records, failed_inputs=failed_inputs,
+        retry_queue=retry_queue, retrying=retrying,
         stepper=stepper.Stepper(vars=variables,
                                 usage=analytics.from_json(checkpoint.get("analytics"))),
         resumed=True, last_time=ctx.started_at,
@@ -387,11 +399,19 @@ def _input_finished(state: RunState, success: bool) -> tuple[RunState, list[Effe
         effects.append(LogEvent(event_type="input_completed", fields=(
             ("index", state.input_index + 1), ("arg", state.ctx.inputs[state.input_index].arg),
             ("success", success), ("session_id", state.ctx.session_id))))
-    if state.input_index + 1 < state.input_count:
+    if not state.retrying and state.input_index + 1 < state.input_count:
         state = attrs.evolve(state, input_index=state.input_index + 1, iteration=1,
                              step_index=0, records=())
         effects.append(SaveCheckpoint(checkpoint=checkpoint_doc(state, "Running")))
         state, more = _begin_position(state)
+        return state, [*effects, *more]
+    if state.retry_queue:
+        (index, at), rest = state.retry_queue[0], state.retry_queue[1:]
+        state = attrs.evolve(state, input_index=index, iteration=1, step_index=at, records=(),
+                             retry_queue=rest, retrying=True)
+        effects.append(Print(text=f"Running failed input {index + 1} again from step {at + 1}"))
+        effects.append(SaveCheckpoint(checkpoint=checkpoint_doc(state, "Running")))
+        state, more = _begin_position(state, resuming=at > 0)
         return state, [*effects, *more]
     if state.failed_inputs:
         state = attrs.evolve(state, status="failed")
@@ -403,7 +423,12 @@ def _input_finished(state: RunState, success: bool) -> tuple[RunState, list[Effe
 
 
 def _input_failed(state: RunState, effects: list[Effect]) -> tuple[RunState, list[Effect]]:
-    if state.ctx.inputs and not state.ctx.fail_fast and state.input_index + 1 < state.input_count:
+    more_to_run = (not state.retrying and state.input_index + 1 < state.input_count) \
+        or bool(state.retry_queue)
+    if state.ctx.inputs:
+        state = attrs.evolve(state, failed_at=(*state.failed_at,
+                                               (state.input_index, state.step_index)))
+    if state.ctx.inputs and not state.ctx.fail_fast and more_to_run:
         state = attrs.evolve(state, failed_inputs=(*state.failed_inputs, state.input_index))
         arg = state.ctx.inputs[state.input_index].arg
         effects.append(Print(text=f"Input {state.input_index + 1} ({arg}) failed; "
@@ -504,6 +529,13 @@ def _interrupted(state: RunState) -> Transition:
 # --- documents -------------------------------------------------------------------------
 
 
+def _pairs(value: object) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple((p[0], p[1]) for p in value if isinstance(p, list) and len(p) == 2
+                 and all(isinstance(x, int) and not isinstance(x, bool) for x in p))
+
+
 def _tokens(n: int) -> str:
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f}M"
@@ -569,6 +601,9 @@ def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
                    "map_patterns": [i.file_path for i in ctx.inputs if i.file_path],
                    "current_input_index": state.input_index,
                    "failed_inputs": list(state.failed_inputs),
+                   "failed_at": [[i, at] for i, at in state.failed_at],
+                   "retry_queue": [[i, at] for i, at in state.retry_queue],
+                   "retrying": state.retrying,
                    "fail_fast": ctx.fail_fast},
         "profile": ctx.profile,
         "parameters": {},

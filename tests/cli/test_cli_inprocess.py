@@ -260,3 +260,20 @@ def test_resume_from_a_masked_snapshot_is_refused(cli: Cli) -> None:
     (cli.root / "wf.yml").unlink()
     code, _, err = cli("resume", sid)
     assert code == 2 and "masked" in err and "restore" in err
+
+
+def test_resume_runs_failed_inputs_again_from_their_failed_step(cli: Cli) -> None:
+    for arg in ("one", "three"):
+        (cli.root / f"ok-{arg}").touch()
+    cli.write("wf.yml", "- shell: 'echo ${ARG} >> log.txt'\n- shell: 'test -f ok-${ARG}'\n"
+                        "- shell: 'echo done-${ARG} >> log.txt'\n")
+    code, _, err = cli("run", "wf.yml", "--args", "one", "--args", "bad", "--args", "three")
+    assert code == 1 and "1 input(s) failed: 2" in err
+    sid = json.loads(cli("sessions", "ls", "--json")[1])[0]["id"]
+    (cli.root / "ok-bad").touch()
+    code, _, err = cli("resume", sid)
+    assert code == 0, err
+    assert (cli.root / "log.txt").read_text().split() == [
+        "one", "done-one", "bad", "three", "done-three", "done-bad"]
+    code, _, err = cli("resume", sid)
+    assert code == 2 and "E5006" in err

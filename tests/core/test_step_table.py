@@ -858,7 +858,7 @@ def test_checkpoint_variables_and_untrusted_meta_round_trip() -> None:
     assert var.value == "a" and var.trusted is False
 
 
-def test_resume_keeps_earlier_failed_inputs_but_retries_the_current_one() -> None:
+def test_resume_retries_the_current_input_then_earlier_failed_ones() -> None:
     three = (InputSpec(arg="a"), InputSpec(arg="b"), InputSpec(arg="c"))
     steps = (shell("run ${ARG}"),)
     d = drive(*steps, inputs=three)
@@ -868,6 +868,7 @@ def test_resume_keeps_earlier_failed_inputs_but_retries_the_current_one() -> Non
     assert checkpoint["inputs"]["failed_inputs"] == [0, 2]
     r = Driver(run_machine.resume(wf(*steps), make_ctx(inputs=three), checkpoint))
     r.run()
-    assert r.commands == ["run c"]
-    assert "Workflow failed: 1 input(s) failed: 1" in r.printed  # input a still failed
-    assert r.checkpoints[-1]["inputs"]["failed_inputs"] == [0]
+    # the failed inputs run again from the step where they stopped; b never runs again
+    assert r.commands == ["run c", "run a"]
+    assert "Workflow completed successfully" in r.printed
+    assert r.checkpoints[-1]["inputs"]["failed_inputs"] == []
