@@ -323,6 +323,11 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
         return 2
     ctx = runner.build_context(req, session_id=session_id, repo=repo, resolved=resolved,
                                inputs=inputs, claude=claude)
+    if isinstance(session.get("started_at"), str) and session["started_at"]:
+        # a resumed session keeps the time it first started
+        import attrs
+
+        ctx = attrs.evolve(ctx, started_at=session["started_at"])
     last = int(checkpoint.get("last_event_seq") or 0)
     later = runner.later_events(storage, repo.name, session_id, last)
     human = err if args.json else out

@@ -277,3 +277,14 @@ def test_resume_runs_failed_inputs_again_from_their_failed_step(cli: Cli) -> Non
         "one", "done-one", "bad", "three", "done-three", "done-bad"]
     code, _, err = cli("resume", sid)
     assert code == 2 and "E5006" in err
+
+
+def test_a_resumed_session_keeps_its_start_time(cli: Cli) -> None:
+    cli.write("wf.yml", "- shell: 'test -f go'\n")
+    assert cli("run", "wf.yml")[0] == 1
+    before = json.loads(cli("sessions", "ls", "--json")[1])[0]
+    (cli.root / "go").touch()
+    assert cli("resume", before["id"])[0] == 0
+    after = json.loads(cli("sessions", "show", before["id"], "--json")[1])
+    assert after["started_at"] == before["started_at"]
+    assert after["status"] == "Completed"
