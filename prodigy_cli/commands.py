@@ -206,6 +206,11 @@ def _claude_settings(workflow: Any, environ: dict[str, str], repo_root: str, *,
     return settings
 
 
+def _stored_profile(checkpoint: dict[str, Any]) -> str | None:
+    profile = checkpoint.get("profile")
+    return profile if isinstance(profile, str) else None
+
+
 def _resumable(doc: dict[str, Any]) -> bool:
     return doc.get("status") in ("Failed", "Paused", "Running") and not (
         isinstance(doc.get("merge"), dict) and doc["merge"].get("merged"))
@@ -214,8 +219,6 @@ def _resumable(doc: dict[str, Any]) -> bool:
 def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
                cwd: str) -> int:
     from prodigy_effects import runner
-    from prodigy_effects.journal import read_events  # noqa: F401
-    from prodigy_effects.locks import LockHeld  # noqa: F401
     from prodigy_effects.workflow_io import load_workflow_file
 
     storage = storage_for(environ)
@@ -259,7 +262,7 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
     text: str | None = None
     if wf_path.is_file():
         loaded = load_workflow_file(wf_path, display_path=str(wf_path), environ=environ,
-                                    profile=checkpoint.get("profile"))  # type: ignore[arg-type]
+                                    profile=_stored_profile(checkpoint))
         text = loaded.text or ""
         if stored_hash and runner.workflow_hash(text) != stored_hash and not args.force:
             err.write(f"error[E5007]: workflow {wf_path} changed since the checkpoint\n"
@@ -284,7 +287,7 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
             handle.write(text)
             tmp = Path(handle.name)
         loaded = load_workflow_file(tmp, display_path=str(wf_path), environ=environ,
-                                    profile=checkpoint.get("profile"))  # type: ignore[arg-type]
+                                    profile=_stored_profile(checkpoint))
         tmp.unlink()
     print_problems([p for p in loaded.problems if p.is_error], err)
     if loaded.workflow is None:
