@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from prodigy_core.parse.durations import parse_duration
 from prodigy_effects.locks import LockInfo, is_stale, read_lock
 from prodigy_effects.storage import Storage
 
@@ -45,6 +44,8 @@ _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 def duration_arg(text: str) -> float:
     """argparse type: a duration (spec 01 §4.1: ``30s``, ``5m``, ``1h``, ``7d``, ``1h 30m``)."""
+    from prodigy_core.parse.durations import parse_duration  # lazy: keeps start-up fast
+
     seconds = parse_duration(text)
     if seconds is None:
         raise argparse.ArgumentTypeError(

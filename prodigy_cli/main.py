@@ -236,6 +236,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     out = out or sys.stdout
     err = err or sys.stderr
     env = dict(os.environ if environ is None else environ)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words == ["--version"]:
+        # answered before the full parser (and the modules it imports) is built
+        out.write(f"prodigy {VERSION}\n")
+        return 0
     parser = build_parser()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
