@@ -59,3 +59,20 @@ def test_the_walker_catches_a_forbidden_import(tmp_path: Path) -> None:
 def test_core_datetime_now_is_never_called() -> None:
     for path in _modules("prodigy_core"):
         assert "datetime.now" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_version_imports_nothing_heavy() -> None:
+    """`prodigy --version` stays fast: it must not import the core, trio or yaml."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "prodigy_cli",
+                             "--version"], capture_output=True, text=True, check=True,
+                            cwd=ROOT)
+    assert result.stdout.startswith("prodigy ")
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    heavy = {name for name in imported
+             if name.split(".")[0] in ("prodigy_core", "prodigy_effects", "trio", "yaml",
+                                        "attrs", "cattrs")}
+    assert not heavy, sorted(heavy)
