@@ -13,8 +13,52 @@ from prodigy_core.support import runtime_gaps
 from prodigy_effects.storage import Storage, StorageError, resolve_storage_root
 
 
+class _Watch:
+    """A text stream that remembers whether anything was written, and the first error."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.written = False
+        self.first_error: str | None = None
+
+    def write(self, text: str) -> int:
+        if text:
+            self.written = True
+            for line in text.splitlines():
+                if self.first_error is None and line.startswith("error["):
+                    self.first_error = line
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
              cwd: str) -> int:
+    if args.command in ("run", "resume") and getattr(args, "json", False):
+        # --json: stdout carries exactly one JSON document, also when the run never started
+        watched_out, watched_err = _Watch(out), _Watch(err)
+        code = _dispatch(args, out=watched_out, err=watched_err,  # type: ignore[arg-type]
+                         environ=environ, cwd=cwd)
+        if not watched_out.written:
+            error = watched_err.first_error or f"exited with {code} before the run started"
+            match = error.split("]: ", 1)
+            doc = {"status": "failed", "exit_code": code, "session_id": None,
+                   "error": {"code": match[0].removeprefix("error[") if len(match) == 2
+                             else None, "message": match[-1], "details": {}}}
+            out.write(json.dumps(doc) + "\n")
+        return code
+    return _dispatch(args, out=out, err=err, environ=environ, cwd=cwd)
+
+
+def _dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
+              cwd: str) -> int:
     try:
         if args.command == "run":
             if args.resume:

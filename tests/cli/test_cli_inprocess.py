@@ -288,3 +288,14 @@ def test_a_resumed_session_keeps_its_start_time(cli: Cli) -> None:
     after = json.loads(cli("sessions", "show", before["id"], "--json")[1])
     assert after["started_at"] == before["started_at"]
     assert after["status"] == "Completed"
+
+
+def test_json_mode_prints_one_document_even_when_the_run_cannot_start(cli: Cli) -> None:
+    cli.write("bad.yml", "steps:\n  - shel: x\n")
+    for argv in (("run", "bad.yml", "--json"), ("run", "missing.yml", "--json"),
+                 ("resume", "workflow-123", "--json")):
+        code, out, _ = cli(*argv)
+        assert code == 2
+        doc = json.loads(out)
+        assert doc["status"] == "failed" and doc["exit_code"] == 2
+        assert doc["error"]["message"]
