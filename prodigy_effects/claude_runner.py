@@ -64,6 +64,10 @@ def resolve_executable(executable: str, env: dict[str, str]) -> str | None:
 @attrs.define
 class ClaudeProcessRunner:
     grace_seconds: float = 5.0
+    hurried: trio.Event = attrs.field(factory=trio.Event)
+
+    def hurry(self) -> None:
+        self.hurried.set()
 
     async def run(
         self,
@@ -180,7 +184,9 @@ class ClaudeProcessRunner:
             if not done.is_set():
                 _killpg(proc.pid, signal.SIGTERM)
                 with trio.move_on_after(self.grace_seconds):
-                    await done.wait()
+                    while not done.is_set() and not self.hurried.is_set():
+                        with trio.move_on_after(0.05):
+                            await done.wait()
                 if not done.is_set():
                     _killpg(proc.pid, signal.SIGKILL)
 
@@ -231,6 +237,9 @@ class ClaudeEffectRunner:
     directory: Path
     mask: Callable[[str], str] = attrs.field(default=lambda text: text)
     process: ClaudeProcessRunner = attrs.field(factory=ClaudeProcessRunner)
+
+    def hurry(self) -> None:
+        self.process.hurry()
 
     async def run(self, effect: RunClaude, cancel: trio.Event,
                   on_line: Callable[[str], None]) -> ClaudeFinished:

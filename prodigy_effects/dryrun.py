@@ -43,6 +43,9 @@ from prodigy_effects.env import Env, OutputSink
 
 @attrs.define
 class PlannedRunner:
+    def hurry(self) -> None:
+        return None
+
     async def run(
         self, effect: RunCommand, cancel: trio.Event, on_output: OutputSink
     ) -> CommandFinished | CommandNotStarted:
@@ -156,6 +159,9 @@ class PlanConsole:
 @attrs.define
 class PlannedClaude:
     """Claude is never started in a dry run; the plan shows its argv instead."""
+
+    def hurry(self) -> None:
+        return None
 
     async def run(self, effect: RunClaude, cancel: trio.Event,
                   on_line: Callable[[str], None]) -> ClaudeFinished:

@@ -45,6 +45,9 @@ class CommandRunner(Protocol):
         self, effect: RunCommand, cancel: trio.Event, on_output: OutputSink
     ) -> CommandFinished | CommandNotStarted: ...
 
+    def hurry(self) -> None:
+        """A second interrupt: skip the grace period of cancelled commands."""
+
 
 class FileWriter(Protocol):
     """Files the core asks for: ``write`` performs ``WriteFile``, ``read`` ``ReadFile``."""
@@ -80,6 +83,9 @@ class ClaudeRunner(Protocol):
     async def run(
         self, effect: RunClaude, cancel: trio.Event, on_line: LineSink
     ) -> ClaudeFinished: ...
+
+    def hurry(self) -> None:
+        """A second interrupt: skip the grace period of cancelled calls."""
 
 
 class Clock(Protocol):

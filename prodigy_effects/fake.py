@@ -82,6 +82,9 @@ class ScriptedRunner:
             return entry.pop(0) if len(entry) > 1 else entry[0]
         return entry
 
+    def hurry(self) -> None:
+        return None
+
     async def run(
         self, effect: RunCommand, cancel: trio.Event, on_output: OutputSink
     ) -> CommandFinished | CommandNotStarted:
@@ -330,6 +333,9 @@ class ScriptedClaude:
         if isinstance(entry, list):
             return entry.pop(0) if len(entry) > 1 else entry[0]
         return entry
+
+    def hurry(self) -> None:
+        return None
 
     async def run(self, effect: RunClaude, cancel: trio.Event,
                   on_line: Callable[[str], None]) -> ClaudeFinished:

@@ -112,6 +112,9 @@ async def interpret(
                         if interrupts > 1:
                             env.console.show(Print(text="Stopping now (second interrupt)",
                                                    stream="err"))
+                            env.commands.hurry()
+                            if env.claude is not None:
+                                env.claude.hurry()
                         await send.send(CancelRequested(signal=name, at=env.clock.now_iso()))
 
                 # started (not just scheduled) inside the receiver's block, so it never

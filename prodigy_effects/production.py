@@ -110,6 +110,11 @@ class ProcessRunner:
 
     grace_seconds: float = 5.0
     drain_seconds: float = 2.0
+    hurried: trio.Event = attrs.field(factory=trio.Event)
+
+    def hurry(self) -> None:
+        """A second interrupt: stop waiting for processes to end by themselves."""
+        self.hurried.set()
 
     async def run(
         self, effect: RunCommand, cancel: trio.Event, on_output: OutputSink
@@ -171,7 +176,9 @@ class ProcessRunner:
                 if proc.returncode is None:
                     _killpg(proc.pid, signal.SIGTERM)
                     with trio.move_on_after(self.grace_seconds):
-                        await proc.wait()
+                        while proc.returncode is None and not self.hurried.is_set():
+                            with trio.move_on_after(0.05):
+                                await proc.wait()
                     if proc.returncode is None:
                         _killpg(proc.pid, signal.SIGKILL)
                         await proc.wait()

@@ -234,3 +234,17 @@ def test_concurrent_resume_is_refused_with_the_lock_holder(project: Project) -> 
     finally:
         first.communicate(timeout=30)
     assert first.returncode == 0
+
+
+def test_a_second_sigint_skips_the_grace_period(project: Project) -> None:
+    project.write("wf.yml", "- shell: 'trap \"\" TERM; touch started; sleep 30'\n")
+    proc = project.popen("run", "wf.yml")
+    wait_for(project.root / "started")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stderr
+    assert "Stopping now (second interrupt)" in stderr
+    assert time.monotonic() - sent < 3.0  # not the 5 s grace period
