@@ -107,7 +107,8 @@ def sessions_show(args: argparse.Namespace, storage: Storage, out: TextIO, err: 
     out.write(f"Workflow:  {wf.get('workflow_name', '')} ({wf.get('workflow_path', '')})\n")
     out.write(f"Started:   {doc.get('started_at')}\n")
     out.write(f"Updated:   {doc.get('updated_at')}\n")
-    out.write(f"Progress:  step {wf.get('current_step', 0)} of {wf.get('total_steps', 0)}\n")
+    out.write(f"Progress:  {wf.get('current_step', 0)} of {wf.get('total_steps', 0)} steps "
+              "completed\n")
     if doc.get("error"):
         out.write(f"Error:     {doc.get('error')}\n")
     analytics = doc.get("analytics") or {}

@@ -194,10 +194,13 @@ def resolve_environment(
             secret = content[:-1] if content.endswith("\n") else content
         values[name] = secret
         secrets.append(secret)
+    secret_names = {value: name for name, value in values.items() if value in secrets}
     for secret in secrets:
         if 0 < len(secret) < 4:
+            name = secret_names.get(secret, "?")
             warnings.append(Problem(severity="warning", code="W1013", file=file,
-                                    message="a secret shorter than 4 characters cannot be "
-                                            "masked"))
+                                    path=f"$.secrets.{name}",
+                                    message=f"secret '{name}' is shorter than 4 characters "
+                                            "and cannot be masked"))
     return ResolvedEnv(values=tuple(values.items()), secret_values=tuple(secrets),
                        problems=tuple(problems), warnings=tuple(warnings))
