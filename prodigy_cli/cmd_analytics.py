@@ -15,7 +15,7 @@ import io
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import attrs
 
@@ -182,8 +182,10 @@ def summary(args: argparse.Namespace, scope: Scope, out: TextIO, err: TextIO,
         for t in rows:
             out.write(f"  {t.name:<12} {t.uses:>5} uses  {t.errors:>4} errors "
                       f"({t.error_rate:.0%})\n")
-    for title, by in (("Most expensive", "cost"), ("Slowest", "duration")):
-        top = report.top_steps(records, n=5, by=by)  # type: ignore[arg-type]
+    orders: tuple[tuple[str, Literal["cost", "duration"]], ...] = (
+        ("Most expensive", "cost"), ("Slowest", "duration"))
+    for title, by in orders:
+        top = report.top_steps(records, n=5, by=by)
         out.write(f"{title}:\n")
         for g in top:
             out.write(f"  {money(g.cost_usd):>10}  {duration(g.duration_ms):>8}  {g.key}  "

@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from prodigy_core.interpolate import Var, interpolate
+from prodigy_core.interpolate import Var, interpolate, lookup
+from prodigy_core.json_values import JSON
 from prodigy_core.model import (
     EnvConditional,
     EnvDynamic,
@@ -135,7 +136,7 @@ def resolve_environment(
             else:
                 values[name] = result
         elif isinstance(value, EnvConditional):
-            from prodigy_core.expr_eval import MISSING, eval_when
+            from prodigy_core.expr_eval import MISSING, Missing, eval_when
             from prodigy_core.expr_parse import ExprError, parse_when
 
             parsed = parse_when(value.condition)
@@ -143,11 +144,11 @@ def resolve_environment(
             if not isinstance(parsed, ExprError):
                 vars_now = variables()
 
-                def resolve(path: str) -> object:
-                    var = vars_now.get(path)
+                def resolve(path: str) -> JSON | Missing:
+                    var = lookup(path, vars_now, environ)
                     return MISSING if var is None else var.value
 
-                verdict = eval_when(parsed, resolve)  # type: ignore[arg-type]
+                verdict = eval_when(parsed, resolve)
                 if verdict is True:
                     chosen = value.when_true
             values[name] = chosen
