@@ -41,7 +41,7 @@ class _Watch:
 
 def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
              cwd: str) -> int:
-    if args.command in ("run", "resume") and getattr(args, "json", False):
+    if args.command in ("run", "resume", "exec") and getattr(args, "json", False):
         # --json: stdout carries exactly one JSON document, also when the run never started
         watched_out, watched_err = _Watch(out), _Watch(err)
         code = _dispatch(args, out=watched_out, err=watched_err,  # type: ignore[arg-type]
@@ -76,6 +76,8 @@ def _dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: di
             return cmd_run(args, out=out, err=err, environ=environ, cwd=cwd)
         if args.command == "resume":
             return cmd_resume(args, out=out, err=err, environ=environ, cwd=cwd)
+        if args.command == "exec":
+            return cmd_exec(args, out=out, err=err, environ=environ, cwd=cwd)
         if args.command == "validate":
             from prodigy_cli.cmd_validate import cmd_validate
 
@@ -133,8 +135,53 @@ def _verbosity(args: argparse.Namespace) -> tuple[int, bool]:
     return int(getattr(args, "verbose", 0) or 0), bool(getattr(args, "quiet", False))
 
 
+EXEC_PATH = "(exec)"
+
+
+def exec_workflow(command: str, *, retry: int, timeout: str | None,
+                  model: str | None) -> str:
+    """The one-step workflow of ``prodigy exec`` (spec 08 §2.2), as JSON text."""
+    text = command.strip()
+    if text.startswith("claude:"):
+        kind, body = "claude", text[len("claude:"):].strip()
+    elif text.startswith("/"):
+        kind, body = "claude", text
+    elif text.startswith("shell:"):
+        kind, body = "shell", text[len("shell:"):].strip()
+    else:
+        kind, body = "shell", command
+    step: dict[str, Any] = {kind: body}
+    if retry > 1:
+        step["retry"] = {"attempts": retry}
+    if timeout:
+        step["timeout"] = timeout
+    if model and kind == "claude":
+        step["model"] = model
+    return json.dumps({"name": "exec", "commands": [step]}, indent=2)
+
+
+def cmd_exec(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
+             cwd: str) -> int:
+    """``prodigy exec <command>``: ``run`` of a one-step workflow; the merge is automatic."""
+    from prodigy_effects.workflow_io import load_workflow_text
+
+    if args.retry < 1:
+        err.write(f"error[E8001]: --retry must be at least 1 (got {args.retry})\n")
+        return 2
+    text = exec_workflow(args.exec_command, retry=args.retry, timeout=args.timeout,
+                         model=args.model)
+    loaded = load_workflow_text(text, display_path=EXEC_PATH, stem="exec", environ=environ)
+    (err if args.json else out).write(f"Executing command: {args.exec_command}\n")
+    run_args = argparse.Namespace(
+        workflow=EXEC_PATH, path=args.path, param=[], param_file=None, worktree=None,
+        max_iterations=1, profile=None, strict=False, map=[], args=[], fail_fast=False,
+        strict_vars=False, dry_run=False, yes=True, json=args.json,
+        verbose=getattr(args, "verbose", 0), quiet=getattr(args, "quiet", False))
+    return cmd_run(run_args, out=out, err=err, environ=environ, cwd=cwd, preloaded=loaded)
+
+
 def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
-            cwd: str) -> int:
+            cwd: str, preloaded: Any = None) -> int:
     from prodigy_effects import runner
     from prodigy_effects.workflow_io import load_workflow_file
 
@@ -142,22 +189,19 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     if not project.is_dir():
         err.write(f"error[E8001]: project directory {project} does not exist\n")
         return 2
-    wf_path = _abs(cwd, args.workflow)
+    wf_path = _abs(cwd, args.workflow) if preloaded is None else Path(args.workflow)
     if args.param or args.param_file:
         err.write("error[E1016]: --param/--param-file need workflow composition, which is not "
                   "available yet in this version of Prodigy\n")
-        return 2
-    if args.worktree:
-        err.write("error[E1016]: --worktree needs session worktrees, which are not available "
-                  "yet in this version of Prodigy\n")
         return 2
     if args.max_iterations < 1:
         err.write(f"error[E8001]: -n/--max-iterations must be at least 1 (got "
                   f"{args.max_iterations})\n")
         return 2
     profile = args.profile or environ.get("PRODIGY_PROFILE")
-    loaded = load_workflow_file(wf_path, display_path=args.workflow, environ=environ,
-                                profile=profile, strict=args.strict)
+    loaded = preloaded or load_workflow_file(wf_path, display_path=args.workflow,
+                                             environ=environ, profile=profile,
+                                             strict=args.strict)
     print_problems(loaded.problems, err)
     if loaded.workflow is None or any(p.is_error for p in loaded.problems):
         errors = sum(1 for p in loaded.problems if p.is_error)
@@ -174,13 +218,21 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
         print_problems(gaps, err)
         return 2
     verbosity, quiet = _verbosity(args)
-    repo = runner.find_repo(project)
     try:
-        inputs = runner.map_inputs(project, args.map, Path(repo.root)) if args.map else []
+        checkout = runner.git_checkout(project)
+        named = args.worktree or _workflow_worktree(workflow)
+        if named:
+            runner.check_worktree_name(named)
+        repo = runner.Repo(root=checkout.root, name=checkout.name, is_git=True)
+        map_warnings: list[str] = []
+        inputs = runner.map_inputs(project, args.map, Path(checkout.top),
+                                   warnings=map_warnings) if args.map else []
+        for text in map_warnings:
+            err.write(f"warning[W4001]: {text}\n")
     except runner.RunError as exc:
-        err.write(f"error[{exc.code}]: {exc.message}\n")
+        _run_error(exc, err)
         return exc.exit_code
-    resolved = runner.resolve_env(workflow, repo_root=repo.root, project_dir=str(project),
+    resolved = runner.resolve_env(workflow, repo_root=checkout.top, project_dir=str(project),
                                   environ=environ, profile=profile, args=tuple(args.args),
                                   file=args.workflow, dry_run=args.dry_run)
     print_problems(resolved.warnings, err)
@@ -204,12 +256,18 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     claude = _claude_settings(workflow, environ, repo.root, dry_run=args.dry_run, err=err)
     if claude is None:
         return 2
+    storage = storage_for(environ)
+    try:
+        worktree = runner.worktree_spec(storage, checkout, named or session_id,
+                                        named=bool(named), environ=environ)
+    except ValueError as exc:
+        err.write(f"error[E8001]: {exc}\n")
+        return 2
     ctx = runner.build_context(req, session_id=session_id, repo=repo, resolved=resolved,
-                               inputs=all_inputs, claude=claude)
+                               inputs=all_inputs, claude=claude, worktree=worktree)
     if args.dry_run:
         result = runner.run_dry(req, ctx, out)
         return 0 if result.exit_code == 0 else result.exit_code
-    storage = storage_for(environ)
     storage.ensure()
     human = err if args.json else out
     human.write(f"Starting session: {session_id}\n")
@@ -217,11 +275,46 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
                                         "source_text": loaded.text or "",
                                         "workflow_hash": ctx.workflow_hash})
     transition = run_machine.start(workflow, ctx)
-    result = runner.execute(transition, ctx, storage, verbosity=verbosity, quiet=quiet,
-                            json_mode=args.json, out=out, err=err)
+    try:
+        result = runner.execute(transition, ctx, storage, verbosity=verbosity, quiet=quiet,
+                                json_mode=args.json, out=out, err=err)
+    except StorageError as exc:
+        err.write(f"error[{exc.code}]: {exc}\n")
+        return 1 if exc.code == "E5004" else 2
     if args.json:
         out.write(json.dumps(result.outcome) + "\n")
     return result.exit_code
+
+
+def _stored_worktree(session: dict[str, Any], storage: Any, repo_name: str,
+                     environ: dict[str, str]) -> Any:
+    """The session worktree recorded in a session record (None for runs without one)."""
+    from prodigy_core.context import WorktreeSpec
+
+    doc = session.get("worktree")
+    if not isinstance(doc, dict) or not doc.get("path") or not doc.get("branch"):
+        return None
+    auto = environ.get("PRODIGY_AUTO_CLEANUP", "").strip().lower() not in ("false", "0", "no")
+    return WorktreeSpec(
+        name=str(doc.get("name")), path=str(doc["path"]), branch=str(doc["branch"]),
+        base_commit=str(doc.get("base_commit") or ""),
+        original_branch=doc.get("original_branch") if isinstance(
+            doc.get("original_branch"), str) else None,
+        named=bool(doc.get("named")), reuse=bool(doc.get("named")), auto_cleanup=auto,
+        repo_lock=str(storage.repo_lock_file(repo_name)), subdir=str(doc.get("subdir") or ""))
+
+
+def _workflow_worktree(workflow: Any) -> str | None:
+    for key, value in workflow.extra:
+        if key == "worktree" and isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _run_error(exc: Any, err: TextIO) -> None:
+    err.write(f"error[{exc.code}]: {exc.message}\n")
+    if exc.hint:
+        err.write(f"  = help: {exc.hint}\n")
 
 
 def _claude_settings(workflow: Any, environ: dict[str, str], repo_root: str, *,
@@ -322,8 +415,9 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
                       f"  = help: restore {wf_path} and run `prodigy resume {session_id}` "
                       "again\n")
             return 2
-        err.write(f"warning: workflow file {wf_path} is gone; resuming from the stored "
-                  "snapshot\n")
+        if str(wf_path) != EXEC_PATH:
+            err.write(f"warning: workflow file {wf_path} is gone; resuming from the stored "
+                      "snapshot\n")
         import tempfile
 
         with tempfile.NamedTemporaryFile("w", suffix=wf_path.suffix or ".yml",
@@ -361,15 +455,17 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
     req = runner.RunRequest(
         workflow=workflow, workflow_path=str(wf_path), workflow_text=text or "",
         project_dir=Path(repo.root), environ=environ, args=args_list,
-        max_iterations=int(exec_state.get("total_iterations") or 1), auto_yes=args.yes,
+        max_iterations=int(exec_state.get("total_iterations") or 1),
+        auto_yes=args.yes or str(wf_path) == EXEC_PATH,  # `exec` always merges
         fail_fast=bool(inputs_doc.get("fail_fast", False)),
         profile=profile, verbosity=verbosity, quiet=quiet, json_mode=args.json,
     )
     claude = _claude_settings(workflow, environ, repo.root, dry_run=False, err=err)
     if claude is None:
         return 2
+    worktree = _stored_worktree(session, storage, repo.name, environ)
     ctx = runner.build_context(req, session_id=session_id, repo=repo, resolved=resolved,
-                               inputs=inputs, claude=claude)
+                               inputs=inputs, claude=claude, worktree=worktree)
     if isinstance(session.get("started_at"), str) and session["started_at"]:
         # a resumed session keeps the time it first started
         import attrs

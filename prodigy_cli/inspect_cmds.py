@@ -111,6 +111,18 @@ def sessions_show(args: argparse.Namespace, storage: Storage, out: TextIO, err: 
               "completed\n")
     if doc.get("error"):
         out.write(f"Error:     {doc.get('error')}\n")
+    wt = doc.get("worktree")
+    if isinstance(wt, dict):
+        out.write(f"Worktree:  {wt.get('name')} ({wt.get('path')}, branch {wt.get('branch')}"
+                  f", from {wt.get('original_branch') or '-'})\n")
+        merge = doc.get("merge") or {}
+        if merge.get("merged"):
+            state = f"merged into {merge.get('target')}"
+        elif merge.get("reason"):
+            state = f"not merged ({merge.get('reason')})"
+        else:
+            state = "not merged yet"
+        out.write(f"Merge:     {state}\n")
     analytics = doc.get("analytics") or {}
     out.write(f"Cost:      ${float(analytics.get('total_cost_usd') or 0.0):.2f} "
               f"({analytics.get('claude_calls', 0)} Claude calls)\n")

@@ -12,11 +12,9 @@ from typing import Any, TextIO
 from prodigy_cli import VERSION
 
 NOT_YET = {
-    "exec": "runs one command as a one-step workflow",
     "batch": "runs one command over many files as a MapReduce job",
     "resume-job": "resumes a MapReduce job",
     "goal-seek": "runs a goal-seeking loop",
-    "worktree": "manages session worktrees",
     "dlq": "inspects and retries failed MapReduce items",
 }
 
@@ -197,6 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict-vars", action="store_true")
     run.add_argument("--json", action="store_true")
 
+    exe = sub.add_parser("exec", parents=[common],
+                         help="run one command as a one-step workflow (merged automatically)")
+    exe.add_argument("exec_command", metavar="COMMAND",
+                     help="'/slash-command …' or 'claude: …' for Claude, else a shell command")
+    exe.add_argument("--retry", type=int, default=1, metavar="N",
+                     help="total attempts (default 1)")
+    exe.add_argument("--timeout", metavar="DURATION", help="step timeout, e.g. 30s, 10m")
+    exe.add_argument("--model", metavar="NAME", help="model for a Claude command")
+    exe.add_argument("-p", "--path", help="project directory (default: current directory)")
+    exe.add_argument("--json", action="store_true")
+
     resume = sub.add_parser("resume", parents=[common], help="resume an interrupted session")
     resume.add_argument("id", nargs="?")
     resume.add_argument("--from-checkpoint")
@@ -221,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     from prodigy_cli.cmd_init import add_parser as _init_parser
 
     _init_parser(sub, common)
+    from prodigy_cli.worktree_args import add_parser as _worktree_parser
+
+    _worktree_parser(sub, common, _Parser)
 
     for name, text in NOT_YET.items():
         p = sub.add_parser(name, help=f"(not available yet) {text}", add_help=True)
@@ -257,10 +269,15 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
         err.write(f"error[E8001]: `prodigy {args.command}` {NOT_YET[args.command]}, but it does "
                   "not exist yet in this version of Prodigy.\n")
         return 2
-    from prodigy_cli import commands
-
     args.stdin = sys.stdin if stdin is None else stdin
     try:
+        if args.command == "worktree":
+            from prodigy_cli import cmd_worktree
+
+            return cmd_worktree.dispatch(args, out=out, err=err, environ=env,
+                                         cwd=cwd or os.getcwd())
+        from prodigy_cli import commands
+
         return commands.dispatch(args, out=out, err=err, environ=env, cwd=cwd or os.getcwd())
     except BrokenPipeError:
         # the reader went away (`prodigy events ls | head`): stop quietly, as CLI tools do

@@ -34,6 +34,34 @@ class InputSpec:
 
 
 @attrs.frozen(kw_only=True)
+class WorktreeSpec:
+    """The session worktree a run works in (spec 06 §3).
+
+    Decided before the run starts: ``name`` (the session id, or the ``--worktree`` name),
+    ``path`` (``<storage>/worktrees/<repo>/<name>``), ``branch`` (``prodigy-<name>``),
+    ``base_commit`` (the user's ``HEAD``, or the named worktree's ``HEAD`` when it is
+    reused), ``original_branch`` (spec 06 §4.1; None when there is no branch at all),
+    ``named`` (never removed automatically) and ``auto_cleanup`` (``PRODIGY_AUTO_CLEANUP``).
+    ``user_dir`` is the directory the user started Prodigy in (inside the user's checkout);
+    ``repo_lock`` the path of the per-repository git lock (``prodigy_effects.repolock``);
+    ``subdir`` the project directory relative to the top of the checkout (steps run in
+    the same subdirectory of the worktree).
+    """
+
+    name: str
+    path: str
+    branch: str
+    base_commit: str
+    original_branch: str | None = None
+    named: bool = False
+    reuse: bool = False
+    auto_cleanup: bool = True
+    user_dir: str = ""
+    repo_lock: str = ""
+    subdir: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class RunContext:
     session_id: str
     workflow_name: str
@@ -61,6 +89,14 @@ class RunContext:
     seed: int = 0
     claude: ClaudeSettings = ClaudeSettings()
     is_root: bool = False
+    # the session worktree (None: the run works in ``project_dir`` itself, as library
+    # users and the tests of the spine may ask); ``project_dir`` is then inside it
+    worktree: WorktreeSpec | None = None
+
+    @property
+    def start_commit(self) -> str | None:
+        """The commit the scope's worktree started from (``workflow.*``, spec 03 §7.2)."""
+        return self.worktree.base_commit if self.worktree is not None else None
 
     @property
     def environ_map(self) -> dict[str, str]:

@@ -280,6 +280,17 @@ class RunClaude:
     step_path: str = ""
 
 
+from prodigy_core.worktree_ops import (  # noqa: E402  (members of the union)
+    AskUser,
+    ConcludeMerge,
+    CreateWorktree,
+    InspectMerge,
+    MergeBranch,
+    RemoveWorktree,
+    SaveWorktreeMeta,
+    VerifyMerged,
+)
+
 Effect = (
     RunCommand
     | RunClaude
@@ -297,10 +308,19 @@ Effect = (
     | Print
     | DescribeStep
     | Finish
+    | CreateWorktree
+    | InspectMerge
+    | AskUser
+    | MergeBranch
+    | ConcludeMerge
+    | VerifyMerged
+    | RemoveWorktree
+    | SaveWorktreeMeta
 )
 
 SPAWNED = (RunCommand, RunClaude, WriteFile, ReadFile, ReadGitHead, CommitChanges, ListCommits,
-           SquashCommits, Sleep)
+           SquashCommits, Sleep, CreateWorktree, InspectMerge, AskUser, MergeBranch,
+           ConcludeMerge, VerifyMerged, RemoveWorktree)
 
 EFFECT_TAGS: dict[type, str] = {
     RunCommand: "run_command",
@@ -319,4 +339,12 @@ EFFECT_TAGS: dict[type, str] = {
     Print: "print",
     DescribeStep: "describe_step",
     Finish: "finish",
+    CreateWorktree: "create_worktree",
+    InspectMerge: "inspect_merge",
+    AskUser: "ask_user",
+    MergeBranch: "merge_branch",
+    ConcludeMerge: "conclude_merge",
+    VerifyMerged: "verify_merged",
+    RemoveWorktree: "remove_worktree",
+    SaveWorktreeMeta: "save_worktree_meta",
 }

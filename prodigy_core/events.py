@@ -116,7 +116,9 @@ class CommitsListed:
 
     ``head`` is the current ``HEAD``; ``commits`` are ``(sha, message)`` of the new
     commits, oldest first; the file lists are repository-relative, sorted, without
-    duplicates (renames count as deletion plus addition).  ``planned`` in a dry run.
+    duplicates (renames count as deletion plus addition).  ``insertions`` and
+    ``deletions`` are line totals over tracked files between ``since`` and the working
+    tree (binary files count 0; spec 03 §7.3).  ``planned`` in a dry run.
     """
 
     command_id: int
@@ -125,6 +127,8 @@ class CommitsListed:
     files_added: tuple[str, ...] = ()
     files_modified: tuple[str, ...] = ()
     files_deleted: tuple[str, ...] = ()
+    insertions: int = 0
+    deletions: int = 0
     planned: bool = False
 
 
@@ -205,6 +209,19 @@ class ClaudeFinished:
     planned: bool = False
 
 
+from prodigy_core.worktree_ops import (  # noqa: E402  (members of the union)
+    BranchMerged,
+    MergeConcluded,
+    MergeConflicted,
+    MergeFailed,
+    MergeInspected,
+    MergeVerified,
+    UserAnswered,
+    WorktreeCreated,
+    WorktreeFailed,
+    WorktreeRemoved,
+)
+
 Event = (
     CommandFinished
     | ClaudeLine
@@ -220,6 +237,16 @@ Event = (
     | GitFailed
     | Slept
     | CancelRequested
+    | WorktreeCreated
+    | WorktreeFailed
+    | MergeInspected
+    | UserAnswered
+    | BranchMerged
+    | MergeConflicted
+    | MergeFailed
+    | MergeConcluded
+    | MergeVerified
+    | WorktreeRemoved
 )
 
 EVENT_TAGS: dict[type, str] = {
@@ -237,4 +264,14 @@ EVENT_TAGS: dict[type, str] = {
     GitFailed: "git_failed",
     Slept: "slept",
     CancelRequested: "cancel_requested",
+    WorktreeCreated: "worktree_created",
+    WorktreeFailed: "worktree_failed",
+    MergeInspected: "merge_inspected",
+    UserAnswered: "user_answered",
+    BranchMerged: "branch_merged",
+    MergeConflicted: "merge_conflicted",
+    MergeFailed: "merge_failed",
+    MergeConcluded: "merge_concluded",
+    MergeVerified: "merge_verified",
+    WorktreeRemoved: "worktree_removed",
 }

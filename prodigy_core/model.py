@@ -162,8 +162,30 @@ class ValidateSpec:
 
 
 @attrs.frozen(kw_only=True)
+class GitUse:
+    """Which git context variables (spec 03 §7) a step needs; set by ``prodigy_core.gitvars``.
+
+    ``step`` / ``workflow``: the step's own interpolated texts read ``step.*`` /
+    ``workflow.*``.  The other fields are set on the top-level steps of a scope only:
+    ``record_start`` (some step or handler of the scope reads ``step.*``: record ``HEAD``
+    before each executed step), ``record_end`` (some top-level step reads ``step.*``:
+    list each executed step's changes when it finishes), ``scope_workflow`` (some step
+    or handler reads ``workflow.*``: the scope's start commit is needed).
+    """
+
+    step: bool = False
+    workflow: bool = False
+    record_start: bool = False
+    record_end: bool = False
+    scope_workflow: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class Step:
-    """One step, in any scope (spec 02). ``source`` is its ``$.path`` in the file."""
+    """One step, in any scope (spec 02). ``source`` is its ``$.path`` in the file.
+
+    ``git`` is None unless the step's scope uses git context variables (see ``GitUse``).
+    """
 
     kind: StepKind
     command: str = ""
@@ -196,6 +218,7 @@ class Step:
     model: str | None = None
     validate: ValidateSpec | None = None
     legacy_test: bool = False
+    git: GitUse | None = None
     source: str = "$"
 
 

@@ -28,7 +28,7 @@ from typing import Literal
 import attrs
 from pyrsistent import PMap, pmap
 
-from prodigy_core import analytics, commits, stepper
+from prodigy_core import analytics, commits, merge_machine, stepper
 from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, builtin_variables
 from prodigy_core.display import display_name
@@ -57,6 +57,12 @@ from prodigy_core.run_records import (
     str_list,
 )
 from prodigy_core.support import walk
+from prodigy_core.worktree_ops import (
+    CreateWorktree,
+    SaveWorktreeMeta,
+    WorktreeCreated,
+    WorktreeFailed,
+)
 
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 CHECKPOINT_VERSION = 1
@@ -90,6 +96,13 @@ class RunState:
     resumed: bool = False
     last_time: str = ""
     total_duration: float = 0.0
+    # the session worktree (spec 06 §3): "worktree" while it is being created, "steps"
+    # while steps run, "merge" while the merge machine runs (spec 06 §7)
+    phase: Literal["worktree", "steps", "merge"] = "steps"
+    worktree_request: int | None = None
+    resume_to_merge: bool = False
+    merge: merge_machine.MergeMachine | None = None
+    merge_outcome: merge_machine.MergeOutcome | None = None
 
     @property
     def input_count(self) -> int:
@@ -97,7 +110,7 @@ class RunState:
 
     @property
     def finished(self) -> bool:
-        return self.status != "running"
+        return self.status != "running" and self.phase != "merge"
 
 
 @attrs.frozen(kw_only=True)
@@ -111,12 +124,86 @@ class Transition:
 
 def start(workflow: Workflow, ctx: RunContext) -> Transition:
     state = RunState(workflow=workflow, ctx=ctx, last_time=ctx.started_at)
+    if _needs_worktree(ctx):
+        return _create_worktree(state, "reuse" if ctx.worktree and ctx.worktree.reuse
+                                else "create")
+    return _started(state)
+
+
+def _needs_worktree(ctx: RunContext) -> bool:
+    return ctx.worktree is not None and not ctx.dry_run
+
+
+def _create_worktree(state: RunState, mode: Literal["create", "reuse", "resume"]) -> Transition:
+    wt = state.ctx.worktree
+    if wt is None:
+        raise InvalidTransition("no worktree to create")
+    cid = state.stepper.next_id
+    state = attrs.evolve(state, phase="worktree", worktree_request=cid,
+                         stepper=attrs.evolve(state.stepper, next_id=cid + 1))
+    return Transition(state=state, effects=(CreateWorktree(
+        command_id=cid, repo_root=state.ctx.repo_root, path=wt.path, branch=wt.branch,
+        base_commit=wt.base_commit, mode=mode, user_dir=wt.user_dir,
+        lock_path=wt.repo_lock),))
+
+
+def _on_worktree(state: RunState, event: Event) -> Transition:
+    if isinstance(event, CancelRequested):
+        return Transition(state=attrs.evolve(state, cancel_signal=event.signal), effects=())
+    if not isinstance(event, WorktreeCreated | WorktreeFailed) or \
+            event.command_id != state.worktree_request:
+        raise InvalidTransition(f"the run waits for its worktree but received "
+                                f"{type(event).__name__}")
+    state = attrs.evolve(state, phase="steps", worktree_request=None)
+    if isinstance(event, WorktreeFailed):
+        return _worktree_failed(state, event)
+    wt = state.ctx.worktree
+    effects: list[Effect] = []
+    if event.created or event.recreated:
+        effects.append(Print(text=f"Created worktree at: {event.path}"))
+    elif not state.resumed:
+        effects.append(Print(text=f"Using worktree at: {event.path}"))
+    if event.dirty and not state.resumed:
+        start = wt.base_commit[:12] if wt is not None else "HEAD"
+        effects.append(Print(
+            text=f"warning[W4001]: uncommitted changes in your checkout are not part of this "
+                 f"run ({len(event.dirty)} path(s), e.g. {event.dirty[0]}); it starts from "
+                 f"commit {start}", stream="err"))
+    if event.created or event.recreated:
+        effects.append(LogEvent(event_type="worktree_created", fields=(
+            ("worktree_name", wt.name if wt else ""), ("branch", event.branch),
+            ("path", event.path), ("recreated", event.recreated),
+            ("session_id", state.ctx.session_id))))
+    effects.append(SaveWorktreeMeta(doc=merge_machine.meta_doc(
+        state.ctx, "in_progress", iterations=state.iteration - 1, head=event.head)))
+    if state.cancel_signal is not None:
+        more = _interrupted(state)
+        return Transition(state=more.state, effects=(*effects, *more.effects))
+    more = _resumed(state) if state.resumed else _started(state)
+    return Transition(state=more.state, effects=(*effects, *more.effects))
+
+
+def _worktree_failed(state: RunState, event: WorktreeFailed) -> Transition:
+    code = 2 if event.code in ("E4001", "E4002", "E4006") else 1
+    state = attrs.evolve(state, status="failed", error=event.message, error_code=event.code)
+    effects: list[Effect] = [
+        Print(text=f"error[{event.code}]: {event.message}", level="result", stream="err"),
+        SaveSession(session=_session(state)),
+        Finish(outcome=summary(state, code), exit_code=code),
+    ]
+    return Transition(state=state, effects=tuple(effects))
+
+
+def _started(state: RunState) -> Transition:
+    workflow, ctx = state.workflow, state.ctx
+    wt = ctx.worktree
     effects: list[Effect] = [
         SaveSession(session=_session(state)),
         LogEvent(event_type="workflow_started", fields=(
             ("workflow_name", workflow.name), ("workflow_path", ctx.workflow_path),
             ("mode", "standard"), ("total_steps", len(workflow.steps)),
-            ("worktree_path", ctx.project_dir), ("branch", None), ("original_branch", None),
+            ("worktree_path", ctx.project_dir), ("branch", wt.branch if wt else None),
+            ("original_branch", wt.original_branch if wt else None),
             ("profile", ctx.profile), ("session_id", ctx.session_id),
         )),
         Print(text=f"Executing workflow: {workflow.name} (max {ctx.max_iterations} iterations)"),
@@ -190,18 +277,31 @@ def resume(
         resumed=True, last_time=ctx.started_at,
         head_at_iteration_start=exec_state.get("iteration_start_head")  # type: ignore[arg-type]
         if isinstance(exec_state.get("iteration_start_head"), str) else None,
+        resume_to_merge=exec_state.get("status") == "Completed",
     )
+    if _needs_worktree(ctx):
+        return _create_worktree(state, "resume")
+    return _resumed(state)
+
+
+def _resumed(state: RunState) -> Transition:
+    workflow, ctx = state.workflow, state.ctx
     total = len(workflow.steps)
     effects: list[Effect] = [
         SaveSession(session=_session(state)),
         LogEvent(event_type="workflow_resumed", fields=(
-            ("from_step", step_index), ("checkpoint_version", CHECKPOINT_VERSION),
+            ("from_step", state.step_index), ("checkpoint_version", CHECKPOINT_VERSION),
             ("session_id", ctx.session_id),
         )),
-        Print(text=f"Checkpoint: step {min(step_index + 1, total)} of {total}"),
+        Print(text=f"Checkpoint: step {min(state.step_index + 1, total)} of {total}"),
         *_start_warnings(workflow, ctx),
     ]
-    state, more = _begin_position(state, resuming=True)
+    if state.resume_to_merge and _needs_worktree(ctx):
+        # every step had completed; only the merge was left (spec 06 §7.1)
+        state = attrs.evolve(state, status="completed")
+        state, more = _begin_merge(state)
+    else:
+        state, more = _begin_position(state, resuming=True)
     return Transition(state=state, effects=(*effects, *more))
 
 
@@ -209,6 +309,10 @@ def step(state: RunState, event: Event) -> Transition:
     """Feed one event to the run (the interpreter is the only caller)."""
     if state.finished:
         raise InvalidTransition(f"run is {state.status} but received {type(event).__name__}")
+    if state.phase == "worktree":
+        return _on_worktree(state, event)
+    if state.phase == "merge":
+        return _on_merge_event(state, event)
     if isinstance(event, CancelRequested):
         return _on_cancel(state, event)
     if isinstance(event, GitHeadRead) and state.head_request is not None \
@@ -419,7 +523,11 @@ def _input_finished(state: RunState, success: bool) -> tuple[RunState, list[Effe
         return state, [*effects, *_failed_effects(
             state, f"{len(state.failed_inputs)} input(s) failed: {failed}")]
     state = attrs.evolve(state, status="completed")
-    return state, [*effects, *_completed_effects(state)]
+    effects += _completed_effects(state)
+    if _needs_worktree(state.ctx):
+        state, more = _begin_merge(state)
+        effects += more
+    return state, effects
 
 
 def _input_failed(state: RunState, effects: list[Effect]) -> tuple[RunState, list[Effect]]:
@@ -453,8 +561,8 @@ def summary(state: RunState, exit_code: int) -> dict[str, JSON]:
         "session_id": state.ctx.session_id,
         "job_id": None,
         "workflow": state.ctx.workflow_path,
-        "worktree": None,
-        "merge": {"target": None, "merged": False, "reason": "no_worktree"},
+        "worktree": _worktree_json(state.ctx),
+        "merge": _merge_json(state),
         "steps": {"total": max(len(state.workflow.steps), sum(state.counts.values())),
                   "succeeded": state.counts["succeeded"], "failed": state.counts["failed"],
                   "skipped": state.counts["skipped"]},
@@ -466,8 +574,26 @@ def summary(state: RunState, exit_code: int) -> dict[str, JSON]:
     }
 
 
+def _worktree_json(ctx: RunContext) -> dict[str, JSON] | None:
+    wt = ctx.worktree
+    if wt is None:
+        return None
+    return {"name": wt.name, "path": wt.path, "branch": wt.branch,
+            "original_branch": wt.original_branch, "base_commit": wt.base_commit,
+            "named": wt.named, "subdir": wt.subdir}
+
+
+def _merge_json(state: RunState) -> dict[str, JSON]:
+    if state.ctx.worktree is None:
+        return {"target": None, "merged": False, "reason": "no_worktree"}
+    if state.merge_outcome is not None:
+        return state.merge_outcome.to_json()
+    # not merged because the run did not complete (or is a dry run): no merge reason
+    return {"target": None, "merged": False, "reason": None}
+
+
 def _completed_effects(state: RunState) -> list[Effect]:
-    return [
+    effects: list[Effect] = [
         LogEvent(event_type="workflow_completed", fields=(
             ("duration_ms", int(state.total_duration * 1000)),
             ("steps_succeeded", state.counts["succeeded"]),
@@ -475,11 +601,75 @@ def _completed_effects(state: RunState) -> list[Effect]:
             ("cost_usd", round(state.stepper.usage.total_cost_usd, 6)),
             ("session_id", state.ctx.session_id))),
         SaveCheckpoint(checkpoint=checkpoint_doc(state, "Completed")),
+    ]
+    if _needs_worktree(state.ctx):
+        # the session stays Running until the merge step is over: a crash during the
+        # merge is resumed straight into the merge (which git makes idempotent)
+        return [*effects, Print(text="Workflow completed successfully", level="result"),
+                *_summary_prints(state)]
+    return [
+        *effects,
         SaveSession(session=_session(state)),
         Print(text="Workflow completed successfully", level="result"),
         *_summary_prints(state),
         Finish(outcome=summary(state, 0), exit_code=0),
     ]
+
+
+# --- the merge step (spec 06 §7) ---------------------------------------------------
+
+
+def _begin_merge(state: RunState) -> tuple[RunState, list[Effect]]:
+    machine = merge_machine.MergeMachine(
+        ctx=state.ctx, workflow=state.workflow, ask=not state.ctx.auto_yes,
+        stepper=stepper.Stepper(vars=state.stepper.vars, next_id=state.stepper.next_id))
+    moved = merge_machine.begin(machine)
+    state = attrs.evolve(state, phase="merge", merge=moved.machine)
+    return _after_merge_move(state, list(moved.effects))
+
+
+def _on_merge_event(state: RunState, event: Event) -> Transition:
+    machine = state.merge
+    if machine is None:
+        raise InvalidTransition("merge phase without a merge machine")
+    if isinstance(event, CancelRequested):
+        if state.cancel_signal is not None:
+            return Transition(state=state, effects=())
+        # stop what runs (a Claude resolution, a prompt); the merge machine then ends
+        # without starting anything new
+        return Transition(state=attrs.evolve(state, cancel_signal=event.signal,
+                                             merge=merge_machine.cancel(machine)),
+                          effects=(CancelCommands(),))
+    moved = merge_machine.on_event(machine, event)
+    state = attrs.evolve(state, merge=moved.machine)
+    state, effects = _after_merge_move(state, list(moved.effects))
+    return Transition(state=state, effects=tuple(effects))
+
+
+def _after_merge_move(state: RunState,
+                      effects: list[Effect]) -> tuple[RunState, list[Effect]]:
+    machine = state.merge
+    if machine is None or machine.outcome is None:
+        return state, effects
+    outcome = machine.outcome
+    usage = analytics.combine(state.stepper.usage, machine.stepper.usage)
+    state = attrs.evolve(state, phase="steps", merge_outcome=outcome,
+                         stepper=attrs.evolve(state.stepper, usage=usage,
+                                              next_id=machine.stepper.next_id))
+    code = 1 if outcome.failed else 0
+    if outcome.failed:
+        state = attrs.evolve(state, error=outcome.error, error_code=outcome.error_code)
+    if state.cancel_signal is not None and not outcome.merged:
+        code = 143 if state.cancel_signal == "SIGTERM" else 130
+    effects += [
+        LogEvent(event_type="merge_finished", fields=(
+            ("merged", outcome.merged), ("target", outcome.target),
+            ("reason", outcome.reason), ("error_code", outcome.error_code),
+            ("session_id", state.ctx.session_id))),
+        SaveSession(session=_session(state)),
+        Finish(outcome=summary(state, code), exit_code=code),
+    ]
+    return state, effects
 
 
 def _failed_effects(state: RunState, error: str) -> list[Effect]:
@@ -491,10 +681,25 @@ def _failed_effects(state: RunState, error: str) -> list[Effect]:
             ("step_index", state.step_index), ("session_id", sid))),
         SaveCheckpoint(checkpoint=checkpoint_doc(state, "Failed")),
         SaveSession(session=_session(state)),
+        *_keep_worktree(state, "failed"),
         Print(text=f"Workflow failed: {first}", level="result", stream="err"),
         Print(text=f"Resume with: prodigy resume {sid}", level="result", stream="err"),
         *_summary_prints(state),
         Finish(outcome=summary(state, 1), exit_code=1),
+    ]
+
+
+def _keep_worktree(state: RunState, status: str) -> list[Effect]:
+    """A failed or interrupted run keeps its worktree for resume (spec 06 §8.1)."""
+    wt = state.ctx.worktree
+    if wt is None or not _needs_worktree(state.ctx):
+        return []
+    kind = {"SIGINT": "user_interrupt", "SIGTERM": "termination"}.get(state.cancel_signal or "") if status == "interrupted" else None
+    return [
+        SaveWorktreeMeta(doc=merge_machine.meta_doc(
+            state.ctx, status, error=state.error, interruption=kind,
+            iterations=state.iteration - 1)),
+        Print(text=f"The worktree is kept at {wt.path}", level="info", stream="err"),
     ]
 
 
@@ -518,6 +723,7 @@ def _interrupted(state: RunState) -> Transition:
                                                             ("session_id", sid))),
         SaveCheckpoint(checkpoint=checkpoint_doc(state, "Interrupted")),
         SaveSession(session=_session(state)),
+        *_keep_worktree(state, "interrupted"),
         Print(text=f"Session interrupted. Resume with: prodigy resume {sid}", level="result",
               stream="err"),
         *_summary_prints(state),
@@ -619,6 +825,9 @@ def _session(state: RunState) -> dict[str, JSON]:
     ctx = state.ctx
     status = {"running": "Running", "completed": "Completed", "failed": "Failed",
               "interrupted": "Paused"}[state.status]
+    if state.phase == "merge" or (state.status == "completed" and state.merge_outcome is None
+                                  and _needs_worktree(ctx)):
+        status = "Running"  # the merge step is not over yet
     return {
         "id": ctx.session_id,
         "session_type": "Workflow",
@@ -627,7 +836,7 @@ def _session(state: RunState) -> dict[str, JSON]:
         "completed_at": state.last_time if state.status == "completed" else None,
         "repo_name": ctx.repo_name,
         "repo_path": ctx.repo_root,
-        "worktree": None,
+        "worktree": _worktree_json(ctx),
         "metadata": {"workflow_type": "standard", "total_steps": len(state.workflow.steps),
                      "current_step": state.step_index},
         "timings": {},
@@ -638,10 +847,10 @@ def _session(state: RunState) -> dict[str, JSON]:
             "total_steps": len(state.workflow.steps),
             "completed_steps": [r.step_index for r in state.records],
             "iterations_completed": state.iteration - 1, "files_changed": 0,
-            "worktree_name": None,
+            "worktree_name": ctx.worktree.name if ctx.worktree else None,
         },
         "mapreduce_data": None,
-        "merge": {"target": None, "merged": False, "reason": None},
+        "merge": _merge_json(state),
         "analytics": state.stepper.usage.to_json(),
         "dry_run": ctx.dry_run,
     }

@@ -89,6 +89,16 @@ class StepFrame:
     breaker: str = ""
     claude: ClaudeCall | None = None
     transcript: str = ""
+    # the directory a validation command inherits (None: the scope's directory); before
+    # preparation ``env`` and ``timeout`` hold the defaults inherited from the parent
+    base_cwd: str | None = None
+    # git context (``step_git``): preflight tasks left, the ``HEAD`` recorded before a
+    # top-level step executed, and the outcome held back while ``step.*`` is listed
+    git_todo: tuple[str, ...] = ()
+    git_started: bool = False
+    git_start: str | None = None
+    ending: Outcome | None = None
+    ending_print: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -118,6 +128,12 @@ class Stepper:
     step_number: str = ""
     usage: Usage = Usage()
     step_usage: Usage = Usage()
+    # git context (``step_git``): ``step.*`` of the most recent executed top-level step
+    # (None until the scope's first step begins), and the scope's start commit when the
+    # run has no worktree start commit (``git_base_read`` once it was read)
+    git_step: PMap[str, Var] | None = None
+    git_base: str | None = None
+    git_base_read: bool = False
 
     @property
     def busy(self) -> bool:
@@ -152,7 +168,8 @@ class Tx:
         return cid
 
     def visible(self) -> PMap[str, Var]:
-        merged = self.base.update(self.st.vars)
+        git = self.st.git_step
+        merged = (self.base.update(git) if git else self.base).update(self.st.vars)
         for frame in self.st.stack:
             if frame.locals:
                 merged = merged.update(frame.locals)
@@ -196,9 +213,20 @@ def retry_spec(tx: Tx, step: Step) -> RetrySpec | None:
     return step.retry if step.retry is not None else tx.ctx.retry_defaults
 
 
+SCOPES = ("setup", "agent_template", "reduce", "merge_conflicts", "merge")
+
+
+def scope_of(path: str) -> str:
+    """The scope of a step path (``merge[0]`` → ``merge``; ``steps[2]`` → ``workflow``)."""
+    for scope in SCOPES:
+        if path.startswith(scope):
+            return "merge" if scope == "merge_conflicts" else scope
+    return "workflow"
+
+
 def log_step(tx: Tx, frame: StepFrame, event_type: str, **extra: JSON) -> None:
     fields: dict[str, JSON] = {
-        "scope": "workflow",
+        "scope": scope_of(frame.path),
         "step_path": frame.path,
         "display": frame.display,
         "kind": frame.step.kind,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import attrs
 from pyrsistent import PMap, pmap
 
-from prodigy_core import commits, step_report, step_validation, stepper
+from prodigy_core import commits, step_git, step_report, step_validation, stepper
 from prodigy_core.effects import Print, WriteFile
 from prodigy_core.events import FileWriteFailed, FileWritten
 from prodigy_core.interpolate import Var, interpolate
@@ -239,6 +239,8 @@ def finish(tx: Tx, outcome: Outcome, *, print_failure: bool = False) -> None:
     """Pop the top step frame and hand its outcome to the frame below."""
     frame = tx.top
     assert isinstance(frame, StepFrame)
+    if frame.git_started and step_git.finishing(tx, frame, outcome, print_failure):
+        return  # listing the step's changes for ``step.*`` first
     if not frame.root and outcome.status != "skipped":
         kind = "step_failed" if outcome.status == "failed" else "step_completed"
         log_step(tx, frame, kind, status=outcome.status, exit_code=outcome.exit_code,

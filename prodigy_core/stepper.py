@@ -26,6 +26,9 @@ Stages of a ``StepFrame``:
 ``backoff``      waiting for a retry delay (``Slept``)
 ``child``        a handler frame above is running; ``child_role`` says which one
 ``output_file``  waiting for ``output_file`` to be written
+``git_*``        git context variables (``step_git``): ``git_base``, ``git_workflow``,
+                 ``git_step`` before preparation, ``git_start`` before the first
+                 execution, ``git_end`` after the step finished
 
 After an execution, ``step_checks`` walks the stages ``commit`` → ``head_after`` →
 ``changes`` → ``validate`` → ``squash``, starting each one that applies
@@ -43,6 +46,7 @@ Modules
 ``step_handlers``  after the attempts: ``on_exit_code``, ``on_failure`` (handlers, fix
                    loop), ``on_success``, ``output_file``; finishing a frame
 ``step_validation`` the completeness ``validate`` after a pass (spec 12 §2)
+``step_git``       git context variables ``step.*`` / ``workflow.*`` (spec 03 §7)
 ``step_report``    the dry-run description of a step and the report of a failure
 ``step_frames``    the state: ``Stepper``, the frames, ``Outcome``, the transition ``Tx``
 
@@ -59,8 +63,10 @@ from pyrsistent import PMap, pmap
 from prodigy_core import breakers as breakers_mod
 from prodigy_core import (
     commits,
+    gitvars,
     step_checks,
     step_claude,
+    step_git,
     step_handlers,
     step_report,
     step_validation,
@@ -155,7 +161,11 @@ def begin(
     """Start a top-level step of a scope.  ``breakers`` are the run's circuit breakers."""
     if st.stack:
         raise InvalidTransition("begin() while a step is still running")
-    tx = Tx(attrs.evolve(st, assigned=pmap(), step_usage=Usage()), ctx, base, breakers)
+    st = attrs.evolve(st, assigned=pmap(), step_usage=Usage())
+    if step.git is not None and step.git.record_end and st.git_step is None \
+            and not ctx.dry_run:
+        st = attrs.evolve(st, git_step=gitvars.EMPTY_STEP)  # before the scope's first step
+    tx = Tx(st, ctx, base, breakers)
     start_step(tx, step, path, pmap(), root=True)
     return Stepped(stepper=tx.st, effects=tuple(tx.effects), outcome=tx.done,
                    breakers=tx.breakers)
@@ -194,7 +204,10 @@ def on_event(
     elif frame.stage == "exec" and isinstance(event, FileWritten | FileWriteFailed):
         step_checks.on_file(tx, frame, event)
     elif frame.stage == "head_before" and isinstance(event, GitHeadRead):
-        tx.replace_top(attrs.evolve(frame, head_before=event.sha))
+        frame = attrs.evolve(frame, head_before=event.sha)
+        if frame.step.git is not None:
+            frame = step_git.note_head(tx, frame, event.sha)
+        tx.replace_top(frame)
         execute(tx)
     elif frame.stage == "head_after" and isinstance(event, GitHeadRead):
         step_checks.on_head_after(tx, frame, event)
@@ -214,6 +227,8 @@ def on_event(
         step_validation.on_file(tx, frame, event)
     elif frame.stage == "output_file" and isinstance(event, FileWritten | FileWriteFailed):
         step_handlers.on_output_file(tx, frame, event)
+    elif frame.stage.startswith("git_"):
+        step_git.on_event(tx, frame, event)
     else:
         raise InvalidTransition(f"stage {frame.stage!r} cannot receive {type(event).__name__}")
     return Stepped(stepper=tx.st, effects=tuple(tx.effects), outcome=tx.done,
@@ -233,12 +248,24 @@ def start_step(
     ``base_env`` (already interpolated) lies under the step's own ``env`` and
     ``base_cwd`` replaces the scope directory as its default working directory: a
     validation command runs in the environment and directory of the step it validates.
+    A step that reads git context variables first reads them (``step_git``).
     """
     display = display_name(step)
     if step.commit_required and commits.commit_checks_disabled(tx.ctx.environ_map):
         step = attrs.evolve(step, commit_required=False)  # warned once at the run's start
-    frame = StepFrame(step=step, path=path, display=display, locals=locals_, root=root)
+    frame = StepFrame(step=step, path=path, display=display, locals=locals_, root=root,
+                      timeout=default_timeout, env=base_env, base_cwd=base_cwd)
     tx.push(frame)
+    if step.git is not None and step_git.preflight(tx, frame):
+        return
+    prepare(tx)
+
+
+def prepare(tx: Tx) -> None:
+    """Stages 1 and 2 of spec 02 §8 for the top frame: its condition, then interpolation."""
+    frame = tx.top
+    assert isinstance(frame, StepFrame)
+    step, display = frame.step, frame.display
     visible = tx.visible()
     # 1. condition
     if step.when is not None and step.when is not True:
@@ -281,7 +308,7 @@ def start_step(
     # 2. prepare
     strict = tx.ctx.strict_vars
     unresolved: list[str] = []
-    step_env: dict[str, str] = dict(base_env)
+    step_env: dict[str, str] = dict(frame.env)
     for name, raw in step.env:
         res = interpolate(raw, visible, environ=tx.ctx.environ_map)
         unresolved.extend(res.unresolved)
@@ -291,7 +318,8 @@ def start_step(
         res = interpolate(step.working_dir, visible, environ=tx.ctx.environ_map)
         unresolved.extend(res.unresolved)
         wd = res.text
-    cwd = base_cwd if wd is None and base_cwd is not None else resolve_dir(tx.ctx, wd)
+    cwd = frame.base_cwd if wd is None and frame.base_cwd is not None \
+        else resolve_dir(tx.ctx, wd)
     text = ""
     content = ""
     if step.kind == "shell":
@@ -308,7 +336,7 @@ def start_step(
     else:
         res = interpolate(step.command, visible, environ=tx.ctx.environ_map)
         text = res.text
-    timeout = step.timeout if step.timeout is not None else default_timeout
+    timeout = step.timeout if step.timeout is not None else frame.timeout
     for name, env_value in step_env.items():
         value_shown = REDACTED if is_sensitive(name) else env_value
         tx.emit(Print(text=f"    env {name}={value_shown}", level="debug"))
@@ -347,6 +375,8 @@ def start_step(
     log_step(tx, frame, "step_started")
     if commits.needs_head(step):
         read_head(tx, "head_before")
+    elif step.git is not None and step_git.records(tx, frame):
+        read_head(tx, "git_start")
     else:
         execute(tx)
 
@@ -504,7 +534,8 @@ def _exhausted(tx: Tx, frame: StepFrame, spec: RetrySpec | None, result: ExecRes
         return
     if spec is not None and spec.exhausted == "fallback" and spec.fallback_command \
             and not frame.fallback_done:
-        handler = _command_step(spec.fallback_command, frame.path + ".retry.on_failure.fallback")
+        handler = gitvars.mark(
+            _command_step(spec.fallback_command, frame.path + ".retry.on_failure.fallback"))
         tx.replace_top(attrs.evolve(frame, stage="child", child_role="fallback",
                                     fallback_done=True))
         start_step(tx, handler, handler.source, pmap())

@@ -38,11 +38,8 @@ def _gap(path: str, what: str, file: str) -> Problem:
 def runtime_gaps(workflow: Workflow, *, file: str = "") -> tuple[Problem, ...]:
     """E1016 problems for every feature of ``workflow`` this version cannot run yet."""
     found: list[Problem] = []
-    if workflow.merge is not None:
-        found.append(_gap("$.merge", "a custom `merge:` workflow (needs session worktrees)",
-                          file))
     for key, _value in workflow.extra:
-        if key in ("merge_conflicts", "worktree", "worktree_config"):
+        if key in ("worktree_config",) and workflow.mode != "mapreduce":
             found.append(_gap(f"$.{key}", f"`{key}`", file))
     return tuple(found)
 

@@ -35,6 +35,25 @@ from prodigy_core.events import (
     FileWritten,
     GitFailed,
 )
+from prodigy_core.worktree_ops import (
+    AskUser,
+    BranchMerged,
+    ConcludeMerge,
+    CreateWorktree,
+    InspectMerge,
+    MergeBranch,
+    MergeConcluded,
+    MergeConflicted,
+    MergeFailed,
+    MergeInspected,
+    MergeVerified,
+    RemoveWorktree,
+    UserAnswered,
+    VerifyMerged,
+    WorktreeCreated,
+    WorktreeFailed,
+    WorktreeRemoved,
+)
 
 OutputSink = Callable[[str, str], None]
 """Receives ``(stream, line)`` for live output ("stdout"/"stderr")."""
@@ -121,6 +140,31 @@ class Console(Protocol):
     def plan_command(self, effect: RunCommand | WriteFile) -> None: ...
 
 
+class Worktrees(Protocol):
+    """Session worktrees and merges (``prodigy_core.worktree_ops``; spec 06)."""
+
+    async def create(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed: ...
+
+    async def inspect(self, effect: InspectMerge) -> MergeInspected | MergeFailed: ...
+
+    async def merge(self, effect: MergeBranch
+                    ) -> BranchMerged | MergeConflicted | MergeFailed: ...
+
+    async def conclude(self, effect: ConcludeMerge) -> MergeConcluded: ...
+
+    async def verify(self, effect: VerifyMerged) -> MergeVerified: ...
+
+    async def remove(self, effect: RemoveWorktree) -> WorktreeRemoved: ...
+
+    def save_meta(self, doc: dict[str, Any]) -> None: ...
+
+
+class Prompter(Protocol):
+    """Asks the user a question (the merge prompt)."""
+
+    async def ask(self, effect: AskUser, cancel: trio.Event) -> UserAnswered: ...
+
+
 @attrs.frozen(kw_only=True)
 class Env:
     """Everything an interpreter needs from the world."""
@@ -134,3 +178,6 @@ class Env:
     console: Console
     claude: ClaudeRunner | None = None
     grace_seconds: float = 5.0
+    # None: this environment has no worktrees (worktree effects fail, nothing is asked)
+    worktrees: Worktrees | None = None
+    prompter: Prompter | None = None

@@ -39,7 +39,26 @@ from prodigy_core.events import (
     GitFailed,
 )
 from prodigy_core.globs import select_paths
-from prodigy_effects.env import Env, OutputSink
+from prodigy_core.worktree_ops import (
+    AskUser,
+    BranchMerged,
+    ConcludeMerge,
+    CreateWorktree,
+    InspectMerge,
+    MergeBranch,
+    MergeConcluded,
+    MergeConflicted,
+    MergeFailed,
+    MergeInspected,
+    MergeVerified,
+    RemoveWorktree,
+    UserAnswered,
+    VerifyMerged,
+    WorktreeCreated,
+    WorktreeFailed,
+    WorktreeRemoved,
+)
+from prodigy_effects.env import Env, OutputSink, Prompter, Worktrees
 
 
 @attrs.frozen(kw_only=True)
@@ -225,12 +244,17 @@ class FakeGit:
         known = set(self.tracked)
         for commit in self.history[:len(self.history) - len(new)]:
             known.update(commit.files)
-        changed = {p for c in new for p in c.files} | set(self.dirty)
+        committed = {p for c in new for p in c.files}
+        changed = committed | set(self.dirty)
+        # every change writes a one-line file: an added tracked file is one insertion, a
+        # modified one an insertion and a deletion; untracked files count nothing
+        modified = changed & known
         return CommitsListed(
             command_id=effect.command_id, head=self.current,
             commits=tuple((c.sha, c.message) for c in new),
             files_added=tuple(sorted(changed - known)),
-            files_modified=tuple(sorted(changed & known)))
+            files_modified=tuple(sorted(modified)),
+            insertions=len(committed - known) + len(modified), deletions=len(modified))
 
     async def squash_commits(self, effect: SquashCommits) -> CommitsSquashed | GitFailed:
         if failed := self._failed(effect):
@@ -379,8 +403,14 @@ def FakeEnv(
     git: FakeGit | None = None,
     claude: ScriptedClaude | None = None,
     grace_seconds: float = 5.0,
+    worktrees: Worktrees | None = None,
+    prompter: Prompter | None = None,
 ) -> Env:
-    """An ``Env`` whose parts are all in memory and scripted."""
+    """An ``Env`` whose parts are all in memory and scripted.
+
+    ``worktrees`` (e.g. ``FakeWorktrees``) and ``prompter`` (e.g. ``FakePrompter``) are
+    absent by default, as in an environment without git worktrees or a terminal.
+    """
     return Env(
         commands=ScriptedRunner(script=script if script is not None else {}),
         files=MemoryFiles(),
@@ -391,4 +421,148 @@ def FakeEnv(
         console=RecordingConsole(),
         claude=claude if claude is not None else ScriptedClaude(),
         grace_seconds=grace_seconds,
+        worktrees=worktrees,
+        prompter=prompter,
     )
+
+
+# --- session worktrees and the merge prompt (spec 06 §3, §7) ---------------------------
+
+WorktreeEffect = (CreateWorktree | InspectMerge | MergeBranch | ConcludeMerge | VerifyMerged
+                  | RemoveWorktree)
+
+
+@attrs.define
+class FakeWorktrees:
+    """Scripted session worktrees and merges (the ``Worktrees`` protocol); no git at all.
+
+    Answers are configured up front: ``create_failure`` ``(code, message)`` makes
+    ``CreateWorktree`` fail, else it answers ``WorktreeCreated`` at ``head`` (``created``
+    false when ``exists``; ``dirty`` are the user's uncommitted paths).  ``InspectMerge``
+    reports ``target`` (by default the effect's original branch, else ``main``; with
+    ``no_target`` none at all), ``target_warning``, ``ahead``, ``uncommitted`` and, when
+    details are asked for, ``commits`` and ``modified_files`` (or ``MergeFailed`` with
+    ``inspect_failure``).
+    ``MergeBranch`` is refused with E4005 and ``refuse`` when set, conflicts in
+    ``conflicts`` when non-empty (aborted unless the effect keeps the conflict), else it
+    merges.  ``ConcludeMerge(action=accept)`` is accepted when ``accept``; a rollback is
+    never accepted.  ``VerifyMerged`` answers ``verified``; ``RemoveWorktree`` warns
+    ``remove_warning``.  ``calls`` records every effect received, ``metas`` every
+    document given to ``save_meta``.
+    """
+
+    target: str | None = None
+    no_target: bool = False
+    target_warning: str | None = None
+    ahead: int = 1
+    uncommitted: tuple[str, ...] = ()
+    commits: tuple[Any, ...] = ()
+    modified_files: tuple[Any, ...] = ()
+    inspect_failure: str | None = None
+    conflicts: tuple[str, ...] = ()
+    refuse: str | None = None
+    accept: bool = True
+    verified: bool = True
+    remove_warning: str | None = None
+    create_failure: tuple[str, str] | None = None
+    exists: bool = False
+    dirty: tuple[str, ...] = ()
+    head: str = "c" * 40
+    merge_dir: str = "/repo"
+    merge_sha: str = "d" * 40
+    pre: str = "b" * 40
+    calls: list[WorktreeEffect] = attrs.field(factory=list)
+    metas: list[dict[str, Any]] = attrs.field(factory=list)
+
+    async def create(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
+        self.calls.append(effect)
+        await trio.lowlevel.checkpoint()
+        if self.create_failure is not None:
+            code, message = self.create_failure
+            return WorktreeFailed(command_id=effect.command_id, code=code, message=message)
+        return WorktreeCreated(command_id=effect.command_id, path=effect.path,
+                               branch=effect.branch, head=self.head,
+                               created=not self.exists, dirty=self.dirty)
+
+    async def inspect(self, effect: InspectMerge) -> MergeInspected | MergeFailed:
+        self.calls.append(effect)
+        await trio.lowlevel.checkpoint()
+        if self.inspect_failure is not None:
+            return MergeFailed(command_id=effect.command_id, code="E4005",
+                               message=self.inspect_failure)
+        details = effect.details
+        target = None if self.no_target else (
+            self.target or effect.original_branch or "main")
+        return MergeInspected(
+            command_id=effect.command_id, target=target, ahead=self.ahead,
+            target_warning=self.target_warning, uncommitted=self.uncommitted,
+            commits=self.commits if details else (),
+            commit_count=len(self.commits) if details else 0,
+            modified_files=self.modified_files if details else (),
+            file_count=len(self.modified_files) if details else 0)
+
+    async def merge(self, effect: MergeBranch
+                    ) -> BranchMerged | MergeConflicted | MergeFailed:
+        self.calls.append(effect)
+        await trio.lowlevel.checkpoint()
+        if self.refuse is not None:
+            return MergeFailed(command_id=effect.command_id, code="E4005",
+                               message=self.refuse)
+        if self.conflicts:
+            return MergeConflicted(command_id=effect.command_id, paths=self.conflicts,
+                                   merge_dir=self.merge_dir, pre=self.pre,
+                                   aborted=not effect.keep_conflict)
+        return BranchMerged(command_id=effect.command_id, sha=self.merge_sha,
+                            merge_dir=self.merge_dir)
+
+    async def conclude(self, effect: ConcludeMerge) -> MergeConcluded:
+        self.calls.append(effect)
+        await trio.lowlevel.checkpoint()
+        if effect.action == "accept" and self.accept:
+            return MergeConcluded(command_id=effect.command_id, accepted=True,
+                                  sha=self.merge_sha)
+        reason = "rolled back" if effect.action == "rollback" else "conflict markers remain"
+        return MergeConcluded(command_id=effect.command_id, accepted=False, reason=reason)
+
+    async def verify(self, effect: VerifyMerged) -> MergeVerified:
+        self.calls.append(effect)
+        await trio.lowlevel.checkpoint()
+        return MergeVerified(command_id=effect.command_id, merged=self.verified)
+
+    async def remove(self, effect: RemoveWorktree) -> WorktreeRemoved:
+        self.calls.append(effect)
+        await trio.lowlevel.checkpoint()
+        return WorktreeRemoved(command_id=effect.command_id, warning=self.remove_warning)
+
+    def save_meta(self, doc: dict[str, Any]) -> None:
+        self.metas.append(json.loads(json.dumps(doc)))
+
+    def kinds(self) -> list[str]:
+        """The tags of the effects received, in order (``create_worktree``…)."""
+        return [EFFECT_TAGS[type(e)] for e in self.calls]
+
+
+@attrs.define
+class FakePrompter:
+    """Answers ``AskUser`` from ``answers`` in order (None: end of input); records questions.
+
+    With ``terminal`` false every question answers "no terminal".  When the answers run
+    out the question answers end of input, or with ``hang`` it waits until it is cancelled
+    (then answers end of input).
+    """
+
+    answers: list[str | None] = attrs.field(factory=list)
+    terminal: bool = True
+    hang: bool = False
+    questions: list[str] = attrs.field(factory=list)
+
+    async def ask(self, effect: AskUser, cancel: trio.Event) -> UserAnswered:
+        self.questions.append(effect.question)
+        await trio.lowlevel.checkpoint()
+        if not self.terminal:
+            return UserAnswered(command_id=effect.command_id, answer=None, terminal=False)
+        if self.answers:
+            return UserAnswered(command_id=effect.command_id, answer=self.answers.pop(0))
+        if self.hang:
+            await cancel.wait()
+        return UserAnswered(command_id=effect.command_id, answer=None)

@@ -143,6 +143,7 @@ class RealGit:
             added: set[str] = set()
             modified: set[str] = set()
             deleted: set[str] = set()
+            insertions = deletions = 0
             if effect.since is not None and head is not None:
                 log = await _git(root, "log", "-z", "--reverse", "--format=%H%n%B",
                                  f"{effect.since}..{head}", "--")
@@ -150,13 +151,21 @@ class RealGit:
                     sha, _, message = entry.partition("\n")
                     commits.append((sha, message.rstrip("\n")))
             if base is not None:
-                diff = await _git(root, "diff", "--name-status", "-z", "--no-renames",
+                # one call: raw entries (":<modes> <shas> <status>", path) for the file
+                # lists, then numstat entries ("<plus>\t<minus>\t<path>") for the line
+                # totals over tracked files (a binary file shows "-" and counts 0)
+                diff = await _git(root, "diff", "--raw", "--numstat", "-z", "--no-renames",
                                   base, "--")
-                fields = _nul_split(diff.stdout)
-                for status, path in zip(fields[::2], fields[1::2], strict=False):
-                    kind = status[:1]
-                    target = added if kind == "A" else deleted if kind == "D" else modified
-                    target.add(path)
+                fields = iter(_nul_split(diff.stdout))
+                for field in fields:
+                    if field.startswith(":"):
+                        kind = field.rsplit(" ", 1)[-1][:1]
+                        target = added if kind == "A" else deleted if kind == "D" else modified
+                        target.add(next(fields, ""))
+                        continue
+                    plus, minus, _path = field.split("\t", 2)
+                    insertions += int(plus) if plus.isdigit() else 0
+                    deletions += int(minus) if minus.isdigit() else 0
             untracked = await _git(root, "ls-files", "--others", "--exclude-standard", "-z")
             added.update(_nul_split(untracked.stdout))
         except _GitError as error:
@@ -164,7 +173,8 @@ class RealGit:
         return CommitsListed(
             command_id=effect.command_id, head=head, commits=tuple(commits),
             files_added=tuple(sorted(added)), files_modified=tuple(sorted(modified - added)),
-            files_deleted=tuple(sorted(deleted - added)))
+            files_deleted=tuple(sorted(deleted - added)), insertions=insertions,
+            deletions=deletions)
 
     async def squash_commits(self, effect: SquashCommits) -> CommitsSquashed | GitFailed:
         try:

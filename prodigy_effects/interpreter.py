@@ -54,6 +54,22 @@ from prodigy_core.events import (
     GitHeadRead,
     Slept,
 )
+from prodigy_core.worktree_ops import (
+    AskUser,
+    ConcludeMerge,
+    CreateWorktree,
+    InspectMerge,
+    MergeBranch,
+    MergeConcluded,
+    MergeFailed,
+    MergeVerified,
+    RemoveWorktree,
+    SaveWorktreeMeta,
+    UserAnswered,
+    VerifyMerged,
+    WorktreeFailed,
+    WorktreeRemoved,
+)
 from prodigy_effects.env import Env
 
 S = TypeVar("S")
@@ -194,9 +210,64 @@ async def _perform(
             env.console.describe(effect.info)
         case Finish():
             return effect
+        case CreateWorktree() | InspectMerge() | MergeBranch() | ConcludeMerge() | \
+                VerifyMerged() | RemoveWorktree():
+            nursery.start_soon(perform_worktree_effect, effect, env, send)
+        case AskUser():
+            flag = trio.Event()
+            cancels[effect.command_id] = flag
+            nursery.start_soon(perform_ask_user, effect, env, send, flag)
+        case SaveWorktreeMeta():
+            if env.worktrees is not None:
+                env.worktrees.save_meta(dict(effect.doc))
         case _:
             assert_never(effect)
     return None
+
+
+WorktreeEffect = (CreateWorktree | InspectMerge | MergeBranch | ConcludeMerge | VerifyMerged
+                  | RemoveWorktree)
+
+
+async def perform_worktree_effect(effect: WorktreeEffect, env: Env,
+                                  send: trio.MemorySendChannel[Event]) -> None:
+    """Spawned; completes with the answer of ``env.worktrees`` (spec 06)."""
+    wt = env.worktrees
+    cid = effect.command_id
+    missing = "this environment has no git worktrees"
+    event: Event
+    match effect:
+        case CreateWorktree():
+            event = await wt.create(effect) if wt is not None else WorktreeFailed(
+                command_id=cid, code="E4003", message=missing)
+        case InspectMerge():
+            event = await wt.inspect(effect) if wt is not None else MergeFailed(
+                command_id=cid, code="E4005", message=missing)
+        case MergeBranch():
+            event = await wt.merge(effect) if wt is not None else MergeFailed(
+                command_id=cid, code="E4005", message=missing)
+        case ConcludeMerge():
+            event = await wt.conclude(effect) if wt is not None else MergeConcluded(
+                command_id=cid, accepted=False, reason=missing)
+        case VerifyMerged():
+            event = await wt.verify(effect) if wt is not None else MergeVerified(
+                command_id=cid, merged=False)
+        case RemoveWorktree():
+            event = await wt.remove(effect) if wt is not None else WorktreeRemoved(
+                command_id=cid, warning=missing)
+        case _:
+            assert_never(effect)
+    await send.send(event)
+
+
+async def perform_ask_user(effect: AskUser, env: Env, send: trio.MemorySendChannel[Event],
+                           cancel: trio.Event) -> None:
+    """Spawned; ``CancelCommands`` ends the question as unanswered."""
+    if env.prompter is None:
+        await send.send(UserAnswered(command_id=effect.command_id, answer=None,
+                                     terminal=False))
+        return
+    await send.send(await env.prompter.ask(effect, cancel))
 
 
 async def perform_run_claude(

@@ -23,7 +23,7 @@ import trio
 
 from prodigy_core import run_machine
 from prodigy_core.claude_config import ClaudeSettings, SettingsError, resolve_settings
-from prodigy_core.context import InputSpec, RunContext
+from prodigy_core.context import InputSpec, RunContext, WorktreeSpec
 from prodigy_core.envresolve import ResolvedEnv, resolve_environment
 from prodigy_core.masking import display_secrets, mask, mask_credentials, step_env_secrets
 from prodigy_core.model import Workflow
@@ -46,6 +46,7 @@ from prodigy_effects.production import (
     now_iso,
 )
 from prodigy_effects.storage import Storage
+from prodigy_effects.worktrees import RealWorktrees, TerminalPrompter
 
 
 class RunError(Exception):
@@ -77,6 +78,119 @@ def find_repo(project_dir: Path) -> Repo:
         root = result.stdout.strip()
         return Repo(root=root, name=Path(root).name, is_git=True)
     return Repo(root=str(project_dir), name=project_dir.name, is_git=False)
+
+
+MIN_GIT = (2, 25)
+
+
+@attrs.frozen(kw_only=True)
+class GitCheckout:
+    """The user's git checkout a run starts from (spec 06 §2, §4.1)."""
+
+    root: str          # the repository root: the main working tree
+    name: str          # the repository name: the root's base name
+    top: str           # the top of the user's checkout (a linked worktree's own top)
+    head: str          # the commit HEAD points to
+    branch: str | None  # the checked-out branch, or (detached) the default branch
+    subdir: str = ""   # the project directory relative to ``top``
+
+
+def _git_out(cwd: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          check=False, env=env)
+
+
+def git_version() -> tuple[int, ...] | None:
+    try:
+        result = subprocess.run(["git", "--version"], capture_output=True, text=True,
+                                check=False)
+    except OSError:
+        return None
+    import re
+
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", result.stdout)
+    return tuple(int(x) for x in found.groups() if x is not None) if found else None
+
+
+def git_checkout(project: Path) -> GitCheckout:
+    """Check the repository requirements of spec 06 §1–§2; ``RunError`` E4001/E4002."""
+    version = git_version()
+    if version is None:
+        raise RunError("E4001", "git is not installed (it must be on PATH)",
+                       hint="install git 2.25 or newer")
+    if version[:2] < MIN_GIT:
+        raise RunError("E4001", f"git {'.'.join(map(str, version))} is too old; Prodigy "
+                                f"needs git 2.25 or newer", hint="upgrade git")
+    bare = _git_out(project, "rev-parse", "--is-bare-repository")
+    if bare.returncode == 0 and bare.stdout.strip() == "true":
+        raise RunError("E4001", f"{project} is a bare repository; Prodigy needs a working "
+                                f"tree", hint="run Prodigy in a clone with a checkout")
+    top = _git_out(project, "rev-parse", "--show-toplevel")
+    if top.returncode != 0 or not top.stdout.strip():
+        raise RunError("E4001", f"not a git repository: {project}",
+                       hint="run `git init` and make a first commit, or pass -p/--path "
+                            "with a directory inside a git repository")
+    top_dir = top.stdout.strip()
+    common = _git_out(project, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    common_dir = Path(common.stdout.strip()) if common.returncode == 0 else Path(top_dir) / ".git"
+    root = str(common_dir.parent) if common_dir.name == ".git" else top_dir
+    head = _git_out(project, "rev-parse", "--verify", "-q", "HEAD")
+    if head.returncode != 0 or not head.stdout.strip():
+        raise RunError("E4002", "repository has no commits; make an initial commit first",
+                       hint="git add -A && git commit -m 'initial commit'")
+    branch_out = _git_out(project, "symbolic-ref", "--short", "-q", "HEAD")
+    branch = branch_out.stdout.strip() if branch_out.returncode == 0 else ""
+    if not branch:
+        branch = _default_branch(project) or ""
+    try:
+        subdir = Path(project).resolve().relative_to(Path(top_dir).resolve()).as_posix()
+    except ValueError:
+        subdir = ""
+    return GitCheckout(root=root, name=Path(root).name, top=top_dir,
+                       head=head.stdout.strip(), branch=branch or None,
+                       subdir="" if subdir == "." else subdir)
+
+
+def _default_branch(cwd: Path) -> str | None:
+    origin = _git_out(cwd, "symbolic-ref", "-q", "refs/remotes/origin/HEAD")
+    names = []
+    if origin.returncode == 0 and origin.stdout.strip():
+        names.append(origin.stdout.strip().removeprefix("refs/remotes/origin/"))
+    names += ["main", "master"]
+    for name in names:
+        if _git_out(cwd, "show-ref", "--verify", "-q", f"refs/heads/{name}").returncode == 0:
+            return name
+    return None
+
+
+WORKTREE_NAME = r"[A-Za-z0-9._-]+"
+
+
+def check_worktree_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(WORKTREE_NAME, name) or name.startswith(".") or name in ("..",):
+        raise RunError("E8001", f"invalid worktree name '{name}': use letters, digits, '.', "
+                                f"'_' and '-' only, not starting with '.'",
+                       hint="for example --worktree exp-a")
+
+
+def worktree_spec(storage: Storage, checkout: GitCheckout, name: str, *, named: bool,
+                  environ: Mapping[str, str]) -> WorktreeSpec:
+    """Where the session worktree of a run is (spec 06 §3)."""
+    path = storage.worktree_path(checkout.name, name)
+    base = checkout.head
+    if named and path.is_dir():
+        head = _git_out(path, "rev-parse", "--verify", "-q", "HEAD")
+        if head.returncode == 0 and head.stdout.strip():
+            base = head.stdout.strip()
+    auto = environ.get("PRODIGY_AUTO_CLEANUP", "").strip().lower() not in ("false", "0", "no")
+    return WorktreeSpec(name=name, path=str(path), branch=f"prodigy-{name}", base_commit=base,
+                        original_branch=checkout.branch, named=named, reuse=named,
+                        auto_cleanup=auto, user_dir=checkout.top,
+                        repo_lock=str(storage.repo_lock_file(checkout.name)),
+                        subdir=checkout.subdir)
 
 
 def workflow_hash(text: str) -> str:
@@ -128,9 +242,24 @@ def resolve_env(workflow: Workflow, *, repo_root: str, project_dir: str,
                                file=file)
 
 
+def committed_files(top: Path) -> set[str] | None:
+    """Paths tracked at ``HEAD`` in the checkout at ``top`` (None outside git)."""
+    listed = _git_out(top, "ls-tree", "-r", "-z", "--name-only", "HEAD")
+    if listed.returncode != 0:
+        return None
+    return {p for p in listed.stdout.split("\0") if p}
+
+
 def map_inputs(project_dir: Path, patterns: Sequence[str],
-               repo_root: Path | None = None) -> list[InputSpec]:
-    """Inputs of ``--map`` patterns; ``FILE_PATH`` is relative to the repository root."""
+               repo_root: Path | None = None,
+               warnings: list[str] | None = None) -> list[InputSpec]:
+    """Inputs of ``--map`` patterns; ``FILE_PATH`` is relative to the repository root.
+
+    With ``warnings``, a file that is not committed at ``HEAD`` is left out (the run works
+    on a worktree of ``HEAD``, where it does not exist) and named in a warning.
+    """
+    tracked = committed_files(repo_root) if repo_root is not None and \
+        warnings is not None else None
     found: dict[str, InputSpec] = {}
     for pattern in patterns:
         if Path(pattern).is_absolute():
@@ -145,6 +274,23 @@ def map_inputs(project_dir: Path, patterns: Sequence[str],
         except (ValueError, NotImplementedError) as exc:
             raise RunError("E8001", f"--map pattern '{pattern}' is not valid: {exc}") from None
         matches = sorted(p for p in found_paths if p.is_file())
+        if tracked is not None and repo_root is not None and warnings is not None:
+            kept = []
+            for path in matches:
+                try:
+                    rel_path = path.resolve().relative_to(repo_root.resolve()).as_posix()
+                except ValueError:
+                    rel_path = ""
+                if rel_path in tracked:
+                    kept.append(path)
+                else:
+                    warnings.append(f"--map: {rel_path or path} is not committed, so it is "
+                                    f"not in the session worktree; it is left out")
+            if matches and not kept:
+                raise RunError("E8002", f"--map pattern '{pattern}' matched only files that "
+                                        f"are not committed",
+                               hint="commit them first: the run works on a worktree of HEAD")
+            matches = kept
         if not matches:
             raise RunError("E8002", f"--map pattern '{pattern}' matched nothing",
                            hint="check the pattern; it is relative to the project directory")
@@ -276,13 +422,18 @@ def check_claude(settings: ClaudeSettings, environ: Mapping[str, str],
 
 def build_context(req: RunRequest, *, session_id: str, repo: Repo,
                   resolved: ResolvedEnv, inputs: Sequence[InputSpec],
-                  claude: ClaudeSettings | None = None) -> RunContext:
+                  claude: ClaudeSettings | None = None,
+                  worktree: WorktreeSpec | None = None) -> RunContext:
     wf = req.workflow
+    project_dir = str(req.project_dir)
+    if worktree is not None:
+        project_dir = worktree.path + (f"/{worktree.subdir}" if worktree.subdir else "")
     return RunContext(
-        claude=claude or ClaudeSettings(), is_root=os.geteuid() == 0,
+        claude=claude or ClaudeSettings(), is_root=os.geteuid() == 0, worktree=worktree,
         session_id=session_id, workflow_name=wf.name, workflow_path=req.workflow_path,
-        workflow_hash=workflow_hash(req.workflow_text), project_dir=str(req.project_dir),
-        repo_root=repo.root, repo_name=repo.name, worktree_name="",
+        workflow_hash=workflow_hash(req.workflow_text), project_dir=project_dir,
+        repo_root=repo.root, repo_name=repo.name,
+        worktree_name=worktree.name if worktree is not None else "",
         home=req.environ.get("HOME", ""), environ=tuple(sorted(req.environ.items())),
         workflow_env=resolved.values,
         secret_values=(*resolved.secret_values, *step_env_secrets(wf)),
@@ -312,6 +463,10 @@ def _production_env(ctx: RunContext, storage: Storage, journal: JournalWriter,
         console=TerminalConsole(out=out, err=err, verbosity=req_verbosity, quiet=quiet,
                                 json_mode=json_mode, mask=masker),
         claude=ClaudeEffectRunner(directory=storage.transcripts_dir(), mask=masker),
+        worktrees=RealWorktrees(
+            meta_file=lambda name: storage.worktree_meta_file(ctx.repo_name, name),
+            clock=now_iso),
+        prompter=TerminalPrompter(out=out, enabled=not json_mode),
     )
 
 
@@ -340,6 +495,12 @@ def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
         out.write(f"Dry run: {req.workflow.name} (standard workflow)\n")
         out.write(f"  workflow: {req.workflow_path}\n")
         out.write(f"  profile: {req.profile or '-'}\n")
+        wt = ctx.worktree
+        if wt is not None:
+            action = "reuse or create" if wt.named else "create"
+            out.write(f"  worktree: would {action} {wt.path}\n")
+            out.write(f"    branch {wt.branch} from {wt.base_commit[:12]} (original branch: "
+                      f"{wt.original_branch or '-'})\n")
         out.write(f"  runs in: {ctx.project_dir}\n")
         out.write("Steps:\n")
     env = DryRunEnv(console)
@@ -348,24 +509,51 @@ def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
     if req.json_mode:
         import json
 
+        wt = ctx.worktree
         plan = {"mode": "standard", "workflow": req.workflow.name, "path": req.workflow_path,
-                "profile": req.profile, "worktree": None, "steps": console.steps,
-                "items": None, "merge": None}
+                "profile": req.profile,
+                "worktree": None if wt is None else {
+                    "name": wt.name, "path": wt.path, "branch": wt.branch,
+                    "base_commit": wt.base_commit, "original_branch": wt.original_branch,
+                    "named": wt.named},
+                "steps": console.steps, "items": None,
+                "merge": None if wt is None else _merge_plan(req.workflow, wt)}
         out.write(plan_masker(ctx)(json.dumps(plan, indent=2)) + "\n")
     else:
+        wt = ctx.worktree
+        if wt is not None:
+            plan_merge = _merge_plan(req.workflow, wt)
+            how = "custom merge workflow" if plan_merge["custom"] else "git merge --no-ff"
+            out.write(f"Merge: {wt.branch} into {plan_merge['target'] or '-'} ({how})\n")
         out.write("Nothing was run (dry run).\n")
     return result
 
 
-async def _interpret(transition: Any, env: Env, signals: bool) -> RunResult:
-    return await interpret(transition, run_machine.step, env, handle_signals=signals)
+def _merge_plan(workflow: Workflow, wt: WorktreeSpec) -> dict[str, Any]:
+    return {"source": wt.branch, "target": wt.original_branch,
+            "custom": workflow.merge is not None,
+            "steps": len(workflow.merge.steps) if workflow.merge is not None else 0}
 
 
-def execute(transition: run_machine.Transition, ctx: RunContext, storage: Storage,
+async def _interpret(transition: Any, env: Env, signals: bool,
+                     step: Any = run_machine.step) -> RunResult:
+    return await interpret(transition, step, env, handle_signals=signals)
+
+
+def execute(transition: Any, ctx: RunContext, storage: Storage,
             *, verbosity: int, quiet: bool, json_mode: bool, out: TextIO, err: TextIO,
-            start_seq: int = 1) -> RunResult:
-    """Drive a run with the production environment, holding its lock and journal."""
+            start_seq: int = 1, step: Any = run_machine.step) -> RunResult:
+    """Drive a machine (by default a run) with the production environment, holding its
+    session lock and journal."""
     lock = acquire_lock(storage, ctx.session_id)
+    named = None
+    try:
+        if ctx.worktree is not None and ctx.worktree.named:
+            # two runs never share a named worktree (spec 06 §3.4, E5004)
+            named = acquire_lock(storage, f"worktree-{ctx.worktree.name}")
+    except BaseException:
+        lock.release()
+        raise
     try:
         for warning in getattr(lock, "warnings", []) or []:
             text = str(warning)
@@ -376,10 +564,12 @@ def execute(transition: run_machine.Transition, ctx: RunContext, storage: Storag
                                      host=socket.gethostname())
         try:
             env = _production_env(ctx, storage, journal, verbosity, quiet, json_mode, out, err)
-            return trio.run(_interpret, transition, env, True)
+            return trio.run(_interpret, transition, env, True, step)
         finally:
             journal.close()
     finally:
+        if named is not None:
+            named.release()
         lock.release()
 
 

@@ -380,6 +380,21 @@ class Storage:
     def lock_file(self, lock_id: str) -> Path:
         return self.root / "resume_locks" / f"{_check_id(lock_id, 'lock id')}.lock"
 
+    def worktrees_dir(self, repo: str) -> Path:
+        """``worktrees/<repo>/``: session and named worktrees of a repository."""
+        return self.root / "worktrees" / _check_id(repo, "repository name")
+
+    def worktree_path(self, repo: str, name: str) -> Path:
+        return self.worktrees_dir(repo) / _check_id(name, "worktree name")
+
+    def worktree_meta_file(self, repo: str, name: str) -> Path:
+        """``worktrees/<repo>/.metadata/<name>.json`` (spec 09 §4.6)."""
+        return self.worktrees_dir(repo) / ".metadata" / f"{_check_id(name, 'worktree name')}.json"
+
+    def repo_lock_file(self, repo: str) -> Path:
+        """The per-repository lock that serialises git operations on shared state."""
+        return self.root / "resume_locks" / f"git-{_check_id(repo, 'repository name')}.lock"
+
     def transcripts_dir(self) -> Path:
         return self.root / "logs" / "claude-streaming"
 

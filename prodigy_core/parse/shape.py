@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from prodigy_core.gitvars import annotate as annotate_git_use
 from prodigy_core.model import Mode, Profile, Workflow
 from prodigy_core.parse import paths
 from prodigy_core.parse.context import Ctx, Position, ScalarInfo
@@ -106,6 +107,8 @@ def parse_workflow(
     problems = sorted_problems(ctx.problems)
     if any(p.is_error for p in problems):
         workflow = None
+    elif workflow is not None:
+        workflow = annotate_git_use(workflow)  # which steps need git context (spec 03 §7)
     return ParseResult(workflow=workflow, problems=problems)
 
 

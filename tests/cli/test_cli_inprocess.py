@@ -31,12 +31,31 @@ class Cli:
         path.write_text(text, encoding="utf-8")
         return path
 
+    def commit(self, *names: str) -> None:
+        """Commit files of the checkout, so that the session worktree of the next run has them."""
+        git(self.root, "add", "--", *names)
+        git(self.root, "commit", "-qm", f"add {' '.join(names)}")
+
+    def worktree(self, sid: str) -> Path:
+        """Where the session worktree of `sid` is (spec 06 §3.1): the steps run there."""
+        return self.home / "worktrees" / self.root.name / sid
+
+
+def git(cwd: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return result.stdout
+
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     root = tmp_path / "repo"
     root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "Test")
+    (root / "README.md").write_text("demo\n", encoding="utf-8")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "init")  # every run needs a commit to start from (E4002)
     return Cli(root, tmp_path / "home")
 
 
@@ -60,8 +79,7 @@ def test_unknown_option_is_a_usage_error(cli: Cli) -> None:
     assert code == 2
 
 
-@pytest.mark.parametrize("command", ["exec", "batch", "resume-job", "dlq", "worktree",
-                                     "goal-seek"])
+@pytest.mark.parametrize("command", ["batch", "resume-job", "dlq", "goal-seek"])
 def test_commands_not_built_yet_say_so_plainly(cli: Cli, command: str) -> None:
     code, out, err = cli(command, "anything")
     assert code == 2
@@ -166,7 +184,10 @@ def test_sessions_show_and_checkpoints_and_events(cli: Cli) -> None:
     code, out, _ = cli("sessions", "show", sid)
     assert code == 0 and "Failed" in out and f"prodigy resume {sid}" in out
     code, out, _ = cli("sessions", "show", sid, "--json")
-    assert json.loads(out)["id"] == sid
+    doc = json.loads(out)
+    assert doc["id"] == sid
+    assert doc["worktree"]["path"] == str(cli.worktree(sid)) and cli.worktree(sid).is_dir()
+    assert doc["worktree"]["branch"] == f"prodigy-{sid}" and doc["merge"]["merged"] is False
     code, out, _ = cli("checkpoints", "ls", "--json")
     rows = json.loads(out)
     assert rows[0]["id"] == sid and rows[0]["status"] == "Failed"
@@ -180,13 +201,44 @@ def test_sessions_show_and_checkpoints_and_events(cli: Cli) -> None:
 
 
 def test_features_not_runnable_yet_are_refused_up_front(cli: Cli) -> None:
-    cli.write("wf.yml", "merge:\n  - shell: 'echo merging'\nsteps:\n  - shell: 'touch ran'\n")
-    code, _, err = cli("run", "wf.yml")
-    assert code == 2
-    assert "$.merge" in err and "E1016" in err
-    assert not (cli.root / "ran").exists()
-    code, _, _ = cli("validate", "wf.yml")
-    assert code == 0  # the file is valid; only running it is not possible yet
+    cli.write("pool.yml", "worktree_config: {parallel_worktrees: 2}\n"
+                          "steps:\n  - shell: 'touch ran'\n")
+    cli.write("mr.yml", "name: m\nmode: mapreduce\nmap:\n  input: items.json\n"
+                        "  agent_template: [{shell: 'touch ran'}]\n")
+    cli.write("composed.yml", "imports: [other.yml]\nsteps:\n  - shell: 'touch ran'\n")
+    cli.write("wf.yml", "- shell: 'touch ran'\n")
+    cli.commit("pool.yml", "mr.yml", "composed.yml", "wf.yml")
+    refusals = {
+        ("run", "pool.yml"): ("$.worktree_config", "E1016"),  # agent pools: MapReduce only
+        ("run", "mr.yml"): ("MapReduce", "E1016"),
+        ("run", "composed.yml"): ("$.imports", "E1016"),
+        ("run", "wf.yml", "--param", "a=b"): ("--param", "E1016"),
+    }
+    for argv, needles in refusals.items():
+        code, _, err = cli(*argv)
+        assert code == 2, argv
+        assert all(n in err for n in needles), (argv, err)
+    # refused before a session worktree or branch exists, so nothing ran anywhere
+    assert not (cli.root / "ran").exists() and not (cli.home / "worktrees").exists()
+    assert git(cli.root, "branch", "--format=%(refname:short)").split() == ["main"]
+    for name in ("pool.yml", "mr.yml"):
+        code, _, _ = cli("validate", name)
+        assert code == 0, name  # the file is valid; only running it is not possible yet
+    assert cli("validate", "composed.yml")[0] == 1
+
+
+def test_merge_workflows_and_worktree_keys_are_no_longer_refused(cli: Cli) -> None:
+    cli.write("wf.yml", "worktree: exp-a\nmerge_conflicts: {strategy: abort}\nmerge:\n"
+                        "  - shell: 'git -C ${merge.repo_path} merge --no-ff -q -m \"Ship "
+                        "${merge.worktree}\" ${merge.source_branch}'\n"
+                        "steps:\n  - shell: 'echo x > ran && git add ran && git commit -qm ran'\n")
+    code, out, err = cli("run", "wf.yml", "-y")
+    assert code == 0, err
+    assert "E1016" not in err
+    assert "Executing custom merge workflow for 'exp-a' into 'main'" in out
+    assert (cli.root / "ran").read_text() == "x\n"  # merged into the checkout by the merge step
+    assert git(cli.root, "log", "-1", "--format=%s") == "Ship exp-a\n"
+    assert (cli.home / "worktrees" / cli.root.name / "exp-a").is_dir()  # named: kept
 
 
 def test_missing_claude_cli_stops_the_run_before_anything_happens(cli: Cli) -> None:
@@ -195,7 +247,8 @@ def test_missing_claude_cli_stops_the_run_before_anything_happens(cli: Cli) -> N
     code, _, err = cli("run", "wf.yml", environ=env)
     assert code == 2
     assert "E7001" in err and "no-such-claude" in err and "PRODIGY_CLAUDE_PATH" in err
-    assert not (cli.root / "ran").exists() and not cli.home.exists()
+    assert not (cli.root / "ran").exists() and not cli.home.exists()  # no worktree either
+    assert git(cli.root, "branch", "--format=%(refname:short)").split() == ["main"]
     code, out, err = cli("run", "wf.yml", "--dry-run", environ=env)
     assert code == 0 and "warning" in err
     assert "--output-format" in out  # the plan shows the exact Claude argv
@@ -211,7 +264,11 @@ def test_write_file_path_from_data_cannot_escape(cli: Cli, tmp_path: Path) -> No
     cli.write("wf2.yml", "- shell: 'echo ../up'\n  capture: p\n"
                          "- write_file: {path: '${p}.txt', content: x}\n")
     code, _, err = cli("run", "wf2.yml")
-    assert code == 1 and "E3005" in err and not (cli.root.parent / "up.txt").exists()
+    assert code == 1 and "E3005" in err
+    sid = json.loads(cli("sessions", "ls", "--json")[1])[0]["id"]
+    assert cli.worktree(sid).is_dir()  # the steps ran here; '..' would leave it
+    assert not (cli.worktree(sid).parent / "up.txt").exists()
+    assert not (cli.root.parent / "up.txt").exists()
 
 
 def test_a_run_with_nothing_to_do_completes_cleanly(cli: Cli) -> None:
@@ -221,6 +278,10 @@ def test_a_run_with_nothing_to_do_completes_cleanly(cli: Cli) -> None:
         code, out, err = cli("run", name)
         assert code == 0 and "E9001" not in err, err
         assert "Workflow completed successfully" in out
+        assert "No new commits in worktree" in out  # nothing to merge; worktree removed
+    worktrees = cli.home / "worktrees" / cli.root.name
+    assert [p.name for p in worktrees.iterdir() if not p.name.startswith(".")] == []
+    assert git(cli.root, "branch", "--format=%(refname:short)").split() == ["main"]
 
 
 def test_bad_iterations_and_map_patterns_are_usage_errors(cli: Cli) -> None:
@@ -238,7 +299,8 @@ def test_resume_keeps_fail_fast(cli: Cli) -> None:
     sid = json.loads(cli("sessions", "ls", "--json")[1])[0]["id"]
     code, _, _ = cli("resume", sid)
     assert code == 1
-    assert not (cli.root / "done.txt").exists()  # the second input never ran
+    assert cli.worktree(sid).is_dir()  # a failed run keeps its worktree; the steps ran there
+    assert not (cli.worktree(sid) / "done.txt").exists()  # the second input never ran
 
 
 def test_dry_run_masks_sensitive_env_and_credentials(cli: Cli) -> None:
@@ -265,16 +327,18 @@ def test_resume_from_a_masked_snapshot_is_refused(cli: Cli) -> None:
 def test_resume_runs_failed_inputs_again_from_their_failed_step(cli: Cli) -> None:
     for arg in ("one", "three"):
         (cli.root / f"ok-{arg}").touch()
+    cli.commit("ok-one", "ok-three")  # the run starts from HEAD, so the files must be committed
     cli.write("wf.yml", "- shell: 'echo ${ARG} >> log.txt'\n- shell: 'test -f ok-${ARG}'\n"
                         "- shell: 'echo done-${ARG} >> log.txt'\n")
     code, _, err = cli("run", "wf.yml", "--args", "one", "--args", "bad", "--args", "three")
     assert code == 1 and "1 input(s) failed: 2" in err
     sid = json.loads(cli("sessions", "ls", "--json")[1])[0]["id"]
-    (cli.root / "ok-bad").touch()
+    (cli.worktree(sid) / "ok-bad").touch()  # resume continues in the kept worktree
     code, _, err = cli("resume", sid)
     assert code == 0, err
-    assert (cli.root / "log.txt").read_text().split() == [
+    assert (cli.worktree(sid) / "log.txt").read_text().split() == [
         "one", "done-one", "bad", "three", "done-three", "done-bad"]
+    assert not (cli.root / "log.txt").exists()  # the user's checkout is never written to
     code, _, err = cli("resume", sid)
     assert code == 2 and "E5006" in err
 
@@ -283,7 +347,7 @@ def test_a_resumed_session_keeps_its_start_time(cli: Cli) -> None:
     cli.write("wf.yml", "- shell: 'test -f go'\n")
     assert cli("run", "wf.yml")[0] == 1
     before = json.loads(cli("sessions", "ls", "--json")[1])[0]
-    (cli.root / "go").touch()
+    (cli.worktree(before["id"]) / "go").touch()  # resume continues in the kept worktree
     assert cli("resume", before["id"])[0] == 0
     after = json.loads(cli("sessions", "show", before["id"], "--json")[1])
     assert after["started_at"] == before["started_at"]

@@ -78,7 +78,13 @@ class Cli:
 def cli(tmp_path: Path) -> Cli:
     root = tmp_path / "repo"
     root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    for argv in (["init", "-q", "-b", "main"], ["config", "user.email", "t@example.com"],
+                 ["config", "user.name", "Test"]):
+        subprocess.run(["git", *argv], cwd=root, check=True)
+    (root / "README.md").write_text("demo\n", encoding="utf-8")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    # every run starts its worktree from a commit (E4002 without one)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=root, check=True)
     return Cli(root, tmp_path / "home")
 
 
@@ -154,7 +160,9 @@ def test_events_export_formats(cli: Cli, done: str) -> None:
     assert code == 0 and len(json.loads(out)) == total
     code, out, _ = cli("events", "export", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert len(rows) == total and rows[0]["event_type"] == "workflow_started"
+    journal = [json.loads(line)["event"]["event_type"] for line in cli.event_lines(done)]
+    assert [row["event_type"] for row in rows] == journal  # one row per event, in order
+    assert journal[0] == "worktree_created" and "workflow_started" in journal
     assert rows[0]["run_id"] == done
     code, out, _ = cli("events", "export", "--format", "markdown")
     assert out.startswith("| Seq |") and len(out.splitlines()) == total + 2
@@ -282,7 +290,11 @@ def test_checkpoints_validate_valid(cli: Cli, done: str) -> None:
     assert doc["valid"] and [v["status"] for v in doc["versions"]] == ["valid", "valid"]
 
 
-def test_checkpoints_validate_repair_falls_back_to_prev(cli: Cli, done: str) -> None:
+def test_checkpoints_validate_repair_falls_back_to_prev(cli: Cli) -> None:
+    # The previous version is the checkpoint of a running session, which needs its worktree;
+    # an uncommitted file keeps the worktree after the run (spec 06 §7.2), so it stays valid.
+    done = cli.run("echo one > one.txt", "echo two")
+    assert (cli.home / "worktrees" / cli.root.name / done / "one.txt").exists()
     current = cli.storage.checkpoint_file(done)
     prev = current.with_name(current.name + ".prev")
     good = json.loads(prev.read_text())
@@ -384,4 +396,4 @@ def test_events_ls_limit_zero_means_all(cli: Cli, done: str) -> None:
     code, out, _ = cli("events", "ls", "--limit", "0", "--json")
     assert code == 0 and len(out.splitlines()) == len(cli.event_lines(done))
     code, out, _ = cli("events", "ls", "--limit", "1", "--json")
-    assert json.loads(out)["event"]["event_type"] == "workflow_completed"
+    assert json.loads(out)["event"]["event_type"] == "merge_finished"  # the journal's last

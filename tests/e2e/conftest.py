@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,41 @@ class Project:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         return path
+
+    def git(self, *args: str, cwd: Path | None = None) -> str:
+        """Run git in the project (or in `cwd`, e.g. a session worktree); return stdout."""
+        out = subprocess.run(["git", *args], cwd=cwd or self.root, check=True,
+                             capture_output=True, text=True)
+        return out.stdout
+
+    def commit(self, message: str = "test files") -> str:
+        """Commit everything in the checkout (a run starts from HEAD: uncommitted files are
+        not in its session worktree); return the new HEAD."""
+        self.git("add", "-A")
+        self.git("commit", "-qm", message)
+        return self.git("rev-parse", "HEAD").strip()
+
+    def branch(self) -> str:
+        return self.git("symbolic-ref", "--short", "HEAD").strip()
+
+    @property
+    def worktrees_dir(self) -> Path:
+        """Where session worktrees of this repository live (spec 06 §3.1)."""
+        return self.home / "worktrees" / self.root.name
+
+    @staticmethod
+    def worktree(out: subprocess.CompletedProcess[str] | str) -> Path:
+        """The session worktree a `prodigy run` announced with `Created worktree at:`."""
+        text = out if isinstance(out, str) else out.stdout + out.stderr
+        paths = re.findall(r"^Created worktree at: (.+)$", text, re.MULTILINE)
+        assert len(paths) == 1, text
+        return Path(paths[0])
+
+    def session_worktree(self, session_id: str) -> Path:
+        """The session worktree recorded in the session (also after a resume)."""
+        out = self.run("sessions", "show", session_id, "--json")
+        assert out.returncode == 0, out.stderr
+        return Path(json.loads(out.stdout)["worktree"]["path"])
 
     def run(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None,
             input: str | None = None) -> subprocess.CompletedProcess[str]:

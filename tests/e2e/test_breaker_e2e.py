@@ -33,9 +33,13 @@ def test_breaker_opens_rejects_and_half_opens(project: Project) -> None:
     assert "error[E3009]: Circuit breaker 'flaky-api' is open" in out.stderr
     assert "Circuit breaker 'flaky-api' is open; 'shell: echo run >> runs.txt; exit 1' was " \
         "not started" in out.stderr
+    # the steps ran in the session worktree, which the failed run keeps (spec 06 §8.1)
+    worktree = project.worktree(out)
+    assert worktree.is_dir() and worktree != project.root
     # executions 1, 2 (opens), 4 (half-open, opens again); 3 and 5 rejected
-    assert (project.root / "runs.txt").read_text() == "run\n" * 3
-    assert not (project.root / "never").exists()
+    assert (worktree / "runs.txt").read_text() == "run\n" * 3
+    assert not (worktree / "never").exists()
+    assert not (project.root / "runs.txt").exists()  # the checkout is untouched
 
     listed = project.run("events", "ls", "--json")
     assert listed.returncode == 0, listed.stderr

@@ -27,7 +27,9 @@ def test_analytics_and_logs_after_a_claude_step(project: Project, env: dict[str,
     project.write("wf.yml", "- claude: 'FAKE: bash echo hi > x.txt'\n")
     ran = project.run("run", "wf.yml", env=env, timeout=120)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert (project.root / "x.txt").read_text().strip() == "hi"
+    # Claude worked in the session worktree; its uncommitted file keeps that worktree
+    assert (project.worktree(ran) / "x.txt").read_text().strip() == "hi"
+    assert not (project.root / "x.txt").exists()
 
     out = project.run("analytics", "--json", env=env)
     assert out.returncode == 0, out.stderr

@@ -4,7 +4,6 @@ scripted fake Anthropic API served by the test suite on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,6 @@ def env(project: Project, fake_anthropic: Any, tmp_path: Path) -> dict[str, str]
     return environment
 
 
-def commit_all(project: Project, message: str) -> None:
-    subprocess.run(["git", "add", "-A"], cwd=project.root, check=True)
-    subprocess.run(["git", "commit", "-qm", message], cwd=project.root, check=True)
-
-
 def events(project: Project, env: dict[str, str]) -> list[dict[str, Any]]:
     sid = project.sessions()[0]["id"]
     out = project.run("events", "ls", "--job-id", sid, "--json", "--limit", "0", env=env)
@@ -40,12 +34,13 @@ def test_slash_command_runs_tools_and_sets_claude_variables(project: Project,
                                                              env: dict[str, str]) -> None:
     project.write(".claude/commands/make-file.md",
                   "Make the file.\nFAKE: bash echo $ARGUMENTS > out.txt\nFAKE: say made it\n")
-    commit_all(project, "commands")
+    project.commit("commands")
     project.write("wf.yml", "- claude: '/make-file hello'\n  capture: said\n"
                             "- shell: \"echo got ${said} ${claude.session_id:-none}\"\n")
     out = project.run("run", "wf.yml", "-v", env=env, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert (project.root / "out.txt").read_text().strip() == "hello"
+    # the committed command file is in the session worktree, where Claude ran
+    assert (project.worktree(out) / "out.txt").read_text().strip() == "hello"
     assert "got made it" in out.stdout and "got made it none" not in out.stdout
     assert "🔧 Bash: echo hello > out.txt" in out.stdout
     assert "Claude: 1 calls" in out.stdout
@@ -70,9 +65,10 @@ def test_commit_required_with_claude(project: Project, env: dict[str, str]) -> N
                             "- claude: 'FAKE: say nothing to commit'\n  commit_required: true\n")
     out = project.run("run", "wf.yml", env=env, timeout=120)
     assert out.returncode == 1
-    log = subprocess.run(["git", "log", "--format=%s"], cwd=project.root, capture_output=True,
-                         text=True, check=True).stdout.split()
-    assert log[0] == "from-claude"
+    # Claude's commit is on the session branch; the failed run merged nothing
+    log = project.git("log", "--format=%s", cwd=project.worktree(out)).split()
+    assert log[:2] == ["from-claude", "init"]
+    assert project.git("log", "--format=%s").split() == ["init"]
     assert "has commit_required=true but no commits were created" in out.stderr
     assert "Transcript: " in out.stderr
 
@@ -83,7 +79,7 @@ def test_fix_loop_with_a_claude_handler(project: Project, env: dict[str, str]) -
     out = project.run("run", "wf.yml", env=env, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Attempt 1/3 failed; running on_failure handler" in out.stdout
-    assert (project.root / "fixed").exists()
+    assert (project.worktree(out) / "fixed").exists()
 
 
 def test_an_api_error_fails_the_step_and_keeps_the_transcript(

@@ -2,12 +2,13 @@
 
 The installed ``prodigy`` runs in a real git repository (spec 02 §12, §13; the numbers
 are spec 02 §16 examples).  Every workflow file is git-ignored so that only what the
-steps do shows up in the repository.
+steps do shows up in the repository.  The steps run in the session worktree (spec 06 §3):
+the tests look at its branch, or pass ``-y`` and look at what was merged into the checkout.
 """
 
 from __future__ import annotations
 
-import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -16,18 +17,16 @@ from tests.e2e.conftest import Project
 pytestmark = pytest.mark.e2e
 
 
-def git(project: Project, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=project.root, check=True, capture_output=True,
-                         text=True)
-    return out.stdout
+def git(project: Project, *args: str, cwd: Path | None = None) -> str:
+    return project.git(*args, cwd=cwd)
 
 
-def head(project: Project) -> str:
-    return git(project, "rev-parse", "HEAD").strip()
+def head(project: Project, cwd: Path | None = None) -> str:
+    return git(project, "rev-parse", "HEAD", cwd=cwd).strip()
 
 
-def new_commits(project: Project, since: str) -> list[str]:
-    return git(project, "rev-list", "--reverse", f"{since}..HEAD").split()
+def new_commits(project: Project, since: str, cwd: Path | None = None) -> list[str]:
+    return git(project, "rev-list", "--reverse", f"{since}..HEAD", cwd=cwd).split()
 
 
 def files_of(project: Project, sha: str) -> list[str]:
@@ -57,12 +56,20 @@ def test_08_commit_required_without_a_commit_fails(repo: Project) -> None:
 def test_09_auto_commit_makes_the_required_commit(repo: Project) -> None:
     start = head(repo)
     repo.write("wf.yml", "- {shell: 'date > d.txt', auto_commit: true, commit_required: true}\n")
-    out = repo.run("run", "wf.yml")
+    out = repo.run("run", "wf.yml", "-y")
     assert out.returncode == 0, out.stdout + out.stderr
-    (sha,) = new_commits(repo, start)
+    assert "Worktree changes merged successfully!" in out.stdout
+    worktree = repo.worktree(out)
+    # the session branch came back in one merge commit ...
+    assert message_of(repo, head(repo)) == f"Merge prodigy-{worktree.name} into {repo.branch()}"
+    # ... holding exactly the one commit auto_commit made
+    (sha,) = git(repo, "rev-list", "--no-merges", f"{start}..HEAD").split()
     assert files_of(repo, sha) == ["d.txt"]
     assert message_of(repo, sha) == "prodigy: shell: date > d.txt"
+    # nothing was left uncommitted: the worktree was removed after the merge (spec 06 §7.8)
+    assert not worktree.exists()
     assert git(repo, "status", "--porcelain") == ""
+    assert (repo.root / "d.txt").is_file()
 
 
 def test_15_outputs_feed_the_next_step(repo: Project) -> None:
@@ -98,13 +105,18 @@ def test_commit_config_exclude_author_and_template(repo: Project) -> None:
     ]) + "\n")
     out = repo.run("run", "wf.yml", "--args", "it's")
     assert out.returncode == 0, out.stdout + out.stderr
-    (sha,) = new_commits(repo, start)
+    worktree = repo.worktree(out)
+    (sha,) = new_commits(repo, start, cwd=worktree)
     assert sorted(files_of(repo, sha)) == ["README.md", "keep.txt"]
     assert message_of(repo, sha) == "chore: it's $(touch pwned) 'q'"
-    assert git(repo, "log", "-1", "--format=%an <%ae>").strip() == "Bot <bot@example.com>"
-    assert not (repo.root / "pwned").exists()
-    status = git(repo, "status", "--porcelain", "--untracked-files=all")
+    assert git(repo, "log", "-1", "--format=%an <%ae>", cwd=worktree).strip() == \
+        "Bot <bot@example.com>"
+    assert not (worktree / "pwned").exists() and not (repo.root / "pwned").exists()
+    status = git(repo, "status", "--porcelain", "--untracked-files=all", cwd=worktree)
     assert sorted(line[3:] for line in status.splitlines()) == ["skip.tmp", "sub/x.tmp"]
+    # without -y and a terminal nothing is merged; the excluded files keep the worktree
+    assert f"To merge later: prodigy worktree merge {worktree.name}" in out.stdout
+    assert head(repo) == start
 
 
 def test_message_pattern_violation_fails_with_e3014(repo: Project) -> None:
@@ -128,9 +140,11 @@ def test_squash_replaces_the_new_commits(repo: Project) -> None:
     ]) + "\n")
     out = repo.run("run", "wf.yml")
     assert out.returncode == 0, out.stdout + out.stderr
-    (sha,) = new_commits(repo, start)
+    worktree = repo.worktree(out)
+    (sha,) = new_commits(repo, start, cwd=worktree)
     assert message_of(repo, sha) == "feat: a"
     assert sorted(files_of(repo, sha)) == ["a", "b"]
+    assert head(repo) == start  # not merged: no -y and no terminal
 
 
 @pytest.mark.parametrize("workflow", [
@@ -146,6 +160,7 @@ def test_dry_run_creates_no_commit(repo: Project, workflow: str) -> None:
     out = repo.run("run", "wf.yml", "--dry-run")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Nothing was run (dry run)." in out.stdout
+    assert not repo.worktrees_dir.exists()  # no session worktree, so no commit anywhere
     assert head(repo) == start
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
 

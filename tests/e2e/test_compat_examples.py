@@ -106,4 +106,6 @@ def test_events_follow_prints_events_as_they_happen(project: Project) -> None:
     stdout, _ = follower.communicate(timeout=10)
     assert follower.returncode == 0
     types = [json.loads(line)["event"]["event_type"] for line in stdout.splitlines()]
-    assert types[0] == "workflow_started" and "workflow_completed" in types
+    # the session worktree is created first; the merge decision is the last event
+    assert types[:2] == ["worktree_created", "workflow_started"]
+    assert "workflow_completed" in types and types[-1] == "merge_finished"

@@ -23,6 +23,7 @@ printf '{"completion_percentage": %s, "status": "incomplete", "missing": %s}' "$
 @pytest.fixture
 def repo(project: Project) -> Project:
     project.write("check.sh", CHECK)
+    project.commit("validation script")  # the steps run in a worktree made from HEAD
     return project
 
 
@@ -43,7 +44,7 @@ def test_on_incomplete_handler_completes_the_step(repo: Project) -> None:
     assert "Validation incomplete: 60.0% complete (threshold: 90.0%)" in out.stdout
     assert "Validation attempt 1/3: 100.0% complete" in out.stdout
     assert "Validation passed: 100.0% complete (threshold: 90.0%)" in out.stdout
-    assert (repo.root / "gaps.txt").read_text() == "retry, docs\n"
+    assert (repo.worktree(out) / "gaps.txt").read_text() == "retry, docs\n"
     assert "after 100.0 true" in out.stdout
 
 
@@ -62,7 +63,9 @@ def test_threshold_fails_with_e3010(repo: Project) -> None:
     assert out.returncode == 1
     assert "Validation incomplete: 60.0% complete (threshold: 90.0%)" in out.stdout
     assert "error[E3010]: Validation failed after 1 attempts. Completion: 60.0%" in out.stderr
-    assert not (repo.root / "never").exists()
+    worktree = repo.worktree(out)
+    assert (worktree / ".validation.json").is_file()  # the validation did run there
+    assert not (worktree / "never").exists()
 
 
 def test_handler_that_does_not_help_fails_after_max_attempts(repo: Project) -> None:
@@ -112,3 +115,4 @@ def test_dry_run_plans_but_does_not_validate(repo: Project) -> None:
     assert "validate: shell: sh check.sh (threshold 90.0%, result_file .validation.json" \
         in out.stdout
     assert not (repo.root / ".validation.json").exists()
+    assert not repo.worktrees_dir.exists()  # nothing ran in a session worktree either

@@ -155,7 +155,8 @@ async def test_git_commit_changes_selects_paths(repo: Repo) -> None:
     listed = await git.list_commits(ListCommits(command_id=3, cwd=repo.cwd, since=start))
     assert listed == CommitsListed(
         command_id=3, head=made.sha, commits=((made.sha, "chore: $(x) 'q'"),),
-        files_added=("a.txt", "b.tmp", "src/d.py", "sub/c.tmp"), files_modified=("README.md",))
+        files_added=("a.txt", "b.tmp", "src/d.py", "sub/c.tmp"), files_modified=("README.md",),
+        insertions=3, deletions=1)  # untracked files count no lines
 
 
 async def test_git_list_and_squash(repo: Repo) -> None:
@@ -175,7 +176,7 @@ async def test_git_list_and_squash(repo: Repo) -> None:
     after = await git.list_commits(ListCommits(command_id=6, cwd=repo.cwd, since=start))
     assert after == CommitsListed(command_id=6, head=squashed.sha,
                                   commits=((squashed.sha, "feat: both"),),
-                                  files_added=("one.md", "specs/two.md"))
+                                  files_added=("one.md", "specs/two.md"), insertions=2)
 
 
 # --- files: ReadFile answers alike from disk and from memory ---------------------------------

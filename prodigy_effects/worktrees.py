@@ -1,0 +1,571 @@
+"""The production ``Worktrees``: session worktrees and merges with plain ``git``.
+
+Performs the effects of ``prodigy_core.worktree_ops`` (spec 06 §3–§8).  Every command is
+an argument vector (never a shell) run non-interactively (``GIT_TERMINAL_PROMPT=0``,
+``GIT_EDITOR=true``, ``GIT_MERGE_AUTOEDIT=no``).  Operations that change state shared by
+the whole repository — ``git worktree add/remove/prune``, branch creation and deletion,
+and the merge into the user's branch — run while holding the per-repository lock
+(``prodigy_effects.repolock``), so several runs in one repository never collide in git's
+own lock files.  Nothing here stashes, resets or discards anything in the user's
+checkout: a merge git refuses is reported, not forced (spec 06 §10).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from prodigy_core.json_values import JSON
+from prodigy_core.worktree_ops import (
+    AskUser,
+    BranchMerged,
+    ConcludeMerge,
+    CreateWorktree,
+    InspectMerge,
+    MergeBranch,
+    MergeConcluded,
+    MergeConflicted,
+    MergeFailed,
+    MergeInspected,
+    MergeVerified,
+    RemoveWorktree,
+    UserAnswered,
+    VerifyMerged,
+    WorktreeCreated,
+    WorktreeFailed,
+    WorktreeRemoved,
+)
+from prodigy_effects.fsutil import atomic_write_json, ensure_dir, read_json
+from prodigy_effects.repolock import open_repo_lock
+
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_MERGE_AUTOEDIT": "no"}
+_IDENTITY = {"user.name": "Prodigy", "user.email": "prodigy@localhost"}
+MAX_COMMITS = 100
+MAX_FILES = 500
+
+
+class GitError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+async def git(cwd: str, *args: str, check: bool = True,
+              stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, **_GIT_ENV}
+    try:
+        result = await trio.run_process(["git", *args], cwd=cwd, stdin=stdin,
+                                        capture_stdout=True, capture_stderr=True,
+                                        check=False, env=env)
+    except OSError as exc:
+        raise GitError(f"cannot run git in {cwd}: {exc}") from exc
+    if check and result.returncode != 0:
+        raise GitError(_message(result) or f"git {args[0]} failed ({result.returncode})")
+    return result
+
+
+def _message(result: subprocess.CompletedProcess[bytes]) -> str:
+    err = result.stderr.decode("utf-8", "replace").strip()
+    out = result.stdout.decode("utf-8", "replace").strip()
+    return err or out
+
+
+def _text(result: subprocess.CompletedProcess[bytes]) -> str:
+    return result.stdout.decode("utf-8", "surrogateescape").strip()
+
+
+async def identity(cwd: str) -> list[str]:
+    """``-c`` options for the parts of the committer identity the repository lacks."""
+    options: list[str] = []
+    for key, value in _IDENTITY.items():
+        found = await git(cwd, "config", "--get", key, check=False)
+        if found.returncode != 0 or not found.stdout.strip():
+            options += ["-c", f"{key}={value}"]
+    return options
+
+
+@contextlib.asynccontextmanager
+async def _locked(lock_path: str) -> AsyncIterator[None]:
+    if lock_path:
+        async with open_repo_lock(Path(lock_path)):
+            yield
+    else:
+        yield
+
+
+async def branch_exists(cwd: str, branch: str) -> bool:
+    result = await git(cwd, "show-ref", "--verify", "-q", f"refs/heads/{branch}", check=False)
+    return result.returncode == 0
+
+
+async def _is_worktree(path: str) -> bool:
+    if not os.path.isdir(path):
+        return False
+    result = await git(path, "rev-parse", "--show-toplevel", check=False)
+    return result.returncode == 0 and os.path.realpath(_text(result)) == os.path.realpath(path)
+
+
+async def status_paths(cwd: str) -> tuple[str, ...]:
+    """Uncommitted paths: modified tracked files and untracked, not ignored files."""
+    result = await git(cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+                       check=False)
+    if result.returncode != 0:
+        return ()
+    entries = [e for e in result.stdout.decode("utf-8", "surrogateescape").split("\0") if e]
+    return tuple(sorted({e[3:] for e in entries if len(e) > 3}))
+
+
+async def head(cwd: str) -> str | None:
+    result = await git(cwd, "rev-parse", "--verify", "-q", "HEAD", check=False)
+    return _text(result) or None if result.returncode == 0 else None
+
+
+async def default_branch(cwd: str) -> str | None:
+    """Spec 06 §4.2: ``origin/HEAD``'s branch, else ``main``, else ``master``."""
+    result = await git(cwd, "symbolic-ref", "-q", "refs/remotes/origin/HEAD", check=False)
+    if result.returncode == 0:
+        name = _text(result).removeprefix("refs/remotes/origin/")
+        if name and await branch_exists(cwd, name):
+            return name
+    for name in ("main", "master"):
+        if await branch_exists(cwd, name):
+            return name
+    return None
+
+
+async def worktree_of_branch(repo_root: str, branch: str) -> str | None:
+    """The working tree where ``branch`` is checked out (``git worktree list``)."""
+    result = await git(repo_root, "worktree", "list", "--porcelain", "-z", check=False)
+    if result.returncode != 0:
+        result = await git(repo_root, "worktree", "list", "--porcelain")
+        records = [r.split("\n") for r in result.stdout.decode("utf-8", "surrogateescape")
+                   .split("\n\n")]
+    else:
+        records = [r.split("\0") for r in result.stdout.decode("utf-8", "surrogateescape")
+                   .split("\0\0")]
+    for fields in records:
+        path = next((f[len("worktree "):] for f in fields if f.startswith("worktree ")), None)
+        if path and f"branch refs/heads/{branch}" in fields:
+            return path
+    return None
+
+
+async def _busy(cwd: str) -> str | None:
+    """Is a merge, rebase, cherry-pick or bisect in progress in ``cwd``?"""
+    for marker, what in (("MERGE_HEAD", "a merge"), ("rebase-merge", "a rebase"),
+                         ("rebase-apply", "a rebase"), ("CHERRY_PICK_HEAD", "a cherry-pick"),
+                         ("REVERT_HEAD", "a revert"), ("BISECT_LOG", "a bisect")):
+        found = await git(cwd, "rev-parse", "--git-path", marker, check=False)
+        rel = _text(found)
+        if rel and os.path.exists(os.path.join(cwd, rel)):
+            return what
+    return None
+
+
+async def _unmerged(cwd: str) -> tuple[str, ...]:
+    result = await git(cwd, "diff", "--name-only", "-z", "--diff-filter=U", check=False)
+    return tuple(p for p in result.stdout.decode("utf-8", "surrogateescape").split("\0") if p)
+
+
+async def _merge_in_progress(cwd: str) -> bool:
+    found = await git(cwd, "rev-parse", "--git-path", "MERGE_HEAD", check=False)
+    rel = _text(found)
+    return bool(rel) and os.path.exists(os.path.join(cwd, rel))
+
+
+async def is_ancestor(cwd: str, ancestor: str, of: str) -> bool:
+    result = await git(cwd, "merge-base", "--is-ancestor", ancestor, of, check=False)
+    return result.returncode == 0
+
+
+# --- listing what a merge brings (spec 06 §7.7) ---------------------------------------
+
+
+async def merge_commits(cwd: str, target: str, source: str) -> list[JSON]:
+    fmt = "%H%x00%h%x00%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%P%x00%B%x1e"
+    result = await git(cwd, "log", "--reverse", f"--format={fmt}", f"{target}..{source}", "--")
+    out: list[JSON] = []
+    for record in result.stdout.decode("utf-8", "replace").split("\x1e"):
+        record = record.strip("\n")
+        if not record:
+            continue
+        parts = record.split("\0")
+        if len(parts) < 9:
+            continue
+        sha, short, an, ae, cn, ce, when, parents, message = parts[:9]
+        out.append({"id": sha, "short_id": short, "author": {"name": an, "email": ae},
+                    "committer": {"name": cn, "email": ce}, "message": message.strip(),
+                    "timestamp": when, "parent_ids": parents.split()})
+    return out
+
+
+async def modified_files(cwd: str, target: str, source: str) -> list[JSON]:
+    base = _text(await git(cwd, "merge-base", target, source))
+    status = await git(cwd, "diff", "--name-status", "-z", "-M", base, source, "--")
+    numstat = await git(cwd, "diff", "--numstat", "-z", "-M", base, source, "--")
+    counts: dict[str, tuple[int, int]] = {}
+    fields = numstat.stdout.decode("utf-8", "surrogateescape").split("\0")
+    i = 0
+    while i < len(fields):
+        entry = fields[i]
+        if not entry:
+            i += 1
+            continue
+        parts = entry.split("\t")
+        ins, dels = parts[0], parts[1] if len(parts) > 1 else "0"
+        if len(parts) >= 3 and parts[2]:
+            path = parts[2]
+            i += 1
+        else:  # a rename: the two paths follow
+            path = fields[i + 2] if i + 2 < len(fields) else ""
+            i += 3
+        counts[path] = (int(ins) if ins.isdigit() else 0, int(dels) if dels.isdigit() else 0)
+    out: list[JSON] = []
+    items = status.stdout.decode("utf-8", "surrogateescape").split("\0")
+    i = 0
+    kinds = {"A": "added", "D": "deleted", "R": "renamed", "C": "added"}
+    while i < len(items):
+        code = items[i]
+        if not code:
+            i += 1
+            continue
+        if code[:1] in ("R", "C"):
+            path = items[i + 2] if i + 2 < len(items) else ""
+            i += 3
+        else:
+            path = items[i + 1] if i + 1 < len(items) else ""
+            i += 2
+        ins, dels = counts.get(path, (0, 0))
+        out.append({"path": path, "modification_type": kinds.get(code[:1], "modified"),
+                    "insertions": ins, "deletions": dels})
+    return out
+
+
+# --- the performer ------------------------------------------------------------------
+
+
+@attrs.define
+class RealWorktrees:
+    """Answers the worktree and merge effects with the ``git`` on ``PATH``.
+
+    ``meta_dir`` maps a repository name to the directory of its worktree metadata.
+    """
+
+    meta_file: Callable[[str], Path] | None = None
+    clock: Callable[[], str] | None = None
+
+    async def create(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
+        try:
+            return await self._create(effect)
+        except GitError as error:
+            return WorktreeFailed(command_id=effect.command_id, code="E4003",
+                                  message=f"cannot create the worktree {effect.path}: "
+                                          f"{error.message}")
+
+    async def _create(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
+        cid = effect.command_id
+        dirty = await status_paths(effect.user_dir) if effect.user_dir else ()
+        if effect.mode in ("reuse", "resume") and await _is_worktree(effect.path):
+            return WorktreeCreated(command_id=cid, path=effect.path, branch=effect.branch,
+                                   head=await head(effect.path), created=False, dirty=dirty)
+        async with _locked(effect.lock_path):
+            has_branch = await branch_exists(effect.repo_root, effect.branch)
+            if effect.mode == "resume" and not has_branch:
+                return WorktreeFailed(
+                    command_id=cid, code="E4006",
+                    message=f"the session worktree {effect.path} and its branch "
+                            f"{effect.branch} are both gone; the session cannot be resumed")
+            if os.path.exists(effect.path):
+                if effect.mode == "create" or os.listdir(effect.path):
+                    return WorktreeFailed(
+                        command_id=cid, code="E4003",
+                        message=f"{effect.path} already exists and is not a worktree of "
+                                f"this repository; remove it or run "
+                                f"`prodigy worktree clean-orphaned`")
+                os.rmdir(effect.path)
+            ensure_dir(Path(effect.path).parent)
+            await git(effect.repo_root, "worktree", "prune", check=False)
+            if has_branch and effect.mode != "create":
+                await git(effect.repo_root, "worktree", "add", effect.path, effect.branch)
+            else:
+                await git(effect.repo_root, "worktree", "add", "-b", effect.branch,
+                          effect.path, effect.base_commit)
+        return WorktreeCreated(command_id=cid, path=effect.path, branch=effect.branch,
+                               head=await head(effect.path), created=effect.mode != "resume",
+                               recreated=effect.mode == "resume", dirty=dirty)
+
+    async def inspect(self, effect: InspectMerge) -> MergeInspected | MergeFailed:
+        cid = effect.command_id
+        try:
+            repo = effect.repo_root
+            target: str | None = None
+            warning: str | None = None
+            if effect.original_branch and await branch_exists(repo, effect.original_branch):
+                target = effect.original_branch
+            else:
+                target = await default_branch(repo)
+                if effect.original_branch and target is not None:
+                    warning = (f"original branch '{effect.original_branch}' no longer "
+                               f"exists; merging into '{target}'")
+            uncommitted = await status_paths(effect.worktree_path) \
+                if os.path.isdir(effect.worktree_path) else ()
+            if target is None:
+                return MergeInspected(command_id=cid, target=None, uncommitted=uncommitted)
+            ahead = int(_text(await git(repo, "rev-list", "--count",
+                                        f"{target}..{effect.branch}")) or 0)
+            commits: list[JSON] = []
+            files: list[JSON] = []
+            failed: str | None = None
+            if effect.details and ahead:
+                try:
+                    commits = await merge_commits(repo, target, effect.branch)
+                    files = await modified_files(repo, target, effect.branch)
+                except GitError as error:
+                    failed = error.message
+            return MergeInspected(
+                command_id=cid, target=target, ahead=ahead, target_warning=warning,
+                uncommitted=uncommitted, commits=tuple(commits[:MAX_COMMITS]),
+                commit_count=ahead if not failed else 0,
+                modified_files=tuple(files[:MAX_FILES]), file_count=len(files),
+                details_failed=failed)
+        except GitError as error:
+            return MergeFailed(command_id=cid, code="E4005",
+                               message=f"cannot prepare the merge: {error.message}",
+                               reason="failed")
+
+    async def merge(self, effect: MergeBranch
+                    ) -> BranchMerged | MergeConflicted | MergeFailed:
+        try:
+            async with _locked(effect.lock_path):
+                return await self._merge(effect)
+        except GitError as error:
+            return MergeFailed(command_id=effect.command_id, code="E4005",
+                               message=error.message, reason="failed")
+
+    async def _merge(self, effect: MergeBranch
+                     ) -> BranchMerged | MergeConflicted | MergeFailed:
+        cid = effect.command_id
+        warnings: list[str] = []
+        temp = False
+        if effect.into_worktree is not None:
+            where = effect.into_worktree
+            if await _merge_in_progress(where):
+                await git(where, "merge", "--abort", check=False)
+                warnings.append(f"a merge was in progress in {where}; it was aborted")
+        else:
+            found = await worktree_of_branch(effect.repo_root, effect.target)
+            if found is not None:
+                where = found
+                busy = await _busy(where)
+                if busy is not None:
+                    return MergeFailed(
+                        command_id=cid, code="E4005",
+                        message=f"target working tree is busy: {busy} is in progress in "
+                                f"{where}; finish or abort it, then run "
+                                f"`prodigy worktree merge`", reason="refused")
+            else:
+                where = effect.temp_path
+                await self._drop_temp(effect.repo_root, where)
+                ensure_dir(Path(where).parent)
+                await git(effect.repo_root, "worktree", "add", where, effect.target)
+                temp = True
+        pre = await head(where) or ""
+        merged = await git(where, *await identity(where), "merge", "--no-ff", "-m",
+                           effect.message, effect.source, check=False)
+        if merged.returncode == 0:
+            if not await is_ancestor(where, effect.source, "HEAD"):
+                raise GitError(f"git merge reported success but {effect.source} is not "
+                               f"an ancestor of HEAD in {where}")
+            sha = await head(where) or ""
+            if temp:
+                await self._drop_temp(effect.repo_root, where)
+            return BranchMerged(command_id=cid, sha=sha, merge_dir=where,
+                                warnings=tuple(warnings))
+        conflicts = await _unmerged(where)
+        if conflicts:
+            aborted = not effect.keep_conflict
+            if aborted:
+                await git(where, "merge", "--abort", check=False)
+                if temp:
+                    await self._drop_temp(effect.repo_root, where)
+            return MergeConflicted(command_id=cid, paths=conflicts, merge_dir=where, pre=pre,
+                                   aborted=aborted, warnings=tuple(warnings))
+        if temp:
+            await self._drop_temp(effect.repo_root, where)
+        return MergeFailed(command_id=cid, code="E4005",
+                           message=f"git refused to merge {effect.source} into "
+                                   f"{effect.target} in {where}: {_message(merged)}",
+                           reason="refused")
+
+    async def _drop_temp(self, repo_root: str, path: str) -> None:
+        """Remove a temporary merge worktree (ours alone; forcing is safe here)."""
+        if os.path.exists(path):
+            await git(repo_root, "worktree", "remove", "--force", path, check=False)
+        await git(repo_root, "worktree", "prune", check=False)
+
+    async def conclude(self, effect: ConcludeMerge) -> MergeConcluded:
+        cid = effect.command_id
+        where = effect.merge_dir
+        try:
+            async with _locked(effect.lock_path):
+                reason = ""
+                if effect.action == "accept":
+                    reason = await self._accept(effect)
+                    if not reason:
+                        sha = await head(where)
+                        if where == effect.temp_path:
+                            await self._drop_temp(effect.repo_root, where)
+                        return MergeConcluded(command_id=cid, accepted=True, sha=sha)
+                if await _merge_in_progress(where):
+                    await git(where, "merge", "--abort", check=False)
+                else:
+                    await git(where, "reset", "--keep", effect.pre, check=False)
+                if where == effect.temp_path:
+                    await self._drop_temp(effect.repo_root, where)
+                return MergeConcluded(command_id=cid, accepted=False,
+                                      reason=reason or "rolled back")
+        except GitError as error:
+            return MergeConcluded(command_id=cid, accepted=False, reason=error.message)
+
+    async def _accept(self, effect: ConcludeMerge) -> str:
+        """Why the resolution is not acceptable ('' when it is)."""
+        where = effect.merge_dir
+        left = await _unmerged(where)
+        if left:
+            return f"unmerged paths remain: {', '.join(left)}"
+        for rel in effect.conflicting:
+            path = os.path.join(where, rel)
+            try:
+                with open(path, "rb") as handle:
+                    for line in handle:
+                        if line.startswith((b"<<<<<<< ", b">>>>>>> ")):
+                            return f"conflict markers remain in {rel}"
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+        if await _merge_in_progress(where):
+            if effect.conflicting:
+                listed = b"".join(p.encode("utf-8", "surrogateescape") + b"\0"
+                                  for p in effect.conflicting)
+                await git(where, "add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul",
+                          stdin=listed)
+            done = await git(where, *await identity(where), "commit", "--no-edit",
+                             check=False)
+            if done.returncode != 0:
+                return f"git commit failed: {_message(done)}"
+        first = await git(where, "rev-parse", "HEAD^1", check=False)
+        if first.returncode != 0 or _text(first) != effect.pre:
+            return "the resulting HEAD does not have the previous HEAD as first parent"
+        if not await is_ancestor(where, effect.source, "HEAD"):
+            return f"{effect.source} is not an ancestor of the resulting HEAD"
+        return ""
+
+    async def verify(self, effect: VerifyMerged) -> MergeVerified:
+        merged = await branch_exists(effect.repo_root, effect.target) and \
+            await is_ancestor(effect.repo_root, effect.source, effect.target)
+        return MergeVerified(command_id=effect.command_id, merged=merged)
+
+    async def remove(self, effect: RemoveWorktree) -> WorktreeRemoved:
+        problems: list[str] = []
+        async with _locked(effect.lock_path):
+            if os.path.exists(effect.path):
+                gone = await git(effect.repo_root, "worktree", "remove", effect.path,
+                                 check=False)
+                if gone.returncode != 0:
+                    problems.append(f"{effect.path}: {_message(gone)}")
+            if await branch_exists(effect.repo_root, effect.branch):
+                problem = await self._delete_branch(effect)
+                if problem:
+                    problems.append(f"branch {effect.branch}: {problem}")
+            await git(effect.repo_root, "worktree", "prune", check=False)
+        return WorktreeRemoved(command_id=effect.command_id,
+                               warning="; ".join(problems) or None)
+
+    async def _delete_branch(self, effect: RemoveWorktree) -> str:
+        """Delete a merged branch, never an unmerged one (spec 06 §8.3)."""
+        repo, branch, target = effect.repo_root, effect.branch, effect.target
+        where = await worktree_of_branch(repo, target) if target else None
+        if where is not None:
+            # ``-d`` checks against HEAD: run it where the target is checked out
+            deleted = await git(where, "branch", "-d", branch, check=False)
+            return "" if deleted.returncode == 0 else _message(deleted)
+        if target and await is_ancestor(repo, f"refs/heads/{branch}", f"refs/heads/{target}"):
+            sha = _text(await git(repo, "rev-parse", f"refs/heads/{branch}"))
+            gone = await git(repo, "update-ref", "-d", f"refs/heads/{branch}", sha,
+                             check=False)
+            return "" if gone.returncode == 0 else _message(gone)
+        deleted = await git(repo, "branch", "-d", branch, check=False)
+        return "" if deleted.returncode == 0 else _message(deleted)
+
+    def save_meta(self, doc: dict[str, Any]) -> None:
+        if self.meta_file is None:
+            return
+        name = str(doc.get("worktree_name", ""))
+        path = self.meta_file(name)
+        now = self.clock() if self.clock is not None else ""
+        out = dict(doc)
+        try:
+            old = read_json(path)
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and old.get("created_at") and \
+                old.get("session_id") == doc.get("session_id"):
+            out["created_at"] = old["created_at"]
+        elif now:
+            out["created_at"] = now
+        out["updated_at"] = now
+        if out.get("merged") and not out.get("merged_at"):
+            out["merged_at"] = now
+        atomic_write_json(path, out)
+
+
+async def _read_line(stdin: Any) -> str:
+    """Read a line in a thread that a cancelled run abandons (trio 0.22 and later)."""
+    import inspect
+
+    run = trio.to_thread.run_sync
+    if "abandon_on_cancel" in inspect.signature(run).parameters:
+        return str(await run(stdin.readline, abandon_on_cancel=True))
+    return str(await run(stdin.readline, cancellable=True))
+
+
+@attrs.define
+class TerminalPrompter:
+    """Asks on the terminal when standard input and output both are one (spec 06 §7.4)."""
+
+    out: Any
+    enabled: bool = True
+    stdin: Any = None
+
+    async def ask(self, effect: AskUser, cancel: trio.Event) -> UserAnswered:
+        import sys
+
+        stdin = self.stdin or sys.stdin
+        cid = effect.command_id
+        try:
+            terminal = self.enabled and stdin.isatty() and self.out.isatty()
+        except (AttributeError, ValueError, OSError):
+            terminal = False
+        if not terminal:
+            return UserAnswered(command_id=cid, answer=None, terminal=False)
+        self.out.write(effect.question)
+        self.out.flush()
+        line: str | None = None
+        async with trio.open_nursery() as nursery:
+            async def watch() -> None:
+                await cancel.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            read = await _read_line(stdin)
+            line = read if read else None
+            nursery.cancel_scope.cancel()
+        if line is None:
+            self.out.write("\n")
+        return UserAnswered(command_id=cid, answer=line.rstrip("\n") if line else None)
