@@ -170,6 +170,11 @@ def ls(args: argparse.Namespace, storage: Storage, project: Path, out: TextIO,
         repo_name = os.path.basename(wt.repo_root) if wt.repo_root else "-"
         lines.append(line + ((repo_name,) if everywhere else ()))
     table(lines, out)
+    if not args.detailed:
+        for wt, _target, _ahead in rows:
+            command = _details(wt)["resume_command"]
+            if command:
+                out.write(f"  {wt.name}: {wt.status}, resume with: {command}\n")
     if args.detailed:
         for wt, _target, _ahead in rows:
             info = _details(wt)

@@ -41,7 +41,8 @@ class _Watch:
 
 def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
              cwd: str) -> int:
-    if args.command in ("run", "resume", "exec") and getattr(args, "json", False):
+    if args.command in ("run", "resume", "exec", "batch", "resume-job") and \
+            getattr(args, "json", False):
         # --json: stdout carries exactly one JSON document, also when the run never started
         watched_out, watched_err = _Watch(out), _Watch(err)
         code = _dispatch(args, out=watched_out, err=watched_err,  # type: ignore[arg-type]
@@ -78,6 +79,14 @@ def _dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: di
             return cmd_resume(args, out=out, err=err, environ=environ, cwd=cwd)
         if args.command == "exec":
             return cmd_exec(args, out=out, err=err, environ=environ, cwd=cwd)
+        if args.command == "batch":
+            from prodigy_cli.cmd_batch import cmd_batch
+
+            return cmd_batch(args, out=out, err=err, environ=environ, cwd=cwd)
+        if args.command == "resume-job":
+            from prodigy_cli.cmd_jobs import cmd_resume_job
+
+            return cmd_resume_job(args, out=out, err=err, environ=environ, cwd=cwd)
         if args.command == "validate":
             from prodigy_cli.cmd_validate import cmd_validate
 
@@ -138,18 +147,24 @@ def _verbosity(args: argparse.Namespace) -> tuple[int, bool]:
 EXEC_PATH = "(exec)"
 
 
+def step_kind(command: str) -> tuple[str, str]:
+    """``(kind, text)`` of a command given to ``exec``/``batch`` (spec 08 §2.2): a
+    ``claude:`` prefix (removed) or a leading ``/`` → claude; a ``shell:`` prefix (removed)
+    or anything else → shell."""
+    text = command.strip()
+    if text.startswith("claude:"):
+        return "claude", text[len("claude:"):].strip()
+    if text.startswith("/"):
+        return "claude", text
+    if text.startswith("shell:"):
+        return "shell", text[len("shell:"):].strip()
+    return "shell", command
+
+
 def exec_workflow(command: str, *, retry: int, timeout: str | None,
                   model: str | None) -> str:
     """The one-step workflow of ``prodigy exec`` (spec 08 §2.2), as JSON text."""
-    text = command.strip()
-    if text.startswith("claude:"):
-        kind, body = "claude", text[len("claude:"):].strip()
-    elif text.startswith("/"):
-        kind, body = "claude", text
-    elif text.startswith("shell:"):
-        kind, body = "shell", text[len("shell:"):].strip()
-    else:
-        kind, body = "shell", command
+    kind, body = step_kind(command)
     step: dict[str, Any] = {kind: body}
     if retry > 1:
         step["retry"] = {"attempts": retry}
@@ -209,10 +224,6 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
         err.write(f"✗ {errors} error(s), {warnings} warning(s)\n")
         return 2
     workflow = loaded.workflow
-    if workflow.mode == "mapreduce":
-        err.write("error[E1016]: MapReduce workflows can be validated but not run yet by this "
-                  "version of Prodigy\n")
-        return 2
     gaps = runtime_gaps(workflow, file=args.workflow)
     if gaps:
         print_problems(gaps, err)
@@ -252,7 +263,13 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
         auto_yes=args.yes, profile=profile, verbosity=verbosity, quiet=quiet,
         json_mode=args.json,
     )
-    session_id = runner.new_session_id()
+    mapreduce = workflow.mode == "mapreduce"
+    if mapreduce:
+        from prodigy_effects import job_runner
+
+        session_id = job_runner.new_session_id()
+    else:
+        session_id = runner.new_session_id()
     claude = _claude_settings(workflow, environ, repo.root, dry_run=args.dry_run, err=err)
     if claude is None:
         return 2
@@ -266,8 +283,13 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     ctx = runner.build_context(req, session_id=session_id, repo=repo, resolved=resolved,
                                inputs=all_inputs, claude=claude, worktree=worktree)
     if args.dry_run:
+        if mapreduce:
+            return _job_plan(workflow, ctx, out, json_mode=args.json)
         result = runner.run_dry(req, ctx, out)
         return 0 if result.exit_code == 0 else result.exit_code
+    if mapreduce:
+        return _run_job(workflow, ctx, storage, loaded.text or "", wf_path, args,
+                        verbosity=verbosity, quiet=quiet, out=out, err=err)
     storage.ensure()
     human = err if args.json else out
     human.write(f"Starting session: {session_id}\n")
@@ -302,6 +324,80 @@ def _stored_worktree(session: dict[str, Any], storage: Any, repo_name: str,
             doc.get("original_branch"), str) else None,
         named=bool(doc.get("named")), reuse=bool(doc.get("named")), auto_cleanup=auto,
         repo_lock=str(storage.repo_lock_file(repo_name)), subdir=str(doc.get("subdir") or ""))
+
+
+def _run_job(workflow: Any, ctx: Any, storage: Any, text: str, wf_path: Path,
+             args: argparse.Namespace, *, verbosity: int, quiet: bool, out: TextIO,
+             err: TextIO) -> int:
+    """``prodigy run`` of a MapReduce workflow (spec 05 §3)."""
+    from prodigy_core import job_machine
+    from prodigy_effects import job_runner, runner
+
+    storage.ensure()
+    job_id = job_runner.new_job_id(storage, ctx.repo_name)
+    config = job_runner.job_config(storage, ctx.repo_name, job_id, ctx.session_id)
+    human = err if args.json else out
+    human.write(f"Starting session: {ctx.session_id}\n")
+    snapshot = {"workflow_path": str(wf_path), "source_text": text,
+                "workflow_hash": ctx.workflow_hash, "job_id": job_id}
+    masked = storage.with_mask(runner.masker_for(ctx))
+    masked.write_snapshot(ctx.session_id, snapshot)
+    from prodigy_effects.fsutil import atomic_write_json
+
+    atomic_write_json(Path(config.job_dir) / "workflow.snapshot.json", snapshot)
+    transition = job_machine.start(workflow, ctx, config)
+    try:
+        result = job_runner.execute_job(transition, ctx, config, storage, verbosity=verbosity,
+                                        quiet=quiet, json_mode=args.json, out=out, err=err)
+    except StorageError as exc:
+        err.write(f"error[{exc.code}]: {exc}\n")
+        return 1 if exc.code == "E5004" else 2
+    if args.json:
+        out.write(json.dumps(result.outcome) + "\n")
+    return result.exit_code
+
+
+def _job_plan(workflow: Any, ctx: Any, out: TextIO, *, json_mode: bool) -> int:
+    """The plan of a MapReduce run: nothing is run, created or written."""
+    from prodigy_core.display import display_name
+
+    spec = workflow.map
+    setup = workflow.setup.steps if workflow.setup is not None else ()
+    reduce = workflow.reduce.steps if workflow.reduce is not None else ()
+    wt = ctx.worktree
+    plan = {
+        "mode": "mapreduce", "workflow": workflow.name,
+        "worktree": None if wt is None else {"name": wt.name, "path": wt.path,
+                                             "branch": wt.branch,
+                                             "base_commit": wt.base_commit,
+                                             "original_branch": wt.original_branch},
+        "setup": [display_name(s) for s in setup],
+        "map": {"input": spec.input, "json_path": spec.json_path, "filter": spec.filter,
+                "sort_by": spec.sort_by, "max_parallel": spec.max_parallel,
+                "agent_template": [display_name(s) for s in spec.agent_template]},
+        "reduce": [display_name(s) for s in reduce],
+        "merge": {"source": wt.branch if wt else None,
+                  "target": wt.original_branch if wt else None,
+                  "custom": workflow.merge is not None},
+    }
+    if json_mode:
+        out.write(json.dumps(plan, indent=2) + "\n")
+        return 0
+    out.write(f"Dry run: {workflow.name} (MapReduce workflow)\n")
+    if wt is not None:
+        out.write(f"  worktree: would create {wt.path}\n    branch {wt.branch} from "
+                  f"{wt.base_commit[:12]} (original branch: {wt.original_branch or '-'})\n")
+    for i, name in enumerate(plan["setup"], start=1):  # type: ignore[arg-type]
+        out.write(f"  setup {i}: {name}\n")
+    out.write(f"  map: items from {spec.input}"
+              + (f" ({spec.json_path})" if spec.json_path else "")
+              + f", up to {spec.max_parallel} agents at once\n")
+    for i, s in enumerate(spec.agent_template, start=1):
+        out.write(f"    agent step {i}: {display_name(s)}\n")
+    for i, name in enumerate(plan["reduce"], start=1):  # type: ignore[arg-type]
+        out.write(f"  reduce {i}: {name}\n")
+    out.write("Nothing was run (dry run).\n")
+    return 0
 
 
 def _workflow_worktree(workflow: Any) -> str | None:
@@ -377,10 +473,19 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
             return 2
         session_id = str(candidates[0]["id"])
         out.write(f"Resuming the only resumable session: {session_id}\n")
-    if session_id.startswith("mapreduce-"):
-        err.write("error[E1016]: resuming MapReduce jobs is not available yet in this version "
-                  "of Prodigy\n")
-        return 2
+    from prodigy_cli.cmd_jobs import job_of_session
+
+    job = session_id if session_id.startswith("mapreduce-") else \
+        job_of_session(storage, session_id)
+    if job is not None:
+        # a MapReduce job: `prodigy resume` routes to resume-job (spec 08 §2.4)
+        job_args = argparse.Namespace(
+            job_id=job, retry_failed=False, max_retries=2, force=args.force, yes=args.yes,
+            path=getattr(args, "path", None), json=args.json,
+            verbose=getattr(args, "verbose", 0), quiet=getattr(args, "quiet", False))
+        from prodigy_cli.cmd_jobs import cmd_resume_job
+
+        return cmd_resume_job(job_args, out=out, err=err, environ=environ, cwd=cwd)
     try:
         session = storage.read_session(session_id)
     except StorageError as exc:

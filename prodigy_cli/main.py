@@ -12,10 +12,7 @@ from typing import Any, TextIO
 from prodigy_cli import VERSION
 
 NOT_YET = {
-    "batch": "runs one command over many files as a MapReduce job",
-    "resume-job": "resumes a MapReduce job",
     "goal-seek": "runs a goal-seeking loop",
-    "dlq": "inspects and retries failed MapReduce items",
 }
 
 
@@ -129,7 +126,8 @@ def _inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
              "clean": "delete or archive old events", "export": "write events as json/csv/md"}
     for name, text in helps.items():
         p = esub.add_parser(name, parents=[common], help=text)
-        p.add_argument("--job-id", help="a job id or a session id")
+        p.add_argument("--job-id", "--job", dest="job_id",
+                       help="a job id or a session id")
         if name != "clean":
             p.add_argument("--file", help="read one specific event file")
         p.add_argument("--json", action="store_true")
@@ -206,6 +204,33 @@ def build_parser() -> argparse.ArgumentParser:
     exe.add_argument("-p", "--path", help="project directory (default: current directory)")
     exe.add_argument("--json", action="store_true")
 
+    batch = sub.add_parser("batch", parents=[common],
+                           help="run one command over many tracked files as a MapReduce job")
+    batch.add_argument("pattern", metavar="PATTERN",
+                       help="files tracked at HEAD: '*.py' (file names in any directory) or "
+                            "'src/**/*.ts' (paths)")
+    batch.add_argument("--command", required=True, dest="batch_command", metavar="CMD",
+                       help="the command for each file (${item} is its path; appended if "
+                            "absent); '/…' or 'claude: …' for Claude, else a shell command")
+    batch.add_argument("--parallel", type=int, default=5, metavar="N",
+                       help="agents at once (default 5)")
+    batch.add_argument("--retry", type=int, default=1, metavar="N",
+                       help="total attempts per agent step (default 1)")
+    batch.add_argument("--timeout", metavar="DURATION", help="agent timeout, e.g. 30s, 10m")
+    batch.add_argument("-p", "--path", help="project directory (default: current directory)")
+    batch.add_argument("--json", action="store_true")
+
+    rjob = sub.add_parser("resume-job", parents=[common], help="resume a MapReduce job")
+    rjob.add_argument("job_id")
+    rjob.add_argument("--retry-failed", action="store_true",
+                      help="also run failed items again")
+    rjob.add_argument("--max-retries", type=int, default=2)
+    rjob.add_argument("--force", action="store_true",
+                      help="resume even if the workflow file changed")
+    rjob.add_argument("-y", "--yes", action="store_true")
+    rjob.add_argument("-p", "--path")
+    rjob.add_argument("--json", action="store_true")
+
     resume = sub.add_parser("resume", parents=[common], help="resume an interrupted session")
     resume.add_argument("id", nargs="?")
     resume.add_argument("--from-checkpoint")
@@ -233,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     from prodigy_cli.worktree_args import add_parser as _worktree_parser
 
     _worktree_parser(sub, common, _Parser)
+    from prodigy_cli.dlq_args import add_parser as _dlq_parser
+
+    _dlq_parser(sub, common, _Parser)
 
     for name, text in NOT_YET.items():
         p = sub.add_parser(name, help=f"(not available yet) {text}", add_help=True)
@@ -276,6 +304,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
 
             return cmd_worktree.dispatch(args, out=out, err=err, environ=env,
                                          cwd=cwd or os.getcwd())
+        if args.command == "dlq":
+            from prodigy_cli import cmd_dlq
+
+            return cmd_dlq.dispatch(args, out=out, err=err, environ=env, cwd=cwd or os.getcwd())
         from prodigy_cli import commands
 
         return commands.dispatch(args, out=out, err=err, environ=env, cwd=cwd or os.getcwd())

@@ -170,10 +170,14 @@ class Sleep:
 class CancelCommands:
     """Stop every running command (SIGTERM to its group, grace period, SIGKILL).
 
-    Emitted by the run machine on ``CancelRequested``.  Performed *inline*: the
-    interpreter cancels the outstanding spawned effects; each of them still completes
-    with its normal event (``CommandFinished`` with ``cancelled=True``).
+    Emitted by the run machine on ``CancelRequested``, and by the job machine for one
+    agent whose time is up (``command_ids``).  Performed *inline*: the interpreter
+    cancels the outstanding spawned effects (all of them, or those of ``command_ids``);
+    each of them still completes with its normal event (``CommandFinished`` with
+    ``cancelled=True``).
     """
+
+    command_ids: tuple[int, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -280,6 +284,14 @@ class RunClaude:
     step_path: str = ""
 
 
+from prodigy_core.job_ops import (  # noqa: E402  (members of the union)
+    FinishAgent,
+    ForgetDLQ,
+    LoadWorkItems,
+    RecordDLQ,
+    SaveJobFile,
+    SaveJobState,
+)
 from prodigy_core.worktree_ops import (  # noqa: E402  (members of the union)
     AskUser,
     ConcludeMerge,
@@ -316,11 +328,17 @@ Effect = (
     | VerifyMerged
     | RemoveWorktree
     | SaveWorktreeMeta
+    | LoadWorkItems
+    | FinishAgent
+    | SaveJobState
+    | SaveJobFile
+    | RecordDLQ
+    | ForgetDLQ
 )
 
 SPAWNED = (RunCommand, RunClaude, WriteFile, ReadFile, ReadGitHead, CommitChanges, ListCommits,
            SquashCommits, Sleep, CreateWorktree, InspectMerge, AskUser, MergeBranch,
-           ConcludeMerge, VerifyMerged, RemoveWorktree)
+           ConcludeMerge, VerifyMerged, RemoveWorktree, LoadWorkItems, FinishAgent)
 
 EFFECT_TAGS: dict[type, str] = {
     RunCommand: "run_command",
@@ -347,4 +365,10 @@ EFFECT_TAGS: dict[type, str] = {
     VerifyMerged: "verify_merged",
     RemoveWorktree: "remove_worktree",
     SaveWorktreeMeta: "save_worktree_meta",
+    LoadWorkItems: "load_work_items",
+    FinishAgent: "finish_agent",
+    SaveJobState: "save_job_state",
+    SaveJobFile: "save_job_file",
+    RecordDLQ: "record_dlq",
+    ForgetDLQ: "forget_dlq",
 }

@@ -209,6 +209,11 @@ class ClaudeFinished:
     planned: bool = False
 
 
+from prodigy_core.job_ops import (  # noqa: E402  (members of the union)
+    AgentReleased,
+    WorkItemsFailed,
+    WorkItemsLoaded,
+)
 from prodigy_core.worktree_ops import (  # noqa: E402  (members of the union)
     BranchMerged,
     MergeConcluded,
@@ -247,6 +252,9 @@ Event = (
     | MergeConcluded
     | MergeVerified
     | WorktreeRemoved
+    | WorkItemsLoaded
+    | WorkItemsFailed
+    | AgentReleased
 )
 
 EVENT_TAGS: dict[type, str] = {
@@ -274,4 +282,7 @@ EVENT_TAGS: dict[type, str] = {
     MergeConcluded: "merge_concluded",
     MergeVerified: "merge_verified",
     WorktreeRemoved: "worktree_removed",
+    WorkItemsLoaded: "work_items_loaded",
+    WorkItemsFailed: "work_items_failed",
+    AgentReleased: "agent_released",
 }

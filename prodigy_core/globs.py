@@ -1,4 +1,4 @@
-"""Path globs for ``commit_config.include_files``/``exclude_files`` and ``outputs``.
+"""Path globs for ``commit_config.include_files``/``exclude_files``, ``outputs`` and ``batch``.
 
 Patterns are matched against repository-relative paths written with ``/``
 (spec 02 §12.3, §13):
@@ -20,7 +20,7 @@ from functools import cache
 
 
 @cache
-def _compile(pattern: str) -> re.Pattern[str]:
+def _compile(pattern: str, *, below: bool = True) -> re.Pattern[str]:
     out: list[str] = []
     i = 0
     n = len(pattern)
@@ -53,7 +53,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out) + r"(?:/.*)?\Z", re.DOTALL)
+    return re.compile("".join(out) + (r"(?:/.*)?\Z" if below else r"\Z"), re.DOTALL)
 
 
 def path_matches(pattern: str, path: str) -> bool:
@@ -70,6 +70,22 @@ def path_matches(pattern: str, path: str) -> bool:
         parts = path.split("/")
         return any(_compile(pattern).match("/".join(parts[i:])) for i in range(len(parts)))
     return bool(_compile(pattern).match(path))
+
+
+def file_matches(pattern: str, path: str) -> bool:
+    """Does the file ``path`` match ``pattern`` as ``prodigy batch`` reads it (spec 08 §2.3)?
+
+    A pattern without ``/`` matches the file name in any directory; a pattern with ``/``
+    matches the whole relative path (a leading ``./`` or ``/`` is ignored), ``**`` matching
+    any number of directories.  Unlike ``path_matches`` there is no directory rule: ``src/*``
+    matches ``src/a.py`` but not ``src/lib/b.py``.
+    """
+    if not pattern:
+        return False
+    if "/" not in pattern:
+        return bool(_compile(pattern, below=False).match(path.rsplit("/", 1)[-1]))
+    pattern = pattern.removeprefix("./").lstrip("/")
+    return bool(_compile(pattern, below=False).match(path))
 
 
 def select_paths(

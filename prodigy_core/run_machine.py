@@ -83,9 +83,10 @@ class RunState:
     records: tuple[StepRecord, ...] = ()
     counts: PMap[str, int] = pmap({"succeeded": 0, "failed": 0, "skipped": 0})
     failed_inputs: tuple[int, ...] = ()
-    # where each failed input stopped (input, step): a resume runs them again from there
-    failed_at: tuple[tuple[int, int], ...] = ()
-    retry_queue: tuple[tuple[int, int], ...] = ()
+    # where each failed input stopped (input, iteration, step): a resume runs them again
+    # from there (the iteration matters: with -n the input may fail in a later iteration)
+    failed_at: tuple[tuple[int, int, int], ...] = ()
+    retry_queue: tuple[tuple[int, int, int], ...] = ()
     retrying: bool = False
     head_at_iteration_start: str | None = None
     waiting_head: Literal["", "iteration_start", "iteration_end"] = ""
@@ -230,11 +231,11 @@ def resume(
         failed_inputs = tuple(as_int(i, 0) for i in inputs["failed_inputs"])  # type: ignore[union-attr]
     # the input being resumed runs again: it has not failed (yet); inputs that failed
     # earlier are queued to run again from the step where they stopped
-    failed_at = _pairs(inputs.get("failed_at") if isinstance(inputs, dict) else None)
-    queue = _pairs(inputs.get("retry_queue") if isinstance(inputs, dict) else None)
-    known = {i for i, _ in failed_at}
-    failed_at += tuple((i, 0) for i in failed_inputs if i not in known)
-    retry_queue = (*queue, *((i, s) for i, s in failed_at if i != input_index))
+    failed_at = _positions(inputs.get("failed_at") if isinstance(inputs, dict) else None)
+    queue = _positions(inputs.get("retry_queue") if isinstance(inputs, dict) else None)
+    known = {i for i, _, _ in failed_at}
+    failed_at += tuple((i, 1, 0) for i in failed_inputs if i not in known)
+    retry_queue = (*queue, *(p for p in failed_at if p[0] != input_index))
     retrying = bool(inputs.get("retrying")) if isinstance(inputs, dict) else False
     failed_inputs = ()
     variables = restore_vars(checkpoint)
@@ -510,9 +511,9 @@ def _input_finished(state: RunState, success: bool) -> tuple[RunState, list[Effe
         state, more = _begin_position(state)
         return state, [*effects, *more]
     if state.retry_queue:
-        (index, at), rest = state.retry_queue[0], state.retry_queue[1:]
-        state = attrs.evolve(state, input_index=index, iteration=1, step_index=at, records=(),
-                             retry_queue=rest, retrying=True)
+        (index, iteration, at), rest = state.retry_queue[0], state.retry_queue[1:]
+        state = attrs.evolve(state, input_index=index, iteration=iteration, step_index=at,
+                             records=(), retry_queue=rest, retrying=True)
         effects.append(Print(text=f"Running failed input {index + 1} again from step {at + 1}"))
         effects.append(SaveCheckpoint(checkpoint=checkpoint_doc(state, "Running")))
         state, more = _begin_position(state, resuming=at > 0)
@@ -534,8 +535,8 @@ def _input_failed(state: RunState, effects: list[Effect]) -> tuple[RunState, lis
     more_to_run = (not state.retrying and state.input_index + 1 < state.input_count) \
         or bool(state.retry_queue)
     if state.ctx.inputs:
-        state = attrs.evolve(state, failed_at=(*state.failed_at,
-                                               (state.input_index, state.step_index)))
+        state = attrs.evolve(state, failed_at=(
+            *state.failed_at, (state.input_index, state.iteration, state.step_index)))
     if state.ctx.inputs and not state.ctx.fail_fast and more_to_run:
         state = attrs.evolve(state, failed_inputs=(*state.failed_inputs, state.input_index))
         arg = state.ctx.inputs[state.input_index].arg
@@ -735,11 +736,17 @@ def _interrupted(state: RunState) -> Transition:
 # --- documents -------------------------------------------------------------------------
 
 
-def _pairs(value: object) -> tuple[tuple[int, int], ...]:
+def _positions(value: object) -> tuple[tuple[int, int, int], ...]:
+    """``[[input, iteration, step], …]``; an older ``[input, step]`` pair is iteration 1."""
     if not isinstance(value, list):
         return ()
-    return tuple((p[0], p[1]) for p in value if isinstance(p, list) and len(p) == 2
-                 and all(isinstance(x, int) and not isinstance(x, bool) for x in p))
+    out: list[tuple[int, int, int]] = []
+    for p in value:
+        if not isinstance(p, list) or len(p) not in (2, 3) or \
+                not all(isinstance(x, int) and not isinstance(x, bool) for x in p):
+            continue
+        out.append((p[0], p[1], p[2]) if len(p) == 3 else (p[0], 1, p[1]))
+    return tuple(out)
 
 
 def _tokens(n: int) -> str:
@@ -807,8 +814,8 @@ def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
                    "map_patterns": [i.file_path for i in ctx.inputs if i.file_path],
                    "current_input_index": state.input_index,
                    "failed_inputs": list(state.failed_inputs),
-                   "failed_at": [[i, at] for i, at in state.failed_at],
-                   "retry_queue": [[i, at] for i, at in state.retry_queue],
+                   "failed_at": [list(p) for p in state.failed_at],
+                   "retry_queue": [list(p) for p in state.retry_queue],
                    "retrying": state.retrying,
                    "fail_fast": ctx.fail_fast},
         "profile": ctx.profile,

@@ -39,14 +39,43 @@ def runtime_gaps(workflow: Workflow, *, file: str = "") -> tuple[Problem, ...]:
     """E1016 problems for every feature of ``workflow`` this version cannot run yet."""
     found: list[Problem] = []
     for key, _value in workflow.extra:
-        if key in ("worktree_config",) and workflow.mode != "mapreduce":
-            found.append(_gap(f"$.{key}", f"`{key}`", file))
+        if key == "worktree_config":
+            found.append(_gap(f"$.{key}", "worktree pools (`worktree_config`)", file))
+    if workflow.mode != "mapreduce":
+        return tuple(found)
+    if workflow.setup is not None and workflow.setup.capture_outputs:
+        found.append(_gap("$.setup.capture_outputs", "`setup.capture_outputs`", file))
+    if workflow.setup is not None and workflow.setup.timeout is not None:
+        found.append(_gap("$.setup.timeout", "a setup phase timeout", file))
+    if workflow.reduce is not None and workflow.reduce.timeout is not None:
+        found.append(_gap("$.reduce.timeout", "a reduce phase timeout", file))
+    policy = workflow.error_policy
+    if policy.circuit_breaker is not None:
+        found.append(_gap("$.error_policy.circuit_breaker", "the job circuit breaker", file))
+    if policy.error_collection != "aggregate":
+        found.append(_gap("$.error_policy.error_collection",
+                          f"`error_collection: {policy.error_collection}`", file))
+    for key, value in workflow.extra:
+        if key == "merge_conflicts" and isinstance(value, tuple) and \
+                dict(value).get("strategy") == "claude":
+            found.append(_gap("$.merge_conflicts.strategy",
+                              "Claude conflict resolution for agent merges", file))
     return tuple(found)
+
+
+def all_steps(workflow: Workflow) -> Iterator[Step]:
+    """Every step of every scope (standard, setup, agent template, reduce, merge)."""
+    yield from walk(workflow.steps)
+    for phase in (workflow.setup, workflow.reduce, workflow.merge):
+        if phase is not None:
+            yield from walk(phase.steps)
+    if workflow.map is not None:
+        yield from walk(workflow.map.agent_template)
 
 
 def uses_claude(workflow: Workflow) -> bool:
     """Whether the workflow can run Claude anywhere (spec 07 §10)."""
-    return any(step.kind == "claude" for step in walk(workflow.steps))
+    return any(step.kind == "claude" for step in all_steps(workflow))
 
 
 def claude_config(workflow: Workflow) -> dict[str, object]:

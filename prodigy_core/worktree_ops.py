@@ -28,7 +28,10 @@ class CreateWorktree:
     ``mode``: ``create`` runs ``git worktree add -b <branch> <path> <base_commit>`` in
     ``repo_root``; ``reuse`` (a named worktree) uses ``path`` as it is when it exists and
     creates it otherwise; ``resume`` uses ``path`` when it exists, recreates it from
-    ``branch`` when only the branch is left, and fails with E4006 when both are gone.
+    ``branch`` when only the branch is left, and fails with E4006 when both are gone;
+    ``agent`` (MapReduce, spec 06 §5.1) creates ``branch`` at the ``HEAD`` of
+    ``repo_root`` — the session worktree — replacing a stale one of an interrupted
+    attempt; ``head`` of the answer is that base commit.
     ``user_dir`` is the user's checkout, inspected for uncommitted changes (W4001).
     Completes with ``WorktreeCreated`` or ``WorktreeFailed``.
     """
@@ -38,7 +41,7 @@ class CreateWorktree:
     path: str
     branch: str
     base_commit: str
-    mode: Literal["create", "reuse", "resume"] = "create"
+    mode: Literal["create", "reuse", "resume", "agent"] = "create"
     user_dir: str = ""
     lock_path: str = ""
 

@@ -35,6 +35,14 @@ from prodigy_core.events import (
     FileWritten,
     GitFailed,
 )
+from prodigy_core.job_ops import (
+    AgentReleased,
+    FinishAgent,
+    LoadWorkItems,
+    RecordDLQ,
+    WorkItemsFailed,
+    WorkItemsLoaded,
+)
 from prodigy_core.worktree_ops import (
     AskUser,
     BranchMerged,
@@ -158,6 +166,22 @@ class Worktrees(Protocol):
 
     def save_meta(self, doc: dict[str, Any]) -> None: ...
 
+    async def finish_agent(self, effect: FinishAgent) -> AgentReleased: ...
+
+
+class Jobs(Protocol):
+    """A MapReduce job's input and files (``prodigy_core.job_ops``; spec 05, spec 09)."""
+
+    async def load_items(self, effect: LoadWorkItems) -> WorkItemsLoaded | WorkItemsFailed: ...
+
+    def save_state(self, doc: dict[str, Any]) -> None: ...
+
+    def save_file(self, name: str, content: Any) -> None: ...
+
+    def record_dlq(self, effect: RecordDLQ) -> None: ...
+
+    def forget_dlq(self, item_id: str) -> None: ...
+
 
 class Prompter(Protocol):
     """Asks the user a question (the merge prompt)."""
@@ -181,3 +205,4 @@ class Env:
     # None: this environment has no worktrees (worktree effects fail, nothing is asked)
     worktrees: Worktrees | None = None
     prompter: Prompter | None = None
+    jobs: Jobs | None = None

@@ -54,6 +54,16 @@ from prodigy_core.events import (
     GitHeadRead,
     Slept,
 )
+from prodigy_core.job_ops import (
+    AgentReleased,
+    FinishAgent,
+    ForgetDLQ,
+    LoadWorkItems,
+    RecordDLQ,
+    SaveJobFile,
+    SaveJobState,
+    WorkItemsFailed,
+)
 from prodigy_core.worktree_ops import (
     AskUser,
     ConcludeMerge,
@@ -197,7 +207,7 @@ async def _perform(
             cancels[effect.command_id] = flag
             nursery.start_soon(perform_sleep, effect, env, send, flag)
         case CancelCommands():
-            perform_cancel_commands(cancels)
+            perform_cancel_commands(cancels, effect.command_ids)
         case LogEvent():
             perform_log_event(effect, env)
         case SaveCheckpoint():
@@ -220,6 +230,23 @@ async def _perform(
         case SaveWorktreeMeta():
             if env.worktrees is not None:
                 env.worktrees.save_meta(dict(effect.doc))
+        case LoadWorkItems() | FinishAgent():
+            nursery.start_soon(perform_job_effect, effect, env, send)
+        case SaveJobState():
+            if env.jobs is not None:
+                env.journal.sync()
+                doc = dict(effect.doc)
+                doc["last_event_seq"] = env.journal.last_seq
+                env.jobs.save_state(doc)
+        case SaveJobFile():
+            if env.jobs is not None:
+                env.jobs.save_file(effect.name, effect.content)
+        case RecordDLQ():
+            if env.jobs is not None:
+                env.jobs.record_dlq(effect)
+        case ForgetDLQ():
+            if env.jobs is not None:
+                env.jobs.forget_dlq(effect.item_id)
         case _:
             assert_never(effect)
     return None
@@ -255,6 +282,24 @@ async def perform_worktree_effect(effect: WorktreeEffect, env: Env,
         case RemoveWorktree():
             event = await wt.remove(effect) if wt is not None else WorktreeRemoved(
                 command_id=cid, warning=missing)
+        case _:
+            assert_never(effect)
+    await send.send(event)
+
+
+async def perform_job_effect(effect: LoadWorkItems | FinishAgent, env: Env,
+                             send: trio.MemorySendChannel[Event]) -> None:
+    """Spawned; completes with the answer of ``env.jobs`` / ``env.worktrees``."""
+    event: Event
+    match effect:
+        case LoadWorkItems():
+            event = await env.jobs.load_items(effect) if env.jobs is not None else \
+                WorkItemsFailed(command_id=effect.command_id, code="E6003",
+                                message="this environment cannot load work items")
+        case FinishAgent():
+            event = await env.worktrees.finish_agent(effect) if env.worktrees is not None \
+                else AgentReleased(command_id=effect.command_id,
+                                   warning="this environment has no git worktrees")
         case _:
             assert_never(effect)
     await send.send(event)
@@ -341,9 +386,11 @@ async def perform_sleep(
     await send.send(Slept(command_id=effect.command_id, monotonic=env.clock.monotonic()))
 
 
-def perform_cancel_commands(cancels: dict[int, trio.Event]) -> None:
-    for flag in cancels.values():
-        flag.set()
+def perform_cancel_commands(cancels: dict[int, trio.Event],
+                            only: tuple[int, ...] = ()) -> None:
+    for cid, flag in cancels.items():
+        if not only or cid in only:
+            flag.set()
 
 
 def perform_log_event(effect: LogEvent, env: Env) -> None:

@@ -452,14 +452,15 @@ class Wiring:
     err: TextIO
 
 
-def _production_env(ctx: RunContext, storage: Storage, journal: JournalWriter,
-                    req_verbosity: int, quiet: bool, json_mode: bool, out: TextIO,
-                    err: TextIO) -> Env:
+def production_env(ctx: RunContext, storage: Storage, journal: JournalWriter,
+                   req_verbosity: int, quiet: bool, json_mode: bool, out: TextIO,
+                   err: TextIO, *, correlation_id: str | None = None) -> Env:
+    """The production environment of a run (a job adds its ``jobs``)."""
     masker = masker_for(ctx)
     return Env(
         commands=ProcessRunner(), files=RealFiles(), git=RealGit(), clock=RealClock(),
         store=StorageStore(storage=storage.with_mask(masker), session_id=ctx.session_id),
-        journal=JournalAdapter(writer=journal, correlation_id=ctx.session_id),
+        journal=JournalAdapter(writer=journal, correlation_id=correlation_id or ctx.session_id),
         console=TerminalConsole(out=out, err=err, verbosity=req_verbosity, quiet=quiet,
                                 json_mode=json_mode, mask=masker),
         claude=ClaudeEffectRunner(directory=storage.transcripts_dir(), mask=masker),
@@ -563,7 +564,7 @@ def execute(transition: Any, ctx: RunContext, storage: Storage,
                                      start_seq, datetime.now(UTC), mask=masker_for(ctx),
                                      host=socket.gethostname())
         try:
-            env = _production_env(ctx, storage, journal, verbosity, quiet, json_mode, out, err)
+            env = production_env(ctx, storage, journal, verbosity, quiet, json_mode, out, err)
             return trio.run(_interpret, transition, env, True, step)
         finally:
             journal.close()

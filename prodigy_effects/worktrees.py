@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import trio
 
+from prodigy_core.job_ops import AgentReleased, FinishAgent
 from prodigy_core.json_values import JSON
 from prodigy_core.worktree_ops import (
     AskUser,
@@ -269,8 +270,31 @@ class RealWorktrees:
                                   message=f"cannot create the worktree {effect.path}: "
                                           f"{error.message}")
 
+    async def _create_agent(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
+        """An agent worktree from the session worktree's ``HEAD`` (spec 06 §5.1)."""
+        base = await head(effect.repo_root)
+        if base is None:
+            return WorktreeFailed(command_id=effect.command_id, code="E4003",
+                                  message=f"the session worktree {effect.repo_root} has no "
+                                          f"HEAD")
+        async with _locked(effect.lock_path):
+            if os.path.exists(effect.path):
+                # a stale agent worktree of an interrupted attempt: ours to remove
+                await git(effect.repo_root, "worktree", "remove", "--force", effect.path,
+                          check=False)
+            await git(effect.repo_root, "worktree", "prune", check=False)
+            if await branch_exists(effect.repo_root, effect.branch):
+                await git(effect.repo_root, "branch", "-D", effect.branch, check=False)
+            ensure_dir(Path(effect.path).parent)
+            await git(effect.repo_root, "worktree", "add", "-q", "-b", effect.branch,
+                      effect.path, base)
+        return WorktreeCreated(command_id=effect.command_id, path=effect.path,
+                               branch=effect.branch, head=base)
+
     async def _create(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
         cid = effect.command_id
+        if effect.mode == "agent":
+            return await self._create_agent(effect)
         dirty = await status_paths(effect.user_dir) if effect.user_dir else ()
         if effect.mode in ("reuse", "resume") and await _is_worktree(effect.path):
             return WorktreeCreated(command_id=cid, path=effect.path, branch=effect.branch,
@@ -384,6 +408,11 @@ class RealWorktrees:
                 raise GitError(f"git merge reported success but {effect.source} is not "
                                f"an ancestor of HEAD in {where}")
             sha = await head(where) or ""
+            if effect.into_worktree is not None:
+                # a merged agent branch is deleted (spec 05 §8.2)
+                gone = await git(where, "branch", "-d", effect.source, check=False)
+                if gone.returncode != 0:
+                    warnings.append(f"cannot delete {effect.source}: {_message(gone)}")
             if temp:
                 await self._drop_temp(effect.repo_root, where)
             return BranchMerged(command_id=cid, sha=sha, merge_dir=where,
@@ -502,6 +531,40 @@ class RealWorktrees:
             return "" if gone.returncode == 0 else _message(gone)
         deleted = await git(repo, "branch", "-d", branch, check=False)
         return "" if deleted.returncode == 0 else _message(deleted)
+
+    async def finish_agent(self, effect: FinishAgent) -> AgentReleased:
+        """Describe an agent's work and release its worktree (spec 05 §7.4–§7.6)."""
+        cid = effect.command_id
+        commits: tuple[str, ...] = ()
+        files: tuple[str, ...] = ()
+        uncommitted: tuple[str, ...] = ()
+        problems: list[str] = []
+        try:
+            if os.path.isdir(effect.path):
+                uncommitted = await status_paths(effect.path)
+            if effect.base and await branch_exists(effect.repo_root, effect.branch):
+                listed = await git(effect.repo_root, "rev-list", "--reverse",
+                                   f"{effect.base}..refs/heads/{effect.branch}")
+                commits = tuple(_text(listed).split())
+                if commits:
+                    names = await git(effect.repo_root, "diff", "--name-only", "-z",
+                                      effect.base, f"refs/heads/{effect.branch}", "--")
+                    files = tuple(sorted(p for p in names.stdout.decode(
+                        "utf-8", "surrogateescape").split("\0") if p))
+        except GitError as error:
+            problems.append(error.message)
+        async with _locked(effect.lock_path):
+            if not effect.keep and os.path.exists(effect.path):
+                gone = await git(effect.repo_root, "worktree", "remove", "--force",
+                                 effect.path, check=False)
+                if gone.returncode != 0:
+                    problems.append(f"{effect.path}: {_message(gone)}")
+            if (effect.discard or (not commits and not effect.keep)) and \
+                    await branch_exists(effect.repo_root, effect.branch):
+                await git(effect.repo_root, "branch", "-D", effect.branch, check=False)
+            await git(effect.repo_root, "worktree", "prune", check=False)
+        return AgentReleased(command_id=cid, commits=commits, files=files,
+                             uncommitted=uncommitted, warning="; ".join(problems) or None)
 
     def save_meta(self, doc: dict[str, Any]) -> None:
         if self.meta_file is None:

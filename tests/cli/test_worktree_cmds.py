@@ -138,7 +138,7 @@ def _rows(out: str) -> dict[str, list[str]]:
     assert lines[1].split() == ["NAME", "BRANCH", "TARGET", "STATUS", "AHEAD", "CREATED"]
     rows: dict[str, list[str]] = {}
     for line in lines[2:]:
-        if not line.strip():
+        if not line.strip() or line.startswith("  "):
             break
         cells = line.split()
         rows[cells[0]] = cells

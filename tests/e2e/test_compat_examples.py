@@ -82,15 +82,41 @@ def test_capture_json_processing_fails_at_step_5_with_e3006(project: Project) ->
     assert "E3006" in out.stderr
 
 
-def test_mapreduce_examples_validate_but_do_not_run_yet(project: Project) -> None:
+def test_mapreduce_examples_validate_and_run(project: Project) -> None:
     ok = project.run("validate", str(COMPAT / "capture-output-custom-vars.yml"))
     assert ok.returncode == 0
     bad = project.run("validate", str(COMPAT / "mapreduce-json-input.yml"))
     assert bad.returncode == 1 and "E1001" in bad.stderr and ":30:" in bad.stderr
     yaml_error = project.run("validate", str(COMPAT / "capture-parallel-analysis.yml"))
     assert yaml_error.returncode == 1 and "E1001" in yaml_error.stderr
-    run = project.run("run", copy(project, "mapreduce-command-input.yml"))
-    assert run.returncode == 2 and "not run yet" in run.stderr
+    # command input: the found .rs paths are string items; awk's $1/$2 reach awk
+    project.write("src/a.rs", "fn a() {}\nfn b() {}\n")
+    project.write("src/b.rs", "fn c() {}\n")
+    name = copy(project, "mapreduce-command-input.yml")
+    subprocess.run(["git", "add", "-A"], cwd=project.root, check=True)
+    subprocess.run(["git", "commit", "-qm", "rust files"], cwd=project.root, check=True)
+    run = project.run("run", name, "-v", timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Lines in ./src/a.rs: 2" in run.stdout and "Lines in ./src/b.rs: 1" in run.stdout
+    assert "Analyzing ./src/a.rs" in run.stdout
+    # the JSON input example runs once its line 30 is quoted
+    text = (COMPAT / "mapreduce-json-input.yml").read_text()
+    line = '    - shell: echo "Processing item ${item.id}: ${item.task} for ${item.file}"'
+    assert line in text
+    line48 = '  - shell: echo "Successful: ${map.successful}, Failed: ${map.failed}"'
+    assert line48 in text  # the same problem again, in reduce
+    text = text.replace(line, "    - shell: 'echo \"Processing item ${item.id}: ${item.task} "
+                              "for ${item.file}\"'")
+    text = text.replace(line48, "  - shell: 'echo \"Successful: ${map.successful}, Failed: "
+                                "${map.failed}\"'")
+    project.write("json-input.yml", text)
+    run = project.run("run", "json-input.yml", "-v", timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Processed 3 items" in run.stdout and "Successful: 3, Failed: 0" in run.stdout
+    assert "Processing item 2: refactor for src/lib.rs" in run.stdout
+    # custom variables: without an items.json the run fails with E6001 after setup
+    run = project.run("run", copy(project, "capture-output-custom-vars.yml"), timeout=120)
+    assert run.returncode == 1 and "E6001" in run.stderr, run.stdout + run.stderr
 
 
 def test_events_follow_prints_events_as_they_happen(project: Project) -> None:

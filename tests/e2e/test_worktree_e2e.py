@@ -587,3 +587,26 @@ def test_exec_runs_one_command_in_a_worktree_and_merges(project: Project,
     resumed = project.run("resume", sid)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert (project.root / "f.txt").exists()
+
+
+def test_a_failed_run_keeps_its_worktree_listed_with_the_resume_command(
+        project: Project, tmp_path: Path) -> None:
+    flag = tmp_path / "fixed"
+    project.write("wf.yml", f"""\
+name: fails-once
+commands:
+  - shell: "echo 1 > one.txt && git add one.txt && git commit -qm one"
+  - shell: "test -e {flag}"
+""")
+    commit_all(project)
+    failed = project.run("run", "wf.yml", "-y")
+    assert failed.returncode == 1
+    wt, sid = worktree_of(failed.stdout), session_id_of(failed.stdout)
+    assert wt.is_dir() and not (project.root / "one.txt").exists()
+    listed = project.run("worktree", "ls")
+    assert f"{wt.name}: failed, resume with: prodigy resume {sid}" in listed.stdout
+    flag.touch()
+    resumed = project.run("resume", sid, "-y")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (project.root / "one.txt").exists() and not wt.exists()
+    assert "No active Prodigy worktrees found." in project.run("worktree", "ls").stdout

@@ -1,0 +1,597 @@
+"""Agents and the merge queue of a MapReduce job (spec 05 §7–§10, spec 06 §5–§6).
+
+Theory of operation
+-------------------
+``dispatch`` starts agents for pending items, in item order, while fewer than
+``max_parallel`` run (the core alone decides how many run).  An agent moves through
+three stages, each waiting for one answer:
+
+``create``   ``CreateWorktree`` (mode ``agent``) from the session worktree's ``HEAD``
+``steps``    the agent template, one step at a time, on the agent's own step machine
+             (every step event is routed to it by command id)
+``release``  ``FinishAgent``: its commits, files and leftovers; the worktree goes
+
+A successful agent with commits joins the merge queue; one ``MergeBranch`` runs at a
+time, into the session worktree, in the order agents finished.  An item reaches a final
+status (``succeeded``/``failed``) exactly once: its result is recorded, a failure goes
+to the DLQ (unless ``skip``), and the job state is saved.  The agent timeout is a
+``Sleep`` timer; when it fires while steps run, the agent's command is cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+from pyrsistent import PMap
+
+from prodigy_core import stepper as stepper_mod
+from prodigy_core import work_items as wi
+from prodigy_core.breakers import Breakers
+from prodigy_core.context import RunContext, WorktreeSpec, builtin_variables
+from prodigy_core.display import display_name
+from prodigy_core.effects import CancelCommands, Effect, LogEvent, Print, Sleep
+from prodigy_core.events import ClaudeLine, Event, Slept
+from prodigy_core.interpolate import Var
+from prodigy_core.job_ops import AgentReleased, FinishAgent, ForgetDLQ, RecordDLQ
+from prodigy_core.job_state import Agent, Failure, JobState, Queued
+from prodigy_core.json_values import JSON
+from prodigy_core.model import Step as ModelStep
+from prodigy_core.problems import InvalidTransition
+from prodigy_core.step_frames import Outcome, Stepper
+from prodigy_core.worktree_ops import (
+    BranchMerged,
+    CreateWorktree,
+    MergeBranch,
+    MergeConflicted,
+    MergeFailed,
+    WorktreeCreated,
+    WorktreeFailed,
+)
+
+Step = tuple[JobState, list[Effect]]
+
+
+def _id(state: JobState) -> tuple[JobState, int]:
+    return attrs.evolve(state, next_id=state.next_id + 1), state.next_id
+
+
+def max_parallel(state: JobState) -> int:
+    spec = state.workflow.map
+    limit = spec.max_parallel if spec is not None else 1
+    return max(1, limit)
+
+
+def agent_timeout(state: JobState) -> float | None:
+    spec = state.workflow.map
+    if spec is None:
+        return None
+    cfg = spec.timeout_config
+    if cfg is not None and cfg.timeout_policy == "per_command":
+        return None
+    if cfg is not None and cfg.agent_timeout_secs is not None:
+        return cfg.agent_timeout_secs
+    return spec.agent_timeout_secs
+
+
+def _wt(state: JobState) -> WorktreeSpec:
+    if state.ctx.worktree is None:
+        raise InvalidTransition("a MapReduce job needs a session worktree")
+    return state.ctx.worktree
+
+
+# --- dispatch ------------------------------------------------------------------------
+
+
+def can_start(state: JobState) -> bool:
+    return state.stop_reason is None and state.cancel_signal is None
+
+
+def dispatch(state: JobState) -> Step:
+    """Start agents for pending items while slots are free (spec 05 §7.1)."""
+    effects: list[Effect] = []
+    if not can_start(state):
+        return state, effects
+    for index in range(state.total):
+        if len(state.agents) >= max_parallel(state):
+            break
+        if state.item_state.get(index, "pending") != "pending":
+            continue
+        state, more = _start_agent(state, index)
+        effects += more
+    return state, effects
+
+
+def _start_agent(state: JobState, index: int) -> Step:
+    attempt = state.attempts.get(index, 0) + 1
+    agent_id = wi.agent_id(state.config.job_id, index, attempt)
+    name = wi.agent_worktree_name(agent_id)
+    path = f"{state.config.agents_dir}/{name}"
+    branch = wi.agent_branch(agent_id)
+    state, cid = _id(state)
+    agent = Agent(index=index, agent_id=agent_id, attempt=attempt, path=path, branch=branch,
+                  pending=cid, started_at=state.last_time)
+    state = attrs.evolve(
+        state, agents=state.agents.set(index, agent),
+        item_state=state.item_state.set(index, "running"),
+        attempts=state.attempts.set(index, attempt),
+        max_in_use=max(state.max_in_use, len(state.agents) + 1))
+    wt = _wt(state)
+    effects: list[Effect] = [CreateWorktree(
+        command_id=cid, repo_root=wt.path, path=path, branch=branch, base_commit="",
+        mode="agent", lock_path=state.config.repo_lock)]
+    timeout = agent_timeout(state)
+    if timeout is not None:
+        state, tid = _id(state)
+        state = attrs.evolve(state, agents=state.agents.set(
+            index, attrs.evolve(agent, timer=tid)))
+        effects.append(Sleep(command_id=tid, seconds=timeout))
+    return state, effects
+
+
+# --- routing -------------------------------------------------------------------------
+
+
+def owner(state: JobState, command_id: int | None) -> int | None:
+    """The item index of the agent waiting for ``command_id`` (None: no agent)."""
+    if command_id is None:
+        return None
+    for index, agent in state.agents.items():
+        if agent.pending == command_id or agent.timer == command_id:
+            return index
+        if agent.stage == "steps" and agent.stepper.pending == command_id:
+            return index
+    return None
+
+
+def on_agent_event(state: JobState, index: int, event: Event) -> Step:
+    agent = state.agents[index]
+    cid = getattr(event, "command_id", None)
+    if agent.timer is not None and cid == agent.timer and isinstance(event, Slept):
+        return _timer_fired(state, index, event)
+    if agent.stage == "create" and cid == agent.pending:
+        if isinstance(event, WorktreeCreated):
+            return _created(state, index, event)
+        if isinstance(event, WorktreeFailed) and state.cancel_signal is not None:
+            # interrupted (git may have got the signal too): back to pending (§15.1)
+            return _back_to_pending(state, index, [])
+        if isinstance(event, WorktreeFailed):
+            failure = Failure(kind="worktree", message=event.message)
+            agent = attrs.evolve(agent, pending=None, failure=failure)
+            return _item_failed(_put(state, agent), agent, failure, release=False)
+    if agent.stage == "steps":
+        return _on_step_event(state, index, event)
+    if agent.stage == "release" and cid == agent.pending and isinstance(event, AgentReleased):
+        return _released(state, index, event)
+    raise InvalidTransition(f"agent {agent.agent_id} in stage {agent.stage!r} cannot receive "
+                            f"{type(event).__name__}")
+
+
+def _put(state: JobState, agent: Agent) -> JobState:
+    return attrs.evolve(state, agents=state.agents.set(agent.index, agent))
+
+
+def _timer_fired(state: JobState, index: int, event: Slept) -> Step:
+    agent = attrs.evolve(state.agents[index], timer=None)
+    state = _put(state, agent)
+    # after CancelRequested the timer was cancelled with everything else (a cancelled
+    # Sleep still reports Slept): the agent is being interrupted, not timed out (§15.1)
+    if agent.stage == "release" or agent.failure is not None or \
+            state.cancel_signal is not None:
+        return state, []
+    seconds = agent_timeout(state) or 0
+    failure = Failure(kind="timeout", message=f"Agent timed out after {seconds:g} seconds")
+    agent = attrs.evolve(agent, timed_out=True, failure=failure)
+    state = _put(state, agent)
+    if agent.stage == "create":
+        # the limit runs from worktree creation (§11.1): no step will start
+        return state, [Print(text=f"[{wi.item_id(index)}] agent timed out after "
+                                  f"{seconds:g} s", stream="err")]
+    pending = agent.stepper.pending
+    effects: list[Effect] = [Print(text=f"[{wi.item_id(index)}] agent timed out after "
+                                        f"{seconds:g} s", stream="err")]
+    if pending is not None:
+        effects.append(CancelCommands(command_ids=(pending,)))
+    return state, effects
+
+
+def _agent_ctx(state: JobState, agent: Agent) -> RunContext:
+    wt = WorktreeSpec(name=wi.agent_worktree_name(agent.agent_id), path=agent.path,
+                      branch=agent.branch, base_commit=agent.base or "")
+    return attrs.evolve(state.ctx, project_dir=agent.path, worktree=wt,
+                        worktree_name=wt.name)
+
+
+def item_vars(state: JobState, agent: Agent) -> PMap[str, Var]:
+    index = agent.index
+    iid = wi.item_id(index)
+    base = builtin_variables(state.ctx, iteration=1, input_index=None)
+    base = base.update(state.variables)
+    extra = wi.item_variables(
+        state.items[index], index=index, total=state.total, item_id=iid,
+        item_file=f"{state.config.job_dir}/items/{iid}.json", agent_id=agent.agent_id,
+        job_id=state.config.job_id)
+    merged: PMap[str, Var] = base.update(extra)
+    return merged
+
+
+def _created(state: JobState, index: int, event: WorktreeCreated) -> Step:
+    agent = state.agents[index]
+    agent = attrs.evolve(agent, stage="steps", pending=None, base=event.head,
+                         stepper=Stepper(next_id=state.next_id))
+    state = attrs.evolve(_put(state, agent), worktrees_created=state.worktrees_created + 1)
+    if state.cancel_signal is not None:
+        # the job is stopping: this agent never starts its steps
+        state = _put(state, attrs.evolve(agent, cancelled=True))
+        return _release(state, index)
+    effects: list[Effect] = [LogEvent(event_type="agent_started", fields=(
+        ("agent_id", agent.agent_id), ("item_id", wi.item_id(index)),
+        ("worktree", agent.path), ("attempt", agent.attempt),
+        ("session_id", state.ctx.session_id))),
+        LogEvent(event_type="worktree_created", fields=(
+            ("worktree_name", wi.agent_worktree_name(agent.agent_id)),
+            ("branch", agent.branch), ("path", agent.path), ("agent_id", agent.agent_id)))]
+    state, more = _next_step(state, index)
+    return state, [*effects, *more]
+
+
+def _template(state: JobState) -> tuple[ModelStep, ...]:
+    return state.workflow.map.agent_template if state.workflow.map is not None else ()
+
+
+def _with_command_timeout(state: JobState, step: ModelStep) -> ModelStep:
+    spec = state.workflow.map
+    cfg = spec.timeout_config if spec is not None else None
+    if cfg is None or step.timeout is not None or cfg.timeout_policy == "per_agent":
+        return step
+    by = dict(cfg.command_timeouts)
+    value = by.get(step.id or "") if step.id else None
+    if value is None:
+        value = by.get(step.kind)
+    return attrs.evolve(step, timeout=value) if value is not None else step
+
+
+def _next_step(state: JobState, index: int) -> Step:
+    agent = state.agents[index]
+    steps = _template(state)
+    if agent.step_index >= len(steps) or agent.failure is not None:
+        return _release(state, index)
+    step = _with_command_timeout(state, steps[agent.step_index])
+    st = attrs.evolve(agent.stepper, next_id=state.next_id)
+    done = stepper_mod.begin(st, _agent_ctx(state, agent), item_vars(state, agent), step,
+                             f"agent_template[{agent.step_index}]", Breakers())
+    agent = attrs.evolve(agent, stepper=done.stepper)
+    state = attrs.evolve(_put(state, agent), next_id=done.stepper.next_id)
+    effects = list(done.effects)
+    if done.outcome is not None:
+        state, more = _step_done(state, index, done.outcome)
+        effects += more
+    return state, effects
+
+
+def _on_step_event(state: JobState, index: int, event: Event) -> Step:
+    agent = state.agents[index]
+    if agent.timed_out or state.cancel_signal is not None:
+        # its command was cancelled (time is up, or the job stops): whatever it reports,
+        # no retry, handler or next step starts — the agent ends here
+        if isinstance(event, ClaudeLine):
+            return state, []
+        if not agent.timed_out:
+            agent = attrs.evolve(agent, cancelled=True)
+        return _release(_put(state, agent), index)
+    st = attrs.evolve(agent.stepper, next_id=state.next_id)
+    done = stepper_mod.on_event(st, _agent_ctx(state, agent), item_vars(state, agent), event,
+                                Breakers())
+    agent = attrs.evolve(agent, stepper=done.stepper)
+    state = attrs.evolve(_put(state, agent), next_id=done.stepper.next_id)
+    effects = list(done.effects)
+    if done.outcome is not None:
+        state, more = _step_done(state, index, done.outcome)
+        effects += more
+    return state, effects
+
+
+def _failure_of(outcome: Outcome, display: str, step_index: int) -> Failure:
+    cls = outcome.error_class or ""
+    kinds: dict[str, wi.FailureKind] = {
+        "timeout": "timeout", "commit_required": "commit_required",
+        "validation": "validation", "output_missing": "validation"}
+    kind: wi.FailureKind = kinds.get(cls) or (
+        "command_failed" if outcome.exit_code is not None else "unknown")
+    return Failure(kind=kind, message=outcome.error or f"step '{display}' failed",
+                   exit_code=outcome.exit_code, step=display, step_index=step_index)
+
+
+def _step_done(state: JobState, index: int, outcome: Outcome) -> Step:
+    agent = state.agents[index]
+    steps = _template(state)
+    display = display_name(steps[agent.step_index])
+    outputs = agent.outputs
+    if outcome.output.strip():
+        outputs = (*outputs, outcome.output.strip())
+    log = agent.stepper.assigned.get("claude.json_log_location")
+    transcript = log.value if log is not None and isinstance(log.value, str) \
+        else agent.transcript
+    agent = attrs.evolve(agent, outputs=outputs, transcript=transcript,
+                         duration=agent.duration + outcome.duration)
+    if outcome.status == "failed" and state.cancel_signal is not None and not agent.timed_out:
+        # interrupted: the item goes back to pending, its partial work is dropped (§15.1)
+        return _release(_put(state, attrs.evolve(agent, cancelled=True)), index)
+    if outcome.status == "failed":
+        failure = agent.failure if agent.timed_out and agent.failure is not None else \
+            _failure_of(outcome, display, agent.step_index)
+        agent = attrs.evolve(agent, failure=failure)
+        return _release(_put(state, agent), index)
+    agent = attrs.evolve(agent, step_index=agent.step_index + 1)
+    return _next_step(_put(state, agent), index)
+
+
+def _release(state: JobState, index: int) -> Step:
+    agent = state.agents[index]
+    state, cid = _id(state)
+    keep = agent.failure is not None and _keep_failed(state)
+    agent = attrs.evolve(agent, stage="release", pending=cid)
+    state = _put(state, agent)
+    return state, [FinishAgent(command_id=cid, repo_root=_wt(state).path, path=agent.path,
+                               branch=agent.branch, base=agent.base or "", keep=keep,
+                               discard=agent.cancelled, lock_path=state.config.repo_lock)]
+
+
+def _keep_failed(state: JobState) -> bool:
+    for key, value in state.workflow.extra:
+        if key == "worktree_config" and isinstance(value, tuple):
+            cfg = dict(value)
+            policy = cfg.get("cleanup_policy")
+            if isinstance(policy, tuple):
+                return bool(dict(policy).get("keep_failed", False))
+    return False
+
+
+def _released(state: JobState, index: int, event: AgentReleased) -> Step:
+    agent = state.agents[index]
+    effects: list[Effect] = []
+    if event.warning:
+        effects.append(Print(text=f"warning[W4005]: {event.warning}", stream="err"))
+    if agent.cancelled:
+        return _back_to_pending(state, index, effects)
+    state = attrs.evolve(state, agents=state.agents.remove(index))
+    if agent.failure is not None:
+        failure = agent.failure
+        if event.commits and failure.kind != "timeout":
+            failure = attrs.evolve(failure, branch=agent.branch)
+        state, more = _item_failed(state, agent, failure, release=False)
+        return state, [*effects, *more]
+    if event.uncommitted:
+        listed = ", ".join(event.uncommitted[:10])
+        effects.append(Print(text=f"warning[W6004]: {wi.item_id(index)} left uncommitted "
+                                  f"changes that are discarded: {listed}", stream="err"))
+    queued = Queued(index=index, agent_id=agent.agent_id, branch=agent.branch,
+                    path=agent.path, commits=event.commits, files=event.files,
+                    uncommitted=event.uncommitted, duration=agent.duration,
+                    attempt=agent.attempt, output=_output(agent.outputs),
+                    transcript=agent.transcript, cost=agent.stepper.usage.total_cost_usd)
+    state = attrs.evolve(state, cost=state.cost + queued.cost)
+    if not event.commits:
+        state, more = _item_succeeded(state, queued, merged_sha=None)
+        return state, [*effects, *more]
+    state = attrs.evolve(state, queue=(*state.queue, queued),
+                         item_state=state.item_state.set(index, "merging"))
+    state, more = next_merge(state)
+    return state, [*effects, *more]
+
+
+def _back_to_pending(state: JobState, index: int, effects: list[Effect]) -> Step:
+    """An interrupted agent is gone: its item is pending again, the attempt not counted."""
+    agent = state.agents[index]
+    attempts = max(0, state.attempts.get(index, 1) - 1)
+    state = attrs.evolve(state, agents=state.agents.remove(index),
+                         item_state=state.item_state.set(index, "pending"),
+                         attempts=state.attempts.set(index, attempts))
+    return state, [*effects, LogEvent(event_type="agent_interrupted", fields=(
+        ("agent_id", agent.agent_id), ("item_id", wi.item_id(index))))]
+
+
+def _output(outputs: Sequence[str]) -> str:
+    text = "\n".join(outputs)
+    return text[-65536:]
+
+
+# --- the merge queue -----------------------------------------------------------------
+
+
+def next_merge(state: JobState) -> Step:
+    """Start the next merge when none runs (spec 05 §8, spec 06 §6).
+
+    After ``CancelRequested`` none starts: the branches waiting are kept as
+    ``pending_merges`` for the resumed job (spec 05 §15.1).
+    """
+    if state.merging is not None or not state.queue or state.cancel_signal is not None:
+        return state, []
+    head, rest = state.queue[0], state.queue[1:]
+    state, cid = _id(state)
+    wt = _wt(state)
+    state = attrs.evolve(state, queue=rest, merging=head, merge_request=cid)
+    return state, [MergeBranch(command_id=cid, repo_root=wt.path, source=head.branch,
+                               target=wt.branch, message=f"Merge agent {head.branch}",
+                               into_worktree=wt.path, lock_path=state.config.repo_lock)]
+
+
+def on_merge_event(state: JobState, event: Event) -> Step:
+    queued = state.merging
+    if queued is None:
+        raise InvalidTransition(f"no merge runs but received {type(event).__name__}")
+    state = attrs.evolve(state, merging=None, merge_request=None)
+    effects: list[Effect] = []
+    if isinstance(event, BranchMerged):
+        effects += [Print(text=f"warning[W4003]: {w}", stream="err") for w in event.warnings]
+        effects.append(LogEvent(event_type="worktree_merged", fields=(
+            ("source_branch", queued.branch), ("target_branch", _wt(state).branch),
+            ("merge_commit", event.sha), ("agent_id", queued.agent_id))))
+        state, more = _item_succeeded(state, queued, merged_sha=event.sha)
+    elif isinstance(event, MergeConflicted):
+        paths = ", ".join(event.paths)
+        failure = Failure(kind="merge_conflict", message=f"merge conflict in: {paths}",
+                          conflicting_files=event.paths, branch=queued.branch)
+        effects.append(LogEvent(event_type="merge_conflict", fields=(
+            ("source_branch", queued.branch), ("target_branch", _wt(state).branch),
+            ("conflicting_files", list(event.paths)), ("strategy", "abort"),
+            ("agent_id", queued.agent_id))))
+        state, more = _queued_failed(state, queued, failure)
+    elif isinstance(event, MergeFailed):
+        failure = Failure(kind="worktree", message=event.message, branch=queued.branch)
+        state, more = _queued_failed(state, queued, failure)
+    else:
+        raise InvalidTransition(f"the merge queue cannot receive {type(event).__name__}")
+    effects += more
+    state, more = next_merge(state)
+    return state, [*effects, *more]
+
+
+def _queued_failed(state: JobState, queued: Queued, failure: Failure) -> Step:
+    agent = Agent(index=queued.index, agent_id=queued.agent_id, attempt=queued.attempt,
+                  path=queued.path, branch=queued.branch, duration=queued.duration,
+                  outputs=(queued.output,) if queued.output else (),
+                  transcript=queued.transcript)
+    return _item_failed(state, agent, failure, release=False, commits=queued.commits)
+
+
+# --- final statuses ------------------------------------------------------------------
+
+
+def _result(state: JobState, index: int, *, status: wi.AgentStatus, duration: float,
+            attempt: int,
+            output: str = "", commits: Sequence[str] = (), files: Sequence[str] = (),
+            error: str | None = None, agent_path: str = "", branch: str = "",
+            transcript: str | None = None, cost: float = 0.0,
+            uncommitted: Sequence[str] = ()) -> dict[str, JSON]:
+    return wi.agent_result(
+        item_id=wi.item_id(index), item_index=index, status=status, output=output,
+        commits=list(commits), files_modified=list(files), duration_secs=duration,
+        worktree_path=agent_path, branch_name=branch,
+        worktree_session_id=state.ctx.session_id, json_log_location=transcript,
+        cost_usd=cost, attempts=attempt, error=error,
+        uncommitted_files=list(uncommitted))
+
+
+def _item_succeeded(state: JobState, queued: Queued, *, merged_sha: str | None) -> Step:
+    index = queued.index
+    iid = wi.item_id(index)
+    result = _result(state, index, status="success", duration=queued.duration,
+                     attempt=queued.attempt, output=queued.output, commits=queued.commits,
+                     files=queued.files, agent_path=queued.path, branch=queued.branch,
+                     transcript=queued.transcript, cost=queued.cost,
+                     uncommitted=queued.uncommitted)
+    state = attrs.evolve(state, results=state.results.set(index, result),
+                         item_state=state.item_state.set(index, "succeeded"),
+                         finished_this_run=state.finished_this_run + 1)
+    done = state.count("succeeded") + state.count("failed")
+    effects: list[Effect] = [
+        LogEvent(event_type="agent_completed", fields=(
+            ("agent_id", queued.agent_id), ("item_id", iid),
+            ("duration_ms", int(queued.duration * 1000)), ("commits", list(queued.commits)),
+            ("json_log_location", queued.transcript), ("result", result),
+            ("item_index", index), ("session_id", state.ctx.session_id))),
+        Print(text=f"[{done}/{state.total}] ✅ {iid} ({_secs(queued.duration)})"),
+    ]
+    if queued.attempt > 1 or state.resumed:
+        # out of the DLQ before ``agent_completed`` is logged (see ``_item_failed``)
+        effects.insert(0, ForgetDLQ(item_id=iid))
+    return state, effects
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.1f}s"
+
+
+def _item_failed(state: JobState, agent: Agent, failure: Failure, *, release: bool,
+                 commits: Sequence[str] = ()) -> Step:
+    del release
+    index = agent.index
+    iid = wi.item_id(index)
+    state = attrs.evolve(state, agents=state.agents.discard(index))
+    policy = state.workflow.error_policy
+    timeout_action = _timeout_action(state) if failure.kind == "timeout" else None
+    status: wi.AgentStatus = "timeout" if failure.kind == "timeout" else "failed"
+    result = _result(state, index, status=status, duration=agent.duration,
+                     attempt=agent.attempt, output=_output(agent.outputs),
+                     commits=commits, error=failure.message, agent_path=agent.path,
+                     branch=failure.branch or "", transcript=agent.transcript)
+    error_type = wi.error_type(wi.ItemFailure(
+        kind=failure.kind, message=failure.message, exit_code=failure.exit_code,
+        conflicting_files=failure.conflicting_files))
+    type_name = wi.error_type_name(error_type)
+    manual = wi.manual_review_required(type_name, failure.message)
+    retry_cfg = policy.retry_config
+    can_retry = (policy.on_item_failure == "retry" and not manual
+                 and not (failure.kind == "merge_conflict" and failure.branch)
+                 and agent.attempt < (retry_cfg.max_attempts if retry_cfg else 3))
+    effects: list[Effect] = [LogEvent(event_type="agent_failed", fields=(
+        ("agent_id", agent.agent_id), ("item_id", iid), ("error", failure.message),
+        ("error_type", error_type), ("retry_eligible", can_retry), ("result", result),
+        ("item_index", index), ("session_id", state.ctx.session_id)))]
+    if can_retry:
+        state = attrs.evolve(state, item_state=state.item_state.set(index, "pending"))
+        effects.append(LogEvent(event_type="agent_retrying", fields=(
+            ("agent_id", agent.agent_id), ("item_id", iid), ("attempt", agent.attempt + 1),
+            ("backoff_ms", 0))))
+        effects.append(Print(text=f"[{iid}] failed: {failure.message.splitlines()[0]}; "
+                                  f"retrying (attempt {agent.attempt + 1})", stream="err"))
+        return state, effects
+    state = attrs.evolve(state, results=state.results.set(index, result),
+                         item_state=state.item_state.set(index, "failed"),
+                         failed_this_run=state.failed_this_run + 1,
+                         finished_this_run=state.finished_this_run + 1)
+    done = state.count("succeeded") + state.count("failed")
+    first = failure.message.splitlines()[0] if failure.message else "failed"
+    effects.append(Print(text=f"[{done}/{state.total}] ❌ {iid}: {first}"))
+    skip = policy.on_item_failure == "skip" or timeout_action == "skip"
+    if not skip:
+        artifacts: JSON = None
+        if failure.branch:
+            artifacts = {"worktree_path": agent.path, "branch_name": failure.branch,
+                         "uncommitted_changes": None, "error_logs": None}
+        signature = wi.error_signature(type_name, failure.message)
+        # into the DLQ before the final ``agent_failed`` is logged: after a crash between
+        # the two, a failed item is never left without its DLQ entry (spec 05 §13.1)
+        effects.insert(0, RecordDLQ(
+            item_id=iid, item_data=state.items[index], worktree_artifacts=artifacts,
+            error_signature=signature, manual_review_required=manual,
+            failure={"attempt_number": agent.attempt, "timestamp": state.last_time,
+                     "error_type": error_type, "error_message": failure.message,
+                     "stack_trace": None, "agent_id": agent.agent_id,
+                     "step_failed": failure.step or ("merge" if failure.kind ==
+                                                     "merge_conflict" else "worktree"),
+                     "step_index": failure.step_index, "exit_code": failure.exit_code,
+                     "duration_ms": int(agent.duration * 1000),
+                     "json_log_location": agent.transcript,
+                     "conflicting_files": list(failure.conflicting_files)}))
+    stop = _stop_reason(state, failure, timeout_action)
+    if stop is not None and state.stop_reason is None:
+        state = attrs.evolve(state, stop_reason=stop)
+        effects.append(Print(text=f"Stopping the map phase: {stop}", stream="err"))
+    return state, effects
+
+
+def _timeout_action(state: JobState) -> str:
+    spec = state.workflow.map
+    cfg = spec.timeout_config if spec is not None else None
+    return cfg.timeout_action if cfg is not None else "dlq"
+
+
+def _stop_reason(state: JobState, failure: Failure, timeout_action: str | None) -> str | None:
+    policy = state.workflow.error_policy
+    if policy.on_item_failure == "stop" or not policy.continue_on_failure:
+        return f"item failed and on_item_failure is stop ({failure.message.splitlines()[0]})"
+    if timeout_action == "fail":
+        return "an agent timed out and timeout_action is fail"
+    if policy.max_failures is not None and state.failed_this_run >= policy.max_failures:
+        return f"{state.failed_this_run} items failed (max_failures: {policy.max_failures})"
+    if policy.failure_threshold is not None and state.finished_this_run and \
+            state.failed_this_run / state.finished_this_run >= policy.failure_threshold:
+        return (f"{state.failed_this_run} of {state.finished_this_run} finished items failed "
+                f"(failure_threshold: {policy.failure_threshold})")
+    return None
+
+
+def results_in_order(state: JobState) -> list[dict[str, JSON]]:
+    return [state.results[i] for i in sorted(state.results)]

@@ -1,0 +1,713 @@
+"""The MapReduce job machine (spec 05): setup, items, agents, merge queue, reduce, merge.
+
+Theory of operation
+-------------------
+``start(workflow, ctx, config)`` begins a job and ``resume(workflow, ctx, config, doc,
+later)`` continues one from its job state; ``step(state, event)`` feeds one event.  The
+job walks its phases:
+
+``worktree``  create (or, on resume, find) the session worktree (spec 06 §3)
+``setup``     the setup steps, one at a time, in the session worktree (scope ``setup``)
+``items``     ``LoadWorkItems`` → the pure item pipeline of ``prodigy_core.work_items``;
+              the final list is saved (job state and ``items/<item_id>.json``)
+``map``       agents and the merge queue (``prodigy_core.job_agents``) until every item
+              is final — or no agent runs any more after the phase was stopped
+``reduce``    the reduce steps in the session worktree, with ``map.*`` (scope ``reduce``)
+``merge``     the final merge of the session worktree (``prodigy_core.merge_machine``)
+
+Every state change is logged (``LogEvent``) before the job state is saved
+(``SaveJobState``), so a resumed job applies the completion events written after its last
+checkpoint and never runs a finished item again.  ``CancelRequested`` stops dispatch and
+the running commands; items that were running go back to pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import attrs
+from pyrsistent import PMap, pmap
+
+from prodigy_core import job_agents as ja
+from prodigy_core import merge_machine
+from prodigy_core import stepper as stepper_mod
+from prodigy_core import work_items as wi
+from prodigy_core.analytics import Usage
+from prodigy_core.breakers import Breakers
+from prodigy_core.context import RunContext, builtin_variables, child_environment
+from prodigy_core.display import display_name
+from prodigy_core.effects import CancelCommands, Effect, Finish, LogEvent, Print, SaveSession
+from prodigy_core.events import CancelRequested, Event, Slept
+from prodigy_core.interpolate import Var, interpolate
+from prodigy_core.job_ops import (
+    LoadWorkItems,
+    SaveJobFile,
+    SaveJobState,
+    WorkItemsFailed,
+    WorkItemsLoaded,
+)
+from prodigy_core.job_state import ItemStatus, JobConfig, JobState
+from prodigy_core.json_values import JSON
+from prodigy_core.model import Step, Workflow
+from prodigy_core.problems import InvalidTransition
+from prodigy_core.step_frames import Outcome, Stepper
+from prodigy_core.worktree_ops import (
+    BranchMerged,
+    CreateWorktree,
+    MergeConflicted,
+    MergeFailed,
+    SaveWorktreeMeta,
+    WorktreeCreated,
+    WorktreeFailed,
+)
+
+FORMAT_VERSION = 1
+Moves = tuple[JobState, list[Effect]]
+
+
+@attrs.frozen(kw_only=True)
+class Transition:
+    state: JobState
+    effects: tuple[Effect, ...]
+
+
+def _t(moves: Moves) -> Transition:
+    return Transition(state=moves[0], effects=tuple(moves[1]))
+
+
+def _id(state: JobState) -> tuple[JobState, int]:
+    return attrs.evolve(state, next_id=state.next_id + 1), state.next_id
+
+
+# --- entry points ----------------------------------------------------------------------
+
+
+def start(workflow: Workflow, ctx: RunContext, config: JobConfig) -> Transition:
+    state = JobState(workflow=workflow, ctx=ctx, config=config, started_at=ctx.started_at,
+                     last_time=ctx.started_at)
+    return _t(_create_worktree(state, "create"))
+
+
+def resume(workflow: Workflow, ctx: RunContext, config: JobConfig, doc: dict[str, JSON],
+           later: Sequence[dict[str, JSON]] = ()) -> Transition:
+    """Continue a job from its saved state and the events logged after it (spec 05 §16)."""
+    from prodigy_core.job_docs import restore
+
+    state = restore(JobState(workflow=workflow, ctx=ctx, config=config, resumed=True,
+                             started_at=ctx.started_at, last_time=ctx.started_at),
+                    doc, later)
+    return _t(_create_worktree(state, "resume"))
+
+
+def step(state: JobState, event: Event) -> Transition:
+    if state.finished:
+        raise InvalidTransition(f"the job is over but received {type(event).__name__}")
+    state = _clock(state, event)
+    if isinstance(event, CancelRequested):
+        return _t(_on_cancel(state, event))
+    if isinstance(event, Slept) and _late_agent_timer(state, event.command_id):
+        return Transition(state=state, effects=())
+    match state.phase:
+        case "worktree":
+            return _t(_on_worktree(state, event))
+        case "setup":
+            return _t(_on_setup_event(state, event))
+        case "items":
+            return _t(_on_items(state, event))
+        case "map":
+            return _t(_on_map_event(state, event))
+        case "reduce":
+            return _t(_on_reduce_event(state, event))
+        case "merge":
+            return _t(_on_merge_event(state, event))
+    raise InvalidTransition(f"phase {state.phase!r} cannot receive {type(event).__name__}")
+
+
+def _late_agent_timer(state: JobState, command_id: int) -> bool:
+    """An agent's timeout ``Sleep`` outlives the agent (spec 05 §11); when it fires after
+    the map phase, nobody in reduce or in the final merge waits for it."""
+    if state.phase == "reduce":
+        return command_id != state.reduce.pending
+    if state.phase == "merge" and state.merge is not None:
+        return command_id not in (state.merge.pending, state.merge.stepper.pending)
+    return False
+
+
+def _clock(state: JobState, event: Event) -> JobState:
+    when = getattr(event, "finished_at", "") or getattr(event, "at", "")
+    mono = getattr(event, "monotonic", 0.0) or 0.0
+    if when:
+        state = attrs.evolve(state, last_time=str(when))
+    if mono:
+        state = attrs.evolve(state, mono=float(mono))
+    return state
+
+
+# --- the session worktree --------------------------------------------------------------
+
+
+def _create_worktree(state: JobState, mode: Literal["create", "resume"]) -> Moves:
+    wt = state.ctx.worktree
+    if wt is None:
+        raise InvalidTransition("a MapReduce job needs a session worktree")
+    state, cid = _id(state)
+    state = attrs.evolve(state, phase="worktree", pending=cid)
+    return state, [CreateWorktree(command_id=cid, repo_root=state.ctx.repo_root, path=wt.path,
+                                  branch=wt.branch, base_commit=wt.base_commit, mode=mode,
+                                  user_dir=wt.user_dir, lock_path=wt.repo_lock)]
+
+
+def _on_worktree(state: JobState, event: Event) -> Moves:
+    if not isinstance(event, WorktreeCreated | WorktreeFailed) or \
+            event.command_id != state.pending:
+        raise InvalidTransition(f"the job waits for its worktree, not {type(event).__name__}")
+    state = attrs.evolve(state, pending=None)
+    if isinstance(event, WorktreeFailed):
+        code = 2 if event.code in ("E4001", "E4002", "E4006") else 1
+        state = attrs.evolve(state, status="failed", phase="done", error=event.message,
+                             error_code=event.code)
+        return state, [Print(text=f"error[{event.code}]: {event.message}", level="result",
+                             stream="err"),
+                       SaveSession(session=session_doc(state)),
+                       Finish(outcome=summary(state, code), exit_code=code)]
+    wt = state.ctx.worktree
+    effects: list[Effect] = []
+    if event.created or event.recreated:
+        effects.append(Print(text=f"Created worktree at: {event.path}"))
+        effects.append(LogEvent(event_type="worktree_created", fields=(
+            ("worktree_name", wt.name if wt else ""), ("branch", event.branch),
+            ("path", event.path))))
+    if event.dirty and not state.resumed:
+        effects.append(Print(
+            text=f"warning[W4001]: uncommitted changes in your checkout are not part of this "
+                 f"run ({len(event.dirty)} path(s), e.g. {event.dirty[0]})", stream="err"))
+    effects.append(SaveWorktreeMeta(doc=merge_machine.meta_doc(
+        state.ctx, "in_progress", head=event.head) | {"job_id": state.config.job_id}))
+    if state.setup_base is None:
+        state = attrs.evolve(state, setup_base=event.head)
+    effects += [
+        Print(text=f"Executing MapReduce workflow: {state.workflow.name}"),
+        Print(text=f"Job: {state.config.job_id}"),
+    ]
+    if state.resumed:
+        effects += _resume_banner(state)
+    else:
+        effects += [LogEvent(event_type="job_created", fields=(
+            ("workflow_name", state.workflow.name), ("session_id", state.ctx.session_id),
+            ("job_id", state.config.job_id))),
+            LogEvent(event_type="workflow_started", fields=(
+                ("workflow_name", state.workflow.name),
+                ("workflow_path", state.ctx.workflow_path), ("mode", "mapreduce"),
+                ("total_steps", 0), ("worktree_path", event.path),
+                ("branch", event.branch),
+                ("original_branch", wt.original_branch if wt else None),
+                ("profile", state.ctx.profile)))]
+    effects.append(SaveSession(session=session_doc(state)))
+    if state.cancel_signal is not None:
+        state, more = _interrupted(state)
+        return state, [*effects, *more]
+    state, more = _continue(state)
+    return state, [*effects, *more]
+
+
+def _resume_banner(state: JobState) -> list[Effect]:
+    done = state.count("succeeded")
+    failed = state.count("failed")
+    return [
+        LogEvent(event_type="job_resumed", fields=(
+            ("checkpoint_version", 0), ("pending_items", state.total - done - failed),
+            ("job_id", state.config.job_id))),
+        Print(text=f"Job has {state.total} total items"),
+        Print(text=f"Completed: {done}"),
+        Print(text=f"Failed: {failed}"),
+        Print(text=f"Remaining: {state.total - done - failed}"),
+    ]
+
+
+def _continue(state: JobState) -> Moves:
+    """Go on with whatever comes next, from the state (start and resume alike)."""
+    setup = state.workflow.setup.steps if state.workflow.setup is not None else ()
+    if state.setup_index < len(setup) and not state.items_loaded:
+        if state.setup_index == 0:
+            state = attrs.evolve(state, phase="setup")
+            state, more = _start_setup_step(state)
+            return state, [Print(text="Running setup phase..."),
+                           LogEvent(event_type="phase_started", fields=(("phase", "setup"),)),
+                           *more]
+        return _start_setup_step(attrs.evolve(state, phase="setup"))
+    if not state.items_loaded:
+        return _load_items(state)
+    return _enter_map(state)
+
+
+# --- setup ---------------------------------------------------------------------------
+
+
+def _base(state: JobState) -> PMap[str, Var]:
+    base: PMap[str, Var] = builtin_variables(state.ctx, iteration=1, input_index=None)
+    merged: PMap[str, Var] = base.update(state.variables)
+    return merged
+
+
+def _setup_steps(state: JobState) -> tuple[Step, ...]:
+    return state.workflow.setup.steps if state.workflow.setup is not None else ()
+
+
+def _start_setup_step(state: JobState) -> Moves:
+    steps = _setup_steps(state)
+    step_def = steps[state.setup_index]
+    st = attrs.evolve(state.setup, vars=state.variables, next_id=state.next_id)
+    done = stepper_mod.begin(st, state.ctx, _base(state), step_def,
+                             f"setup[{state.setup_index}]", Breakers())
+    state = attrs.evolve(state, setup=done.stepper, next_id=done.stepper.next_id)
+    effects: list[Effect] = [Print(text=f"Setup [{state.setup_index + 1}/{len(steps)}]: "
+                                        f"{display_name(step_def)}"), *done.effects]
+    if done.outcome is not None:
+        state, more = _setup_step_done(state, done.outcome)
+        effects += more
+    return state, effects
+
+
+def _on_setup_event(state: JobState, event: Event) -> Moves:
+    st = attrs.evolve(state.setup, next_id=state.next_id)
+    done = stepper_mod.on_event(st, state.ctx, _base(state), event, Breakers())
+    state = attrs.evolve(state, setup=done.stepper, next_id=done.stepper.next_id)
+    effects = list(done.effects)
+    if done.outcome is not None:
+        state, more = _setup_step_done(state, done.outcome)
+        effects += more
+    return state, effects
+
+
+def _setup_step_done(state: JobState, outcome: Outcome) -> Moves:
+    state = attrs.evolve(state, variables=state.setup.vars,
+                         cost=state.cost + state.setup.step_usage.total_cost_usd)
+    if outcome.status == "failed":
+        if state.cancel_signal is not None:
+            return _interrupted(state)
+        error = outcome.error or "setup step failed"
+        return _job_failed(state, f"Setup phase failed: {error}", outcome.error_code or "E6006")
+    state = attrs.evolve(state, setup_index=state.setup_index + 1)
+    effects: list[Effect] = [SaveJobState(doc=job_doc(state))]
+    if state.cancel_signal is not None:
+        state, more = _interrupted(state)
+        return state, [*effects, *more]
+    if state.setup_index < len(_setup_steps(state)):
+        state, more = _start_setup_step(state)
+        return state, [*effects, *more]
+    effects.append(LogEvent(event_type="phase_completed", fields=(("phase", "setup"),)))
+    state, more = _load_items(state)
+    return state, [*effects, *more]
+
+
+# --- items ---------------------------------------------------------------------------
+
+
+def _load_items(state: JobState) -> Moves:
+    spec = state.workflow.map
+    if spec is None:
+        raise InvalidTransition("a MapReduce workflow without map")
+    text = interpolate(spec.input, _base(state), environ=state.ctx.environ_map).text
+    env = child_environment(state.ctx, step_env={}, clear=False, iteration=1, attempt=1,
+                            input_index=None, timeout=300)
+    state, cid = _id(state)
+    state = attrs.evolve(state, phase="items", pending=cid)
+    return state, [LoadWorkItems(command_id=cid, cwd=state.ctx.project_dir, input=text,
+                                 env=env, setup_base=state.setup_base
+                                 if state.workflow.setup is not None else None)]
+
+
+def _on_items(state: JobState, event: Event) -> Moves:
+    if not isinstance(event, WorkItemsLoaded | WorkItemsFailed) or \
+            event.command_id != state.pending:
+        raise InvalidTransition(f"the job waits for its items, not {type(event).__name__}")
+    state = attrs.evolve(state, pending=None)
+    if isinstance(event, WorkItemsFailed):
+        return _job_failed(state, event.message, event.code)
+    spec = state.workflow.map
+    assert spec is not None
+    effects: list[Effect] = []
+    if event.generated:
+        effects.append(Print(text=f"Using work items generated by setup: {event.name}"))
+    if event.kind == "file":
+        document = wi.parse_input_document(event.text, event.name)
+        apply_path = True
+    else:
+        document, apply_path = wi.parse_command_output(event.text)
+    if isinstance(document, wi.ItemsError):
+        return _job_failed(state, document.message, document.code, effects)
+    selected = wi.select_items(document, spec, apply_json_path=apply_path,
+                               variables=_base(state))
+    if isinstance(selected, wi.ItemsError):
+        return _job_failed(state, selected.message, selected.code, effects)
+    items = tuple(selected)
+    fresh: dict[int, ItemStatus] = {i: "pending" for i in range(len(items))}
+    state = attrs.evolve(state, items=items, items_loaded=True, item_state=pmap(fresh))
+    effects += [SaveJobFile(name=f"items/{wi.item_id(i)}.json", content=item)
+                for i, item in enumerate(items)]
+    effects += [
+        LogEvent(event_type="job_started", fields=(
+            ("config", {"input": spec.input, "json_path": spec.json_path,
+                        "max_parallel": spec.max_parallel}),
+            ("total_items", len(items)), ("job_id", state.config.job_id))),
+        SaveJobState(doc=job_doc(state)),
+    ]
+    if state.cancel_signal is not None:
+        # CancelRequested came while the items were loading: stop now (the list is saved)
+        state, more = _interrupted(state)
+        return state, [*effects, *more]
+    if not items:
+        effects.append(Print(text="No work items to process"))
+        state, more = _job_completed(state)
+        return state, [*effects, *more]
+    state, more = _enter_map(state)
+    return state, [*effects, *more]
+
+
+# --- map -----------------------------------------------------------------------------
+
+
+def _enter_map(state: JobState) -> Moves:
+    state = attrs.evolve(state, phase="map")
+    pending = state.count("pending") + state.count("running")
+    effects: list[Effect] = []
+    if pending or state.queue:
+        effects.append(Print(text=f"Processing {state.total} items with "
+                                  f"{ja.max_parallel(state)} parallel agents"))
+        effects.append(LogEvent(event_type="phase_started", fields=(("phase", "map"),)))
+    # agents that were running when the job stopped start again (their work is gone)
+    again: dict[int, ItemStatus] = {i: ("pending" if s == "running" else s)
+                                    for i, s in state.item_state.items()}
+    state = attrs.evolve(state, item_state=pmap(again))
+    state, more = ja.next_merge(state)
+    effects += more
+    state, more = ja.dispatch(state)
+    effects += more
+    state, more = _map_maybe_done(state)
+    return state, [*effects, *more]
+
+
+def _on_map_event(state: JobState, event: Event) -> Moves:
+    cid = getattr(event, "command_id", None)
+    if state.merge_request is not None and cid == state.merge_request and \
+            isinstance(event, BranchMerged | MergeConflicted | MergeFailed):
+        state, effects = ja.on_merge_event(state, event)
+        effects.append(SaveJobState(doc=job_doc(state)))
+    else:
+        index = ja.owner(state, cid)
+        if index is None:
+            if isinstance(event, Slept):
+                return state, []  # the timer of an agent that already finished
+            raise InvalidTransition(f"no agent waits for {type(event).__name__} {cid}")
+        before = state.item_state.get(index)
+        state, effects = ja.on_agent_event(state, index, event)
+        if state.item_state.get(index) != before and \
+                state.item_state.get(index) in ("succeeded", "failed", "merging", "pending"):
+            effects.append(SaveJobState(doc=job_doc(state)))
+    state, more = ja.dispatch(state)
+    effects += more
+    state, more = _map_maybe_done(state)
+    return state, [*effects, *more]
+
+
+def _map_maybe_done(state: JobState) -> Moves:
+    if state.agents or state.merging is not None:
+        return state, []
+    if state.cancel_signal is not None:
+        return _interrupted(state)  # the queue, if any, is saved as pending_merges
+    if state.queue:
+        return state, []  # cannot happen: next_merge starts it
+    pending = state.count("pending")
+    if pending and state.stop_reason is None:
+        return state, []  # cannot happen: dispatch starts them
+    ok, failed = state.count("succeeded"), state.count("failed")
+    effects: list[Effect] = [
+        Print(text=f"Map phase completed: {ok} successful, {failed} failed (total: "
+                   f"{state.total})"),
+        LogEvent(event_type="phase_completed", fields=(
+            ("phase", "map"), ("counts", {"successful": ok, "failed": failed,
+                                          "pending": pending}))),
+    ]
+    if state.stop_reason is not None:
+        state, more = _job_failed(state, f"map phase stopped: {state.stop_reason}", "E6008")
+        return state, [*effects, *more]
+    if failed:
+        effects.append(Print(text=f"{failed} failed items are in the DLQ: prodigy dlq list "
+                                  f"--job-id {state.config.job_id}"))
+    state, more = _enter_reduce(state)
+    return state, [*effects, *more]
+
+
+# --- reduce --------------------------------------------------------------------------
+
+
+def _reduce_steps(state: JobState) -> tuple[Step, ...]:
+    return state.workflow.reduce.steps if state.workflow.reduce is not None else ()
+
+
+def _reduce_base(state: JobState) -> PMap[str, Var]:
+    results = ja.results_in_order(state)
+    path = f"{state.config.job_dir}/map-results.json"
+    merged: PMap[str, Var] = _base(state).update(wi.map_variables(results, path))
+    return merged
+
+
+def _enter_reduce(state: JobState) -> Moves:
+    steps = _reduce_steps(state)
+    if state.reduce_index >= len(steps):
+        return _job_completed(state)
+    state = attrs.evolve(state, phase="reduce")
+    effects: list[Effect] = []
+    if state.reduce_index == 0:
+        results: list[JSON] = list(ja.results_in_order(state))
+        effects += [SaveJobFile(name="map-results.json", content=results),
+                    LogEvent(event_type="phase_started", fields=(("phase", "reduce"),))]
+    state, more = _start_reduce_step(state)
+    return state, [*effects, *more]
+
+
+def _start_reduce_step(state: JobState) -> Moves:
+    steps = _reduce_steps(state)
+    step_def = steps[state.reduce_index]
+    st = attrs.evolve(state.reduce, vars=state.variables, next_id=state.next_id)
+    done = stepper_mod.begin(st, state.ctx, _reduce_base(state), step_def,
+                             f"reduce[{state.reduce_index}]", Breakers())
+    state = attrs.evolve(state, reduce=done.stepper, next_id=done.stepper.next_id)
+    effects: list[Effect] = [Print(text=f"Reduce phase: Executing step {state.reduce_index + 1}"
+                                        f"/{len(steps)}: {display_name(step_def)}"),
+                             *done.effects]
+    if done.outcome is not None:
+        state, more = _reduce_step_done(state, done.outcome)
+        effects += more
+    return state, effects
+
+
+def _on_reduce_event(state: JobState, event: Event) -> Moves:
+    st = attrs.evolve(state.reduce, next_id=state.next_id)
+    done = stepper_mod.on_event(st, state.ctx, _reduce_base(state), event, Breakers())
+    state = attrs.evolve(state, reduce=done.stepper, next_id=done.stepper.next_id)
+    effects = list(done.effects)
+    if done.outcome is not None:
+        state, more = _reduce_step_done(state, done.outcome)
+        effects += more
+    return state, effects
+
+
+def _reduce_step_done(state: JobState, outcome: Outcome) -> Moves:
+    state = attrs.evolve(state, cost=state.cost + state.reduce.step_usage.total_cost_usd)
+    if outcome.status == "failed":
+        if state.cancel_signal is not None:
+            return _interrupted(state)
+        return _job_failed(state, f"Reduce phase failed: {outcome.error or 'step failed'}",
+                           outcome.error_code or "E6007")
+    state = attrs.evolve(state, reduce_index=state.reduce_index + 1)
+    effects: list[Effect] = [SaveJobState(doc=job_doc(state))]
+    if state.cancel_signal is not None:
+        state, more = _interrupted(state)
+        return state, [*effects, *more]
+    if state.reduce_index < len(_reduce_steps(state)):
+        state, more = _start_reduce_step(state)
+        return state, [*effects, *more]
+    effects += [Print(text="Reduce phase completed"),
+                LogEvent(event_type="phase_completed", fields=(("phase", "reduce"),))]
+    state, more = _job_completed(state)
+    return state, [*effects, *more]
+
+
+# --- endings -------------------------------------------------------------------------
+
+
+def exit_code(state: JobState) -> int:
+    return 3 if state.count("failed") else 0
+
+
+def _job_completed(state: JobState) -> Moves:
+    ok, failed = state.count("succeeded"), state.count("failed")
+    state = attrs.evolve(state, status="completed")
+    effects: list[Effect] = [
+        LogEvent(event_type="job_completed", fields=(
+            ("duration_ms", 0), ("success_count", ok), ("failure_count", failed),
+            ("job_id", state.config.job_id))),
+        SaveJobState(doc=job_doc(state)),
+        Print(text="MapReduce job completed" + (f" ({failed} failed)" if failed else ""),
+              level="result"),
+        *_summary_prints(state),
+    ]
+    machine = merge_machine.MergeMachine(
+        ctx=state.ctx, workflow=state.workflow, ask=not state.ctx.auto_yes,
+        stepper=Stepper(vars=state.variables, next_id=state.next_id))
+    moved = merge_machine.begin(machine)
+    state = attrs.evolve(state, phase="merge", merge=moved.machine)
+    state, more = _after_merge(state, list(moved.effects))
+    return state, [*effects, *more]
+
+
+def _on_merge_event(state: JobState, event: Event) -> Moves:
+    machine = state.merge
+    if machine is None:
+        raise InvalidTransition("merge phase without a merge machine")
+    moved = merge_machine.on_event(machine, event)
+    state = attrs.evolve(state, merge=moved.machine)
+    return _after_merge(state, list(moved.effects))
+
+
+def _after_merge(state: JobState, effects: list[Effect]) -> Moves:
+    machine = state.merge
+    if machine is None or machine.outcome is None:
+        return state, effects
+    outcome = machine.outcome
+    state = attrs.evolve(state, merge_outcome=outcome, phase="done",
+                         next_id=machine.stepper.next_id)
+    code = 1 if outcome.failed else exit_code(state)
+    if outcome.failed:
+        state = attrs.evolve(state, error=outcome.error, error_code=outcome.error_code)
+    if state.cancel_signal is not None and not outcome.merged:
+        code = 143 if state.cancel_signal == "SIGTERM" else 130
+    effects += [
+        LogEvent(event_type="merge_finished", fields=(
+            ("merged", outcome.merged), ("target", outcome.target),
+            ("reason", outcome.reason), ("error_code", outcome.error_code))),
+        SaveSession(session=session_doc(state)),
+        Finish(outcome=summary(state, code), exit_code=code),
+    ]
+    return state, effects
+
+
+def _job_failed(state: JobState, error: str, code: str,
+                effects: list[Effect] | None = None) -> Moves:
+    state = attrs.evolve(state, status="failed", phase="done", error=error, error_code=code)
+    wt = state.ctx.worktree
+    done = state.count("succeeded") + state.count("failed")
+    out = list(effects or [])
+    out += [
+        LogEvent(event_type="job_failed", fields=(
+            ("error", error), ("error_code", code), ("partial_results", done),
+            ("job_id", state.config.job_id))),
+        SaveJobState(doc=job_doc(state)),
+        SaveWorktreeMeta(doc=merge_machine.meta_doc(state.ctx, "failed", error=error)
+                         | {"job_id": state.config.job_id}),
+        SaveSession(session=session_doc(state)),
+        Print(text=f"error[{code}]: {error}", level="result", stream="err"),
+        Print(text=f"Resume with: prodigy resume-job {state.config.job_id}", level="result",
+              stream="err"),
+    ]
+    if wt is not None:
+        out.append(Print(text=f"The worktree is kept at {wt.path}", stream="err"))
+    out += [*_summary_prints(state), Finish(outcome=summary(state, 1), exit_code=1)]
+    return state, out
+
+
+def _on_cancel(state: JobState, event: CancelRequested) -> Moves:
+    if state.cancel_signal is not None:
+        return state, []
+    state = attrs.evolve(state, cancel_signal=event.signal)
+    if state.phase == "merge" and state.merge is not None:
+        state = attrs.evolve(state, merge=merge_machine.cancel(state.merge))
+        return state, [CancelCommands()]
+    if state.phase in ("worktree", "items"):
+        return state, []  # the answer comes; then the job stops
+    if state.phase == "map" and not state.agents and state.merging is None:
+        return _interrupted(state)
+    return state, [CancelCommands()]
+
+
+def _interrupted(state: JobState) -> Moves:
+    signal = state.cancel_signal or "SIGINT"
+    code = 143 if signal == "SIGTERM" else 130
+    # running items go back to pending (the attempt is not counted)
+    back: dict[int, ItemStatus] = {i: ("pending" if s == "running" else s)
+                                   for i, s in state.item_state.items()}
+    item_state = pmap(back)
+    attempts = state.attempts
+    for index in state.agents:
+        attempts = attempts.set(index, max(0, attempts.get(index, 1) - 1))
+    state = attrs.evolve(state, status="interrupted", phase="done", item_state=item_state,
+                         attempts=attempts, agents=pmap())
+    job = state.config.job_id
+    return state, [
+        LogEvent(event_type="job_paused", fields=(("checkpoint_version", 0),
+                                                  ("reason", "interrupted"),
+                                                  ("job_id", job))),
+        SaveJobState(doc=job_doc(state)),
+        SaveWorktreeMeta(doc=merge_machine.meta_doc(
+            state.ctx, "interrupted",
+            interruption="termination" if signal == "SIGTERM" else "user_interrupt")
+            | {"job_id": job}),
+        SaveSession(session=session_doc(state)),
+        Print(text=f"Job interrupted. Resume with: prodigy resume-job {job}", level="result",
+              stream="err"),
+        Finish(outcome=summary(state, code), exit_code=code),
+    ]
+
+
+def _summary_prints(state: JobState) -> list[Effect]:
+    ok, failed = state.count("succeeded"), state.count("failed")
+    pending = state.count("pending")
+    lines = ["Summary", f"  Items: {ok} successful, {failed} failed, {pending} pending "
+                        f"(total {state.total})"]
+    if state.cost:
+        lines.append(f"  Claude: ${state.cost:.2f}")
+    return [Print(text="\n".join(lines))]
+
+
+# --- documents -----------------------------------------------------------------------
+
+
+def summary(state: JobState, code: int) -> dict[str, JSON]:
+    status = {"completed": "completed", "failed": "failed",
+              "interrupted": "interrupted"}.get(state.status, "failed")
+    wt = state.ctx.worktree
+    merge: dict[str, JSON] = state.merge_outcome.to_json() if state.merge_outcome else \
+        {"target": None, "merged": False, "reason": None}
+    return {
+        "status": status, "exit_code": code, "session_id": state.ctx.session_id,
+        "job_id": state.config.job_id, "workflow": state.ctx.workflow_path,
+        "worktree": None if wt is None else {"name": wt.name, "path": wt.path,
+                                             "branch": wt.branch},
+        "merge": merge, "steps": None,
+        "items": {"total": state.total, "successful": state.count("succeeded"),
+                  "failed": state.count("failed"), "pending": state.count("pending")},
+        "cost_usd": round(state.cost, 6), "duration_ms": 0,
+        "error": state.error, "error_code": state.error_code,
+    }
+
+
+def session_doc(state: JobState) -> dict[str, JSON]:
+    ctx = state.ctx
+    wt = ctx.worktree
+    status = {"running": "Running", "completed": "Completed", "failed": "Failed",
+              "interrupted": "Paused"}[state.status]
+    if state.status == "completed" and state.merge_outcome is None:
+        status = "Running"
+    return {
+        "id": ctx.session_id, "session_type": "MapReduce", "status": status,
+        "started_at": state.started_at,
+        "completed_at": state.last_time if status == "Completed" else None,
+        "repo_name": ctx.repo_name, "repo_path": ctx.repo_root,
+        "worktree": None if wt is None else {
+            "name": wt.name, "path": wt.path, "branch": wt.branch,
+            "original_branch": wt.original_branch, "base_commit": wt.base_commit,
+            "named": wt.named, "subdir": wt.subdir},
+        "metadata": {"workflow_type": "mapreduce", "job_id": state.config.job_id},
+        "timings": {}, "error": state.error,
+        "workflow_data": {"workflow_id": ctx.session_id, "workflow_name": state.workflow.name,
+                          "workflow_path": ctx.workflow_path, "current_step": 0,
+                          "total_steps": 0, "completed_steps": [],
+                          "iterations_completed": 0, "files_changed": 0,
+                          "worktree_name": wt.name if wt else None},
+        "mapreduce_data": {"job_id": state.config.job_id, "total_items": state.total,
+                           "successful": state.count("succeeded"),
+                           "failed": state.count("failed"),
+                           "pending": state.count("pending"), "phase": state.phase},
+        "merge": state.merge_outcome.to_json() if state.merge_outcome else
+        {"target": None, "merged": False, "reason": None},
+        "analytics": Usage().to_json() | {"total_cost_usd": round(state.cost, 6)},
+        "dry_run": ctx.dry_run,
+    }
+
+
+def job_doc(state: JobState) -> dict[str, JSON]:
+    from prodigy_core.job_docs import job_doc as build
+
+    return build(state)

@@ -1,0 +1,136 @@
+"""Effects and events of MapReduce jobs (spec 05, spec 09 §4.3–§4.5).
+
+Members of the ``Effect`` union (``prodigy_core.effects``) and the ``Event`` union
+(``prodigy_core.events``).  Emitted by the job machine (``prodigy_core.job_machine``).
+``LoadWorkItems`` and ``FinishAgent`` are performed *spawned* by the environment's
+``Jobs``; ``SaveJobState``, ``SaveJobFile``, ``RecordDLQ`` and ``ForgetDLQ`` inline, in
+order, by the job store.  Agent worktrees are created with ``CreateWorktree`` (mode
+``agent``) and merged with ``MergeBranch`` (``into_worktree``) of
+``prodigy_core.worktree_ops``.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from prodigy_core.json_values import JSON
+
+# ---------------------------------------------------------------------------- effects
+
+
+@attrs.frozen(kw_only=True)
+class LoadWorkItems:
+    """Read the map input (spec 05 §5.1–§5.3).
+
+    ``input`` (already interpolated) is resolved relative to ``cwd`` (the session
+    worktree): an existing file is read as text; a name that looks like a file
+    (``.json``, ``.jsonl``, ``.ndjson``, no whitespace) but does not exist is E6001,
+    unless setup generated exactly one ``*work-items.json`` file in ``cwd`` since
+    ``setup_base`` (spec 05 §4.4); anything else runs as ``sh -c`` in ``cwd`` with
+    ``env``, a 300 s timeout and empty standard input (E6003 on failure).  Completes with
+    ``WorkItemsLoaded`` or ``WorkItemsFailed``.
+    """
+
+    command_id: int
+    cwd: str
+    input: str
+    env: tuple[tuple[str, str], ...] = ()
+    setup_base: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FinishAgent:
+    """An agent's steps are over: describe and release its worktree (spec 05 §7.4–§7.6).
+
+    Lists the commits of ``branch`` since ``base`` (oldest first), the files they change,
+    and the uncommitted paths left in ``path``; then removes the worktree
+    (``git worktree remove --force``, agent worktrees only) unless ``keep``, and deletes
+    ``branch`` when it has no new commits — or, with ``discard`` (an interrupted agent
+    whose partial work is dropped, spec 05 §15.1), in any case.  Completes with
+    ``AgentReleased``.
+    """
+
+    command_id: int
+    repo_root: str
+    path: str
+    branch: str
+    base: str
+    keep: bool = False
+    discard: bool = False
+    lock_path: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class SaveJobState:
+    """Write a new version of the job state checkpoint (spec 09 §4.3), atomically.
+
+    The store adds ``checkpoint_version``, ``updated_at`` and ``last_event_seq`` (after
+    syncing the journal), and keeps the newest three versions.
+    """
+
+    doc: dict[str, JSON]
+
+
+@attrs.frozen(kw_only=True)
+class SaveJobFile:
+    """Write ``<job dir>/<name>`` (``items/<item_id>.json``, ``map-results.json``)."""
+
+    name: str
+    content: JSON
+
+
+@attrs.frozen(kw_only=True)
+class RecordDLQ:
+    """Add a failed item to the job's DLQ, or count one more failure of it (spec 05 §13)."""
+
+    item_id: str
+    item_data: JSON
+    failure: dict[str, JSON]
+    worktree_artifacts: JSON = None
+    error_signature: str = ""
+    manual_review_required: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ForgetDLQ:
+    """Remove an item's DLQ entry (it succeeded when run again)."""
+
+    item_id: str
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@attrs.frozen(kw_only=True)
+class WorkItemsLoaded:
+    """Answer to ``LoadWorkItems``: the input's text and how it was obtained.
+
+    ``kind`` is ``file`` (``name`` the path read) or ``command`` (``text`` its stdout);
+    ``generated`` when setup's generated file was used instead of ``map.input``.
+    """
+
+    command_id: int
+    kind: str
+    text: str
+    name: str = ""
+    generated: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class WorkItemsFailed:
+    """The map input could not be read (``code`` E6001/E6003)."""
+
+    command_id: int
+    code: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class AgentReleased:
+    """Answer to ``FinishAgent``."""
+
+    command_id: int
+    commits: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    uncommitted: tuple[str, ...] = ()
+    warning: str | None = None

@@ -1,0 +1,154 @@
+"""The state of a MapReduce job (``prodigy_core.job_machine`` explains the machine).
+
+``JobState`` holds everything the job machine knows: the phase, the setup and reduce step
+machines, the final item list with each item's status, the running agents (each with its
+own step machine), the merge queue, the agent results and the final merge.  Everything is
+immutable (attrs frozen classes, tuples, pyrsistent maps); transitions use
+``attrs.evolve``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+from pyrsistent import PMap, pmap
+
+from prodigy_core import merge_machine
+from prodigy_core.context import RunContext
+from prodigy_core.interpolate import Var
+from prodigy_core.json_values import JSON
+from prodigy_core.model import Workflow
+from prodigy_core.step_frames import Stepper
+from prodigy_core.work_items import FailureKind
+
+JobPhase = Literal["worktree", "setup", "items", "map", "reduce", "merge", "done"]
+ItemStatus = Literal["pending", "running", "merging", "succeeded", "failed"]
+AgentStage = Literal["create", "steps", "release"]
+
+
+@attrs.frozen(kw_only=True)
+class JobConfig:
+    """Where a job keeps its things (decided by the caller, who knows the storage root).
+
+    ``job_dir`` is ``<storage>/state/<repo>/mapreduce/jobs/<job_id>``; ``agents_dir`` is
+    ``<storage>/worktrees/<session id>`` (agent worktrees, spec 06 §5.1).
+    """
+
+    job_id: str
+    job_dir: str
+    agents_dir: str
+    repo_lock: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Failure:
+    """Why an item failed (the structured cause of spec 05 §13.2)."""
+
+    kind: FailureKind
+    message: str
+    exit_code: int | None = None
+    step: str | None = None
+    step_index: int | None = None
+    conflicting_files: tuple[str, ...] = ()
+    branch: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Agent:
+    """One attempt of one item: its worktree, its step machine and its progress."""
+
+    index: int
+    agent_id: str
+    attempt: int
+    path: str
+    branch: str
+    stage: AgentStage = "create"
+    pending: int | None = None
+    base: str | None = None
+    step_index: int = 0
+    stepper: Stepper = Stepper()
+    timer: int | None = None
+    started_at: str = ""
+    mono_start: float | None = None
+    duration: float = 0.0
+    timed_out: bool = False
+    cancelled: bool = False
+    failure: Failure | None = None
+    outputs: tuple[str, ...] = ()
+    transcript: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Queued:
+    """An agent branch waiting for (or in) the merge queue (spec 05 §8)."""
+
+    index: int
+    agent_id: str
+    branch: str
+    path: str
+    commits: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    uncommitted: tuple[str, ...] = ()
+    duration: float = 0.0
+    attempt: int = 1
+    output: str = ""
+    transcript: str | None = None
+    cost: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class JobState:
+    workflow: Workflow
+    ctx: RunContext
+    config: JobConfig
+    phase: JobPhase = "worktree"
+    status: Literal["running", "completed", "failed", "interrupted"] = "running"
+    next_id: int = 1
+    pending: int | None = None  # the one request of the worktree/items phases
+    resumed: bool = False
+    # setup (spec 05 §4)
+    setup_index: int = 0
+    setup: Stepper = Stepper()
+    setup_base: str | None = None
+    variables: PMap[str, Var] = pmap()  # captured in setup: visible to agents and reduce
+    # items (spec 05 §5)
+    items: tuple[JSON, ...] = ()
+    items_loaded: bool = False
+    item_state: PMap[int, ItemStatus] = pmap()
+    attempts: PMap[int, int] = pmap()
+    results: PMap[int, dict[str, JSON]] = pmap()
+    # agents and merges (spec 05 §7–§8)
+    agents: PMap[int, Agent] = pmap()
+    queue: tuple[Queued, ...] = ()
+    merging: Queued | None = None
+    merge_request: int | None = None
+    failed_this_run: int = 0
+    finished_this_run: int = 0
+    stop_reason: str | None = None
+    worktrees_created: int = 0
+    max_in_use: int = 0
+    # reduce (spec 05 §12)
+    reduce_index: int = 0
+    reduce: Stepper = Stepper()
+    # the end
+    merge: merge_machine.MergeMachine | None = None
+    merge_outcome: merge_machine.MergeOutcome | None = None
+    cancel_signal: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    cost: float = 0.0
+    started_at: str = ""
+    last_time: str = ""
+    mono: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+    def count(self, status: ItemStatus) -> int:
+        return sum(1 for s in self.item_state.values() if s == status)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running" and self.phase == "done"
