@@ -131,6 +131,7 @@ def cmd_resume_job(args: argparse.Namespace, *, out: TextIO, err: TextIO,
 
     if isinstance(session.get("started_at"), str) and session["started_at"]:
         ctx = attrs.evolve(ctx, started_at=session["started_at"])
+    ctx = attrs.evolve(ctx, progress_interval=1.0)
     config = job_runner.job_config(storage, repo.name, job_id, session_id)
     last = int(doc.get("last_event_seq") or 0)
     later = runner.later_events(storage, repo.name, job_id, last)

@@ -345,6 +345,9 @@ def _run_job(workflow: Any, ctx: Any, storage: Any, text: str, wf_path: Path,
     from prodigy_effects.fsutil import atomic_write_json
 
     atomic_write_json(Path(config.job_dir) / "workflow.snapshot.json", snapshot)
+    import attrs
+
+    ctx = attrs.evolve(ctx, progress_interval=1.0)
     transition = job_machine.start(workflow, ctx, config)
     try:
         result = job_runner.execute_job(transition, ctx, config, storage, verbosity=verbosity,

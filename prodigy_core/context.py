@@ -92,6 +92,8 @@ class RunContext:
     # the session worktree (None: the run works in ``project_dir`` itself, as library
     # users and the tests of the spine may ask); ``project_dir`` is then inside it
     worktree: WorktreeSpec | None = None
+    # MapReduce progress: seconds between progress lines while agents run (None: none)
+    progress_interval: float | None = None
 
     @property
     def start_commit(self) -> str | None:

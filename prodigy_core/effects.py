@@ -230,11 +230,15 @@ class Print:
     order* by the console, which masks secrets and honours ``-q``/``-v``: ``level``
     ``result`` is always shown, ``info`` unless quiet, ``verbose`` only without ``-v``
     (a summary of output that ``-v`` streamed live), ``detail`` with ``-v``, ``debug``
-    with ``-vv``, and ``status`` is a transient status line shown only on a terminal.  ``stream`` ``err`` is for warnings and errors.
+    with ``-vv``, ``status`` is a transient status line shown only on a terminal, and
+    ``progress`` (MapReduce) is that live line on a terminal and, elsewhere, a plain line
+    at most every ``PROGRESS_EVERY`` seconds.  ``stream`` ``err`` is for warnings and
+    errors.
     """
 
     text: str
-    level: Literal["result", "info", "verbose", "detail", "status", "debug"] = "info"
+    level: Literal["result", "info", "verbose", "detail", "status", "progress",
+                   "debug"] = "info"
     stream: Literal["out", "err"] = "out"
 
 

@@ -37,7 +37,15 @@ from prodigy_core.analytics import Usage
 from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, builtin_variables, child_environment
 from prodigy_core.display import display_name
-from prodigy_core.effects import CancelCommands, Effect, Finish, LogEvent, Print, SaveSession
+from prodigy_core.effects import (
+    CancelCommands,
+    Effect,
+    Finish,
+    LogEvent,
+    Print,
+    SaveSession,
+    Sleep,
+)
 from prodigy_core.events import CancelRequested, Event, Slept
 from prodigy_core.interpolate import Var, interpolate
 from prodigy_core.job_ops import (
@@ -106,6 +114,9 @@ def step(state: JobState, event: Event) -> Transition:
     state = _clock(state, event)
     if isinstance(event, CancelRequested):
         return _t(_on_cancel(state, event))
+    if isinstance(event, Slept) and state.ticker is not None and \
+            event.command_id == state.ticker:
+        return _t(_on_tick(state))
     if isinstance(event, Slept) and _late_agent_timer(state, event.command_id):
         return Transition(state=state, effects=())
     match state.phase:
@@ -384,8 +395,76 @@ def _enter_map(state: JobState) -> Moves:
     effects += more
     state, more = ja.dispatch(state)
     effects += more
+    state = attrs.evolve(state, map_started=state.mono if state.mono else None)
+    state = _note_starts(state)
+    state, more = _arm_ticker(state)
+    effects += more
     state, more = _map_maybe_done(state)
     return state, [*effects, *more]
+
+
+# --- progress (spec 05 §18) ----------------------------------------------------------
+
+
+def _arm_ticker(state: JobState) -> Moves:
+    interval = state.ctx.progress_interval
+    if interval is None or state.ticker is not None or state.phase != "map":
+        return state, []
+    state, cid = _id(state)
+    return attrs.evolve(state, ticker=cid), [Sleep(command_id=cid, seconds=interval)]
+
+
+def _on_tick(state: JobState) -> Moves:
+    state = attrs.evolve(state, ticker=None)
+    if state.phase != "map" or state.cancel_signal is not None:
+        return state, []
+    interval = state.ctx.progress_interval or 0.0
+    if state.map_started is None:
+        state = attrs.evolve(state, map_started=state.mono - interval)
+    # agents that started before any clock reading: count from one tick ago
+    started = state.agent_started
+    for index in state.agents:
+        if index not in started:
+            started = started.set(index, state.mono - interval)
+    state = attrs.evolve(state, agent_started=started)
+    effects: list[Effect] = [Print(text=progress_line(state), level="progress")]
+    state, more = _arm_ticker(state)
+    return state, [*effects, *more]
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def progress_line(state: JobState) -> str:
+    """``Map: 3/10 done, 1 failed, 2 running, 4 pending · 1m20s · ETA 2m10s · $0.12``."""
+    done, failed = state.count("succeeded"), state.count("failed")
+    running = len(state.agents)
+    merging = state.count("merging")
+    pending = state.count("pending")
+    parts = [f"Map: {done + failed}/{state.total} done, {failed} failed, {running} running, "
+             f"{pending} pending" + (f", {merging} merging" if merging else "")]
+    if state.map_started is not None:
+        elapsed = state.mono - state.map_started
+        parts.append(_duration(elapsed))
+        finished = state.finished_this_run
+        left = pending + running + merging
+        if finished and left:
+            parts.append(f"ETA {_duration(elapsed / finished * left)}")
+    parts.append(f"${state.cost:.2f}")
+    agents = sorted(state.agents.values(), key=lambda a: a.index)
+    if agents:
+        shown = ", ".join(
+            f"{wi.item_id(a.index)} {_duration(state.mono - state.agent_started[a.index])}"
+            if a.index in state.agent_started else wi.item_id(a.index) for a in agents[:6])
+        more = f" +{len(agents) - 6}" if len(agents) > 6 else ""
+        parts.append(f"running: {shown}{more}")
+    return " · ".join(parts)
 
 
 def _on_map_event(state: JobState, event: Event) -> Moves:
@@ -407,8 +486,24 @@ def _on_map_event(state: JobState, event: Event) -> Moves:
             effects.append(SaveJobState(doc=job_doc(state)))
     state, more = ja.dispatch(state)
     effects += more
+    state = _note_starts(state)
+    if state.ctx.progress_interval is not None and \
+            any(isinstance(e, LogEvent) and e.event_type in ("agent_completed", "agent_failed")
+                for e in effects):
+        effects.append(Print(text=progress_line(state), level="progress"))
     state, more = _map_maybe_done(state)
     return state, [*effects, *more]
+
+
+def _note_starts(state: JobState) -> JobState:
+    started = state.agent_started
+    for index in state.agents:
+        if index not in started and state.mono:
+            started = started.set(index, state.mono)
+    for index in list(started):
+        if index not in state.agents:
+            started = started.remove(index)
+    return attrs.evolve(state, agent_started=started)
 
 
 def _map_maybe_done(state: JobState) -> Moves:

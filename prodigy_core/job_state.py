@@ -141,6 +141,10 @@ class JobState:
     started_at: str = ""
     last_time: str = ""
     mono: float = 0.0
+    # progress (spec 05 §18): a ticker while agents run
+    ticker: int | None = None
+    map_started: float | None = None
+    agent_started: PMap[int, float] = pmap()
 
     @property
     def total(self) -> int:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,9 @@ from prodigy_effects.journal import JournalWriter
 from prodigy_effects.storage import Storage
 
 OUTPUT_CAP = 10 * 1024 * 1024
+
+
+PROGRESS_EVERY = 15.0  # seconds between plain progress lines when not on a terminal
 
 
 def now_iso() -> str:
@@ -319,6 +323,7 @@ class TerminalConsole:
         return self.out
 
     status_active: bool = False
+    last_progress: float = 0.0
 
     def _is_tty(self, stream: TextIO) -> bool:
         try:
@@ -343,6 +348,20 @@ class TerminalConsole:
         if level == "info" and self.quiet and effect.stream == "out":
             return
         stream = self._stream(effect.stream)
+        if level == "progress":
+            if self.quiet or self.json_mode:
+                return
+            if not self._is_tty(stream) or self.verbosity >= 2:
+                # no terminal: a plain line now and then (spec 05 §18)
+                now = time.monotonic()
+                if now - self.last_progress < PROGRESS_EVERY:
+                    return
+                self.last_progress = now
+                self._clear_status(stream)
+                stream.write(self.mask(effect.text) + "\n")
+                stream.flush()
+                return
+            level = "status"
         if level == "status":
             # one live line, rewritten in place; never on a pipe or file (no control
             # characters there), nor with -q, -vv (raw lines) or --json

@@ -127,6 +127,10 @@ map:
         most = max(most, running)
     assert most == 2
     assert len(log.read_text().splitlines()) == 12
+    # no terminal: plain progress lines (spec 05 §18), no control characters
+    assert re.search(r"^Map: \d+/6 done, \d+ failed, \d+ running, \d+ pending",
+                     result.stdout, re.M)
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
 
 
 def test_failures_go_to_the_dlq_and_the_run_exits_3(project: Project) -> None:
