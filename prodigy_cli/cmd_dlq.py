@@ -105,8 +105,9 @@ def dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dic
                   "purge, stats, analyze, export); see `prodigy dlq --help`\n")
         return 2
     if action == "retry":
-        err.write(f"error[{E_USAGE}]: prodigy dlq retry is not available yet\n")
-        return 2
+        from prodigy_cli.cmd_dlq_retry import cmd_dlq_retry
+
+        return cmd_dlq_retry(args, out=out, err=err, environ=environ, cwd=cwd)
     home = Path(environ.get("HOME") or Path.home())
     storage = Storage(resolve_storage_root(environ, home))
     job = getattr(args, "job_id", None)

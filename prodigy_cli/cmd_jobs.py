@@ -133,9 +133,14 @@ def cmd_resume_job(args: argparse.Namespace, *, out: TextIO, err: TextIO,
         ctx = attrs.evolve(ctx, started_at=session["started_at"])
     ctx = attrs.evolve(ctx, progress_interval=1.0)
     config = job_runner.job_config(storage, repo.name, job_id, session_id)
+    if isinstance(doc.get("reprocess_of"), str):
+        config = attrs.evolve(config, reprocess_of=doc["reprocess_of"],
+                              final_merge=bool(doc.get("final_merge", True)))
     last = int(doc.get("last_event_seq") or 0)
     later = runner.later_events(storage, repo.name, job_id, last)
-    transition = job_machine.resume(workflow, ctx, config, doc, later)
+    transition = job_machine.resume(
+        workflow, ctx, config, doc, later,
+        retry_failed=args.max_retries if getattr(args, "retry_failed", False) else None)
     start_seq = runner.next_seq(storage, repo.name, job_id)
     try:
         result = job_runner.execute_job(transition, ctx, config, storage,

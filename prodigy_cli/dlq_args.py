@@ -58,7 +58,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, parser_class: type) ->
         _scope(p)
 
     p = dsub.add_parser("retry", parents=[common],
-                        help="(not available yet) run a job's DLQ items again")
+                        help="run a job's DLQ items again")
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--item", action="append", default=[], metavar="ID")
     p.add_argument("--filter", metavar="EXPR")

@@ -185,10 +185,10 @@ def _timer_fired(state: JobState, index: int, event: Slept) -> Step:
     state = _put(state, agent)
     if agent.stage == "create":
         # the limit runs from worktree creation (§11.1): no step will start
-        return state, [Print(text=f"[{wi.item_id(index)}] agent timed out after "
+        return state, [Print(text=f"[{state.item_id(index)}] agent timed out after "
                                   f"{seconds:g} s", stream="err")]
     pending = agent.stepper.pending
-    effects: list[Effect] = [Print(text=f"[{wi.item_id(index)}] agent timed out after "
+    effects: list[Effect] = [Print(text=f"[{state.item_id(index)}] agent timed out after "
                                         f"{seconds:g} s", stream="err")]
     if pending is not None:
         effects.append(CancelCommands(command_ids=(pending,)))
@@ -204,7 +204,7 @@ def _agent_ctx(state: JobState, agent: Agent) -> RunContext:
 
 def item_vars(state: JobState, agent: Agent) -> PMap[str, Var]:
     index = agent.index
-    iid = wi.item_id(index)
+    iid = state.item_id(index)
     base = builtin_variables(state.ctx, iteration=1, input_index=None)
     base = base.update(state.variables)
     extra = wi.item_variables(
@@ -225,7 +225,7 @@ def _created(state: JobState, index: int, event: WorktreeCreated) -> Step:
         state = _put(state, attrs.evolve(agent, cancelled=True))
         return _release(state, index)
     effects: list[Effect] = [LogEvent(event_type="agent_started", fields=(
-        ("agent_id", agent.agent_id), ("item_id", wi.item_id(index)),
+        ("agent_id", agent.agent_id), ("item_id", state.item_id(index)),
         ("worktree", agent.path), ("attempt", agent.attempt),
         ("session_id", state.ctx.session_id))),
         LogEvent(event_type="worktree_created", fields=(
@@ -363,7 +363,7 @@ def _released(state: JobState, index: int, event: AgentReleased) -> Step:
         return state, [*effects, *more]
     if event.uncommitted:
         listed = ", ".join(event.uncommitted[:10])
-        effects.append(Print(text=f"warning[W6004]: {wi.item_id(index)} left uncommitted "
+        effects.append(Print(text=f"warning[W6004]: {state.item_id(index)} left uncommitted "
                                   f"changes that are discarded: {listed}", stream="err"))
     queued = Queued(index=index, agent_id=agent.agent_id, branch=agent.branch,
                     path=agent.path, commits=event.commits, files=event.files,
@@ -388,7 +388,7 @@ def _back_to_pending(state: JobState, index: int, effects: list[Effect]) -> Step
                          item_state=state.item_state.set(index, "pending"),
                          attempts=state.attempts.set(index, attempts))
     return state, [*effects, LogEvent(event_type="agent_interrupted", fields=(
-        ("agent_id", agent.agent_id), ("item_id", wi.item_id(index))))]
+        ("agent_id", agent.agent_id), ("item_id", state.item_id(index))))]
 
 
 def _output(outputs: Sequence[str]) -> str:
@@ -452,7 +452,9 @@ def _queued_failed(state: JobState, queued: Queued, failure: Failure) -> Step:
                   path=queued.path, branch=queued.branch, duration=queued.duration,
                   outputs=(queued.output,) if queued.output else (),
                   transcript=queued.transcript)
-    return _item_failed(state, agent, failure, release=False, commits=queued.commits)
+    # its cost was counted when the agent was released
+    return _item_failed(state, agent, failure, release=False, commits=queued.commits,
+                        cost=queued.cost)
 
 
 # --- final statuses ------------------------------------------------------------------
@@ -465,7 +467,7 @@ def _result(state: JobState, index: int, *, status: wi.AgentStatus, duration: fl
             transcript: str | None = None, cost: float = 0.0,
             uncommitted: Sequence[str] = ()) -> dict[str, JSON]:
     return wi.agent_result(
-        item_id=wi.item_id(index), item_index=index, status=status, output=output,
+        item_id=state.item_id(index), item_index=index, status=status, output=output,
         commits=list(commits), files_modified=list(files), duration_secs=duration,
         worktree_path=agent_path, branch_name=branch,
         worktree_session_id=state.ctx.session_id, json_log_location=transcript,
@@ -475,7 +477,7 @@ def _result(state: JobState, index: int, *, status: wi.AgentStatus, duration: fl
 
 def _item_succeeded(state: JobState, queued: Queued, *, merged_sha: str | None) -> Step:
     index = queued.index
-    iid = wi.item_id(index)
+    iid = state.item_id(index)
     result = _result(state, index, status="success", duration=queued.duration,
                      attempt=queued.attempt, output=queued.output, commits=queued.commits,
                      files=queued.files, agent_path=queued.path, branch=queued.branch,
@@ -493,7 +495,7 @@ def _item_succeeded(state: JobState, queued: Queued, *, merged_sha: str | None) 
             ("item_index", index), ("session_id", state.ctx.session_id))),
         Print(text=f"[{done}/{state.total}] ✅ {iid} ({_secs(queued.duration)})"),
     ]
-    if queued.attempt > 1 or state.resumed:
+    if queued.attempt > 1 or state.resumed or state.config.reprocess_of is not None:
         # out of the DLQ before ``agent_completed`` is logged (see ``_item_failed``)
         effects.insert(0, ForgetDLQ(item_id=iid))
     return state, effects
@@ -504,18 +506,22 @@ def _secs(seconds: float) -> str:
 
 
 def _item_failed(state: JobState, agent: Agent, failure: Failure, *, release: bool,
-                 commits: Sequence[str] = ()) -> Step:
+                 commits: Sequence[str] = (), cost: float | None = None) -> Step:
+    """``cost`` is given when it was counted already (a failed merge)."""
     del release
     index = agent.index
-    iid = wi.item_id(index)
+    iid = state.item_id(index)
     state = attrs.evolve(state, agents=state.agents.discard(index))
+    if cost is None:
+        cost = agent.stepper.usage.total_cost_usd
+        state = attrs.evolve(state, cost=state.cost + cost)
     policy = state.workflow.error_policy
     timeout_action = _timeout_action(state) if failure.kind == "timeout" else None
     status: wi.AgentStatus = "timeout" if failure.kind == "timeout" else "failed"
     result = _result(state, index, status=status, duration=agent.duration,
                      attempt=agent.attempt, output=_output(agent.outputs),
                      commits=commits, error=failure.message, agent_path=agent.path,
-                     branch=failure.branch or "", transcript=agent.transcript)
+                     branch=failure.branch or "", transcript=agent.transcript, cost=cost)
     error_type = wi.error_type(wi.ItemFailure(
         kind=failure.kind, message=failure.message, exit_code=failure.exit_code,
         conflicting_files=failure.conflicting_files))

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import attrs
 from pyrsistent import pmap
 
-from prodigy_core import work_items as wi
 from prodigy_core.interpolate import Var
 from prodigy_core.job_state import ItemStatus, JobState, Queued
 from prodigy_core.json_values import JSON
@@ -24,18 +23,18 @@ FORMAT_VERSION = 1
 
 def job_doc(state: JobState) -> dict[str, JSON]:
     spec = state.workflow.map
-    ok = [wi.item_id(i) for i, s in sorted(state.item_state.items()) if s == "succeeded"]
+    ok = [state.item_id(i) for i, s in sorted(state.item_state.items()) if s == "succeeded"]
     failed: dict[str, JSON] = {}
     for i, s in sorted(state.item_state.items()):
         if s == "failed":
             result = state.results.get(i, {})
-            failed[wi.item_id(i)] = {"item_id": wi.item_id(i),
+            failed[state.item_id(i)] = {"item_id": state.item_id(i),
                                      "attempts": state.attempts.get(i, 1),
                                      "last_error": result.get("error"),
                                      "last_attempt": state.last_time}
-    pending = [wi.item_id(i) for i, s in sorted(state.item_state.items())
+    pending = [state.item_id(i) for i, s in sorted(state.item_state.items())
                if s in ("pending", "running")]
-    merges: list[JSON] = [{"item_id": wi.item_id(q.index), "agent_id": q.agent_id,
+    merges: list[JSON] = [{"item_id": state.item_id(q.index), "agent_id": q.agent_id,
                            "branch": q.branch, "path": q.path,
                            "commits": list(q.commits), "files": list(q.files),
                            "attempt": q.attempt}
@@ -69,9 +68,12 @@ def job_doc(state: JobState) -> dict[str, JSON]:
         "workflow_hash": state.ctx.workflow_hash,
         "parent_worktree": state.ctx.worktree.path if state.ctx.worktree else None,
         "work_items": list(state.items) if state.items_loaded else [],
+        "item_ids": list(state.item_ids),
+        "reprocess_of": state.config.reprocess_of,
+        "final_merge": state.config.final_merge,
         "items_loaded": state.items_loaded,
         "total_items": state.total,
-        "agent_results": {wi.item_id(i): r for i, r in sorted(state.results.items())},
+        "agent_results": {state.item_id(i): r for i, r in sorted(state.results.items())},
         "completed_agents": ok,  # type: ignore[dict-item]
         "failed_agents": failed,
         "pending_items": pending,  # type: ignore[dict-item]
@@ -94,11 +96,11 @@ def job_doc(state: JobState) -> dict[str, JSON]:
                                "executed_commands": list(range(state.reduce_index)),
                                "output": None, "error": None, "started_at": None,
                                "completed_at": None},
-        "item_retry_counts": {wi.item_id(i): n for i, n in sorted(state.attempts.items())},
+        "item_retry_counts": {state.item_id(i): n for i, n in sorted(state.attempts.items())},
         # agents running when this was written: after a crash their attempt does not
         # count, so the item runs again as the same agent id, whose creation replaces the
         # stale worktree and branch (spec 05 §15.2)
-        "running_agents": [{"item_id": wi.item_id(a.index), "agent_id": a.agent_id,
+        "running_agents": [{"item_id": state.item_id(a.index), "agent_id": a.agent_id,
                             "path": a.path, "branch": a.branch}
                            for a in sorted(state.agents.values(), key=lambda a: a.index)],
         "stop_reason": state.stop_reason,
@@ -111,7 +113,9 @@ def job_doc(state: JobState) -> dict[str, JSON]:
     }
 
 
-def _index(item_id: object) -> int | None:
+def _index(item_id: object, ids: dict[str, int] | None = None) -> int | None:
+    if ids and isinstance(item_id, str) and item_id in ids:
+        return ids[item_id]
     if isinstance(item_id, str) and item_id.startswith("item_"):
         try:
             return int(item_id[len("item_"):])
@@ -130,13 +134,16 @@ def restore(state: JobState, doc: dict[str, JSON],
             later: Sequence[dict[str, JSON]] = ()) -> JobState:
     items_raw = doc.get("work_items")
     items = tuple(items_raw) if isinstance(items_raw, list) else ()
+    ids_raw = doc.get("item_ids")
+    item_ids = tuple(str(x) for x in ids_raw) if isinstance(ids_raw, list) else ()
+    ids = {name: i for i, name in enumerate(item_ids)}
     loaded = bool(doc.get("items_loaded", bool(items)))
     status: dict[int, ItemStatus] = {i: "pending" for i in range(len(items))}
     results: dict[int, dict[str, JSON]] = {}
     agent_results = doc.get("agent_results")
     if isinstance(agent_results, dict):
         for key, result in agent_results.items():
-            index = _index(key)
+            index = _index(key, ids)
             if index is None or index >= len(items) or not isinstance(result, dict):
                 continue
             results[index] = result
@@ -145,13 +152,13 @@ def restore(state: JobState, doc: dict[str, JSON],
     counts = doc.get("item_retry_counts")
     if isinstance(counts, dict):
         for key, n in counts.items():
-            index = _index(key)
+            index = _index(key, ids)
             if index is not None and isinstance(n, int):
                 attempts[index] = n
     running = doc.get("running_agents")
     if isinstance(running, list):
         for entry in running:
-            index = _index(entry.get("item_id")) if isinstance(entry, dict) else None
+            index = _index(entry.get("item_id"), ids) if isinstance(entry, dict) else None
             if index is not None and index in attempts:
                 attempts[index] = max(0, attempts[index] - 1)
     # completion events logged after the document (spec 09 §5.4)
@@ -178,7 +185,7 @@ def restore(state: JobState, doc: dict[str, JSON],
         for entry in merges:
             if not isinstance(entry, dict):
                 continue
-            index = _index(entry.get("item_id"))
+            index = _index(entry.get("item_id"), ids)
             if index is None or index >= len(items) or status.get(index) in (
                     "succeeded", "failed"):
                 continue
@@ -211,4 +218,4 @@ def restore(state: JobState, doc: dict[str, JSON],
         variables=pmap(bound), setup_index=setup_index,
         setup_base=base if isinstance(base, str) else None, reduce_index=reduce_index,
         cost=float(cost) if isinstance(cost, int | float) else 0.0,
-        started_at=str(doc.get("started_at") or state.started_at))
+        started_at=str(doc.get("started_at") or state.started_at), item_ids=item_ids)

@@ -98,14 +98,39 @@ def start(workflow: Workflow, ctx: RunContext, config: JobConfig) -> Transition:
 
 
 def resume(workflow: Workflow, ctx: RunContext, config: JobConfig, doc: dict[str, JSON],
-           later: Sequence[dict[str, JSON]] = ()) -> Transition:
-    """Continue a job from its saved state and the events logged after it (spec 05 §16)."""
+           later: Sequence[dict[str, JSON]] = (), *,
+           retry_failed: int | None = None) -> Transition:
+    """Continue a job from its saved state and the events logged after it (spec 05 §16).
+
+    With ``retry_failed`` N, failed items that have run at most N times run again.
+    """
     from prodigy_core.job_docs import restore
 
     state = restore(JobState(workflow=workflow, ctx=ctx, config=config, resumed=True,
                              started_at=ctx.started_at, last_time=ctx.started_at),
                     doc, later)
+    if retry_failed is not None:
+        again = [i for i, s in state.item_state.items()
+                 if s == "failed" and state.attempts.get(i, 1) <= retry_failed]
+        item_state, results = state.item_state, state.results
+        for index in again:
+            item_state = item_state.set(index, "pending")
+            results = results.discard(index)
+        state = attrs.evolve(state, item_state=item_state, results=results)
     return _t(_create_worktree(state, "resume"))
+
+
+def start_reprocess(workflow: Workflow, ctx: RunContext, config: JobConfig, *,
+                    items: Sequence[JSON], item_ids: Sequence[str],
+                    variables: PMap[str, Var], reuse_worktree: bool) -> Transition:
+    """A DLQ reprocess job (spec 05 §17): the selected items with the job's agent template
+    and setup variables; no setup and no reduce."""
+    plain = attrs.evolve(workflow, setup=None, reduce=None)
+    fresh: dict[int, ItemStatus] = {i: "pending" for i in range(len(items))}
+    state = JobState(workflow=plain, ctx=ctx, config=config, started_at=ctx.started_at,
+                     last_time=ctx.started_at, items=tuple(items), item_ids=tuple(item_ids),
+                     items_loaded=True, item_state=pmap(fresh), variables=variables)
+    return _t(_create_worktree(state, "resume" if reuse_worktree else "create"))
 
 
 def step(state: JobState, event: Event) -> Transition:
@@ -355,7 +380,7 @@ def _on_items(state: JobState, event: Event) -> Moves:
     items = tuple(selected)
     fresh: dict[int, ItemStatus] = {i: "pending" for i in range(len(items))}
     state = attrs.evolve(state, items=items, items_loaded=True, item_state=pmap(fresh))
-    effects += [SaveJobFile(name=f"items/{wi.item_id(i)}.json", content=item)
+    effects += [SaveJobFile(name=f"items/{state.item_id(i)}.json", content=item)
                 for i, item in enumerate(items)]
     effects += [
         LogEvent(event_type="job_started", fields=(
@@ -460,8 +485,8 @@ def progress_line(state: JobState) -> str:
     agents = sorted(state.agents.values(), key=lambda a: a.index)
     if agents:
         shown = ", ".join(
-            f"{wi.item_id(a.index)} {_duration(state.mono - state.agent_started[a.index])}"
-            if a.index in state.agent_started else wi.item_id(a.index) for a in agents[:6])
+            f"{state.item_id(a.index)} {_duration(state.mono - state.agent_started[a.index])}"
+            if a.index in state.agent_started else state.item_id(a.index) for a in agents[:6])
         more = f" +{len(agents) - 6}" if len(agents) > 6 else ""
         parts.append(f"running: {shown}{more}")
     return " · ".join(parts)
@@ -629,6 +654,13 @@ def _job_completed(state: JobState) -> Moves:
               level="result"),
         *_summary_prints(state),
     ]
+    if not state.config.final_merge:
+        # a reprocess job working in the original job's session worktree: that worktree
+        # is merged with the original job (or `prodigy worktree merge`), not here
+        code = exit_code(state)
+        state = attrs.evolve(state, phase="done")
+        return state, [*effects, SaveSession(session=session_doc(state)),
+                       Finish(outcome=summary(state, code), exit_code=code)]
     machine = merge_machine.MergeMachine(
         ctx=state.ctx, workflow=state.workflow, ask=not state.ctx.auto_yes,
         stepper=Stepper(vars=state.variables, next_id=state.next_id))

@@ -39,6 +39,11 @@ class JobConfig:
     job_dir: str
     agents_dir: str
     repo_lock: str = ""
+    # a DLQ reprocess job (spec 05 §17): its items keep the ids of the original job, a
+    # success removes the item's DLQ entry, and the final merge only happens when the job
+    # made its own session worktree
+    reprocess_of: str | None = None
+    final_merge: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -112,8 +117,9 @@ class JobState:
     setup: Stepper = Stepper()
     setup_base: str | None = None
     variables: PMap[str, Var] = pmap()  # captured in setup: visible to agents and reduce
-    # items (spec 05 §5)
+    # items (spec 05 §5); ``item_ids`` overrides ``item_<index>`` (reprocess jobs)
     items: tuple[JSON, ...] = ()
+    item_ids: tuple[str, ...] = ()
     items_loaded: bool = False
     item_state: PMap[int, ItemStatus] = pmap()
     attempts: PMap[int, int] = pmap()
@@ -149,6 +155,11 @@ class JobState:
     @property
     def total(self) -> int:
         return len(self.items)
+
+    def item_id(self, index: int) -> str:
+        if index < len(self.item_ids):
+            return self.item_ids[index]
+        return f"item_{index}"
 
     def count(self, status: ItemStatus) -> int:
         return sum(1 for s in self.item_state.values() if s == status)

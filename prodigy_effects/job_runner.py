@@ -99,7 +99,8 @@ class DLQWriter:
 
 def execute_job(transition: Any, ctx: RunContext, config: JobConfig, storage: Storage, *,
                 verbosity: int, quiet: bool, json_mode: bool, out: TextIO, err: TextIO,
-                start_seq: int = 1) -> RunResult:
+                start_seq: int = 1, dlq_job: str | None = None) -> RunResult:
+    """Drive a job; its DLQ is ``dlq_job``'s (a reprocess job updates the original's)."""
     from prodigy_effects import runner
     from prodigy_effects.production import now_iso
 
@@ -126,7 +127,8 @@ def execute_job(transition: Any, ctx: RunContext, config: JobConfig, storage: St
 
             env = attrs.evolve(env, jobs=RealJobs(
                 directory=Path(config.job_dir), mask=masker,
-                dlq=DLQWriter(storage.with_mask(masker), ctx.repo_name, config.job_id,
+                dlq=DLQWriter(storage.with_mask(masker), ctx.repo_name,
+                              dlq_job or config.reprocess_of or config.job_id,
                               ctx.repo_root),
                 clock=now_iso))
             return trio.run(_interpret, transition, env)

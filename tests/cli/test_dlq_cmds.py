@@ -374,10 +374,11 @@ def test_stats_analyze_and_export(repo: Repo, tmp_path: Path) -> None:
     assert [d["item_id"] for d in json.loads((tmp_path / "dlq.json").read_text())] == ["item_1"]
 
 
-def test_retry_is_registered_but_not_available(repo: Repo) -> None:
+def test_retry_of_an_unknown_job_and_a_bare_dlq(repo: Repo) -> None:
+    # the DLQ holds entries of JOB, but no job state exists for it: nothing to run
     code, out, err = repo("dlq", "retry", JOB, "--item", "item_1", "--dry-run")
     assert (code, out) == (2, "")
-    assert err == "error[E8001]: prodigy dlq retry is not available yet\n"
+    assert f"error[E6010]: no MapReduce job {JOB}" in err
     code, _, err = repo("dlq")
     assert code == 2 and "needs a subcommand" in err
 

@@ -403,3 +403,65 @@ map:
         assert (project.root / f"k_{i}.txt").exists()
     # no agent worktree or branch is left behind
     assert git(project.root, "branch", "--list", "prodigy-mapreduce-agent-*") == ""
+
+
+RETRYABLE = """\
+name: retryable
+mode: mapreduce
+map:
+  input: "echo '[1, 2, 3]'"
+  agent_template:
+    - shell: "test ! -e {block}-${{item}}"
+    - shell: "echo ${{item}} > r_${{item}}.txt && git add -A && git commit -qm r${{item}}"
+"""
+
+
+def test_dlq_retry_runs_the_failed_items_again_and_empties_the_dlq(
+        project: Project, tmp_path: Path) -> None:
+    block = tmp_path / "block"
+    project.write("mr.yml", RETRYABLE.format(block=block))
+    commit_all(project)
+    Path(f"{block}-2").touch()
+    Path(f"{block}-3").touch()
+    first = project.run("run", "mr.yml", "-y", timeout=120)
+    assert first.returncode == 3, first.stdout + first.stderr
+    job = job_id_of(first.stdout)
+    assert sorted(dlq_entries(project, job)) == ["item_1", "item_2"]
+    dry = project.run("dlq", "retry", job, "--dry-run")
+    assert dry.returncode == 0 and "item_1, item_2" in dry.stdout
+    assert sorted(dlq_entries(project, job)) == ["item_1", "item_2"]
+    Path(f"{block}-2").unlink()  # item_1 (value 2) is fixed; item_2 (value 3) still fails
+    retried = project.run("dlq", "retry", job, "-y", "--json", timeout=120)
+    assert retried.returncode == 3, retried.stdout + retried.stderr
+    report = json.loads(retried.stdout)
+    assert (report["selected"], report["successful"], report["failed"]) == (2, 1, 1)
+    entries = dlq_entries(project, job)
+    assert list(entries) == ["item_2"] and entries["item_2"]["failure_count"] == 2
+    assert (project.root / "r_2.txt").exists() and not (project.root / "r_3.txt").exists()
+    Path(f"{block}-3").unlink()
+    again = project.run("dlq", "retry", job, "-y", timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert dlq_entries(project, job) == {} and (project.root / "r_3.txt").exists()
+    nothing = project.run("dlq", "retry", job)
+    assert nothing.returncode == 2 and "Nothing to retry" in nothing.stdout
+
+
+def test_resume_job_retry_failed_reruns_failed_items(project: Project,
+                                                     tmp_path: Path) -> None:
+    block = tmp_path / "block"
+    project.write("mr.yml", "max_failures: 1\n" + RETRYABLE.format(block=block).replace(
+        "  agent_template:", "  max_parallel: 1\n  agent_template:") + "reduce:\n"
+                  "  - shell: \"echo reduced ${map.successful} ${map.failed}\"\n")
+    commit_all(project)
+    Path(f"{block}-2").touch()
+    first = project.run("run", "mr.yml", timeout=120)
+    assert first.returncode == 1 and "E6008" in first.stderr, first.stdout + first.stderr
+    job = job_id_of(first.stdout)
+    Path(f"{block}-2").unlink()
+    # the stopped job goes on: the failed item runs again, then the pending one, reduce
+    resumed = project.run("resume-job", job, "--retry-failed", "-y", timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "reduced 3 0" in resumed.stdout
+    assert dlq_entries(project, job) == {}
+    for i in (1, 2, 3):
+        assert (project.root / f"r_{i}.txt").exists()
