@@ -114,8 +114,13 @@ def test_mapreduce_examples_validate_and_run(project: Project) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Processed 3 items" in run.stdout and "Successful: 3, Failed: 0" in run.stdout
     assert "Processing item 2: refactor for src/lib.rs" in run.stdout
-    # custom variables: without an items.json the run fails with E6001 after setup
-    run = project.run("run", copy(project, "capture-output-custom-vars.yml"), timeout=120)
+    # custom variables: without an items.json the run fails with E6001 after setup (its
+    # agents would run Claude, so the real CLI must be found first)
+    from tests.fakeapi.cli import find_claude
+
+    env = {**project.env, "PRODIGY_CLAUDE_PATH": find_claude()}
+    run = project.run("run", copy(project, "capture-output-custom-vars.yml"), timeout=120,
+                      env=env)
     assert run.returncode == 1 and "E6001" in run.stderr, run.stdout + run.stderr
 
 
