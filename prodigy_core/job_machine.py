@@ -46,7 +46,7 @@ from prodigy_core.effects import (
     SaveSession,
     Sleep,
 )
-from prodigy_core.events import CancelRequested, Event, Slept
+from prodigy_core.events import CancelRequested, ClaudeLine, Event, Slept
 from prodigy_core.interpolate import Var, interpolate
 from prodigy_core.job_ops import (
     LoadWorkItems,
@@ -286,6 +286,13 @@ def _base(state: JobState) -> PMap[str, Var]:
     return merged
 
 
+def _stopping(state: JobState, event: Event, outcome: Outcome | None) -> bool:
+    """The cancelled command of a setup or reduce step ended but the step would go on (a
+    retry, a handler): after CancelRequested nothing new starts; the job stops here."""
+    return state.cancel_signal is not None and outcome is None and \
+        not isinstance(event, ClaudeLine)
+
+
 def _setup_steps(state: JobState) -> tuple[Step, ...]:
     return state.workflow.setup.steps if state.workflow.setup is not None else ()
 
@@ -309,6 +316,8 @@ def _on_setup_event(state: JobState, event: Event) -> Moves:
     st = attrs.evolve(state.setup, next_id=state.next_id)
     done = stepper_mod.on_event(st, state.ctx, _base(state), event, Breakers())
     state = attrs.evolve(state, setup=done.stepper, next_id=done.stepper.next_id)
+    if _stopping(state, event, done.outcome):
+        return _interrupted(state)
     effects = list(done.effects)
     if done.outcome is not None:
         state, more = _setup_step_done(state, done.outcome)
@@ -497,7 +506,8 @@ def _on_map_event(state: JobState, event: Event) -> Moves:
     if state.merge_request is not None and cid == state.merge_request and \
             isinstance(event, BranchMerged | MergeConflicted | MergeFailed):
         state, effects = ja.on_merge_event(state, event)
-        effects.append(SaveJobState(doc=job_doc(state)))
+        state, more = _checkpoint(state)
+        effects += more
     else:
         index = ja.owner(state, cid)
         if index is None:
@@ -508,7 +518,8 @@ def _on_map_event(state: JobState, event: Event) -> Moves:
         state, effects = ja.on_agent_event(state, index, event)
         if state.item_state.get(index) != before and \
                 state.item_state.get(index) in ("succeeded", "failed", "merging", "pending"):
-            effects.append(SaveJobState(doc=job_doc(state)))
+            state, more = _checkpoint(state)
+            effects += more
     state, more = ja.dispatch(state)
     effects += more
     state = _note_starts(state)
@@ -518,6 +529,29 @@ def _on_map_event(state: JobState, event: Event) -> Moves:
         effects.append(Print(text=progress_line(state), level="progress"))
     state, more = _map_maybe_done(state)
     return state, [*effects, *more]
+
+
+def checkpoint_stride(total: int) -> int:
+    """Item transitions between job state versions in the map phase.
+
+    Small jobs save after every transition (spec 05 §14).  Large ones save every few
+    items: the document holds every item and result, so saving it after each of 2,000
+    items would write gigabytes.  Nothing is lost in between — every final status is in
+    the journal first, and resume applies the completion events logged after the newest
+    version; an agent branch that was waiting for the merge queue when the process died
+    is run again.
+    """
+    return max(1, min(25, total // 50))
+
+
+def _checkpoint(state: JobState) -> Moves:
+    finals = state.count("succeeded") + state.count("failed")
+    quiet = not state.agents and not state.queue and state.merging is None
+    if quiet or finals - state.saved_finals >= checkpoint_stride(state.total) or \
+            checkpoint_stride(state.total) == 1:
+        state = attrs.evolve(state, saved_finals=finals)
+        return state, [SaveJobState(doc=job_doc(state))]
+    return state, []
 
 
 def _note_starts(state: JobState) -> JobState:
@@ -607,6 +641,8 @@ def _on_reduce_event(state: JobState, event: Event) -> Moves:
     st = attrs.evolve(state.reduce, next_id=state.next_id)
     done = stepper_mod.on_event(st, state.ctx, _reduce_base(state), event, Breakers())
     state = attrs.evolve(state, reduce=done.stepper, next_id=done.stepper.next_id)
+    if _stopping(state, event, done.outcome):
+        return _interrupted(state)
     effects = list(done.effects)
     if done.outcome is not None:
         state, more = _reduce_step_done(state, done.outcome)

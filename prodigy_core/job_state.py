@@ -129,6 +129,7 @@ class JobState:
     queue: tuple[Queued, ...] = ()
     merging: Queued | None = None
     merge_request: int | None = None
+    saved_finals: int = 0  # final items at the last job state version
     failed_this_run: int = 0
     finished_this_run: int = 0
     stop_reason: str | None = None
