@@ -183,11 +183,8 @@ def _timer_fired(state: JobState, index: int, event: Slept) -> Step:
     failure = Failure(kind="timeout", message=f"Agent timed out after {seconds:g} seconds")
     agent = attrs.evolve(agent, timed_out=True, failure=failure)
     state = _put(state, agent)
-    if agent.stage == "create":
-        # the limit runs from worktree creation (§11.1): no step will start
-        return state, [Print(text=f"[{state.item_id(index)}] agent timed out after "
-                                  f"{seconds:g} s", stream="err")]
-    pending = agent.stepper.pending
+    # still in ``create``: the limit runs from worktree creation (§11.1), no step starts
+    pending = agent.stepper.pending if agent.stage == "steps" else None
     effects: list[Effect] = [Print(text=f"[{state.item_id(index)}] agent timed out after "
                                         f"{seconds:g} s", stream="err")]
     if pending is not None:

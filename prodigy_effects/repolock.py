@@ -53,20 +53,42 @@ def _try(fd: int) -> bool:
     return True
 
 
+_LOCAL: trio.lowlevel.RunVar[dict[str, trio.Lock]] = trio.lowlevel.RunVar("repo_locks")
+
+
+def _local(path: Path) -> trio.Lock:
+    """The in-process lock for ``path`` in the current trio run.
+
+    Tasks of one process queue here first (a released lock goes to the next task at once,
+    without waiting for a poll); only the task at the head polls the ``flock`` shared with
+    other processes.
+    """
+    try:
+        locks = _LOCAL.get()
+    except LookupError:
+        locks = {}
+        _LOCAL.set(locks)
+    lock = locks.get(str(path))
+    if lock is None:
+        lock = locks[str(path)] = trio.Lock()
+    return lock
+
+
 @contextlib.asynccontextmanager
 async def open_repo_lock(path: Path) -> AsyncIterator[None]:
     """Hold the repository lock at ``path`` for the body (trio, cancellable)."""
-    fd = _open(path)
-    try:
-        while not _try(fd):
-            await trio.sleep(POLL_SECONDS)
+    async with _local(path):
+        fd = _open(path)
         try:
-            _record(fd)
-            yield
+            while not _try(fd):
+                await trio.sleep(POLL_SECONDS)
+            try:
+                _record(fd)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -282,9 +282,9 @@ class RealWorktrees:
                 # a stale agent worktree of an interrupted attempt: ours to remove
                 await git(effect.repo_root, "worktree", "remove", "--force", effect.path,
                           check=False)
-            await git(effect.repo_root, "worktree", "prune", check=False)
-            if await branch_exists(effect.repo_root, effect.branch):
-                await git(effect.repo_root, "branch", "-D", effect.branch, check=False)
+                await git(effect.repo_root, "worktree", "prune", check=False)
+            # a stale branch of the same agent id (a crash); absent normally: no check first
+            await git(effect.repo_root, "branch", "-D", "-q", effect.branch, check=False)
             ensure_dir(Path(effect.path).parent)
             await git(effect.repo_root, "worktree", "add", "-q", "-b", effect.branch,
                       effect.path, base)
@@ -559,10 +559,8 @@ class RealWorktrees:
                                  effect.path, check=False)
                 if gone.returncode != 0:
                     problems.append(f"{effect.path}: {_message(gone)}")
-            if (effect.discard or (not commits and not effect.keep)) and \
-                    await branch_exists(effect.repo_root, effect.branch):
-                await git(effect.repo_root, "branch", "-D", effect.branch, check=False)
-            await git(effect.repo_root, "worktree", "prune", check=False)
+            if effect.discard or (not commits and not effect.keep):
+                await git(effect.repo_root, "branch", "-D", "-q", effect.branch, check=False)
         return AgentReleased(command_id=cid, commits=commits, files=files,
                              uncommitted=uncommitted, warning="; ".join(problems) or None)
 
