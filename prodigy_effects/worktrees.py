@@ -175,7 +175,26 @@ async def _unmerged(cwd: str) -> tuple[str, ...]:
     return tuple(p for p in result.stdout.decode("utf-8", "surrogateescape").split("\0") if p)
 
 
+def _git_dir(cwd: str) -> str | None:
+    """The git directory of the working tree at ``cwd`` without running git."""
+    dot = os.path.join(cwd, ".git")
+    if os.path.isdir(dot):
+        return dot
+    try:
+        with open(dot, encoding="utf-8") as handle:
+            first = handle.readline().strip()
+    except OSError:
+        return None
+    if not first.startswith("gitdir:"):
+        return None
+    target = first[len("gitdir:"):].strip()
+    return target if os.path.isabs(target) else os.path.normpath(os.path.join(cwd, target))
+
+
 async def _merge_in_progress(cwd: str) -> bool:
+    found_dir = _git_dir(cwd)
+    if found_dir is not None and os.path.isdir(found_dir):
+        return os.path.exists(os.path.join(found_dir, "MERGE_HEAD"))
     found = await git(cwd, "rev-parse", "--git-path", "MERGE_HEAD", check=False)
     rel = _text(found)
     return bool(rel) and os.path.exists(os.path.join(cwd, rel))
@@ -261,6 +280,13 @@ class RealWorktrees:
 
     meta_file: Callable[[str], Path] | None = None
     clock: Callable[[], str] | None = None
+    identities: dict[str, list[str]] = attrs.field(factory=dict)
+
+    async def _identity(self, cwd: str) -> list[str]:
+        """``identity`` of a working tree, asked once per run."""
+        if cwd not in self.identities:
+            self.identities[cwd] = await identity(cwd)
+        return self.identities[cwd]
 
     async def create(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
         try:
@@ -400,8 +426,7 @@ class RealWorktrees:
                 ensure_dir(Path(where).parent)
                 await git(effect.repo_root, "worktree", "add", where, effect.target)
                 temp = True
-        pre = await head(where) or ""
-        merged = await git(where, *await identity(where), "merge", "--no-ff", "-m",
+        merged = await git(where, *await self._identity(where), "merge", "--no-ff", "-m",
                            effect.message, effect.source, check=False)
         if merged.returncode == 0:
             if not await is_ancestor(where, effect.source, "HEAD"):
@@ -419,6 +444,7 @@ class RealWorktrees:
                                 warnings=tuple(warnings))
         conflicts = await _unmerged(where)
         if conflicts:
+            pre = await head(where) or ""  # a conflicted merge has not moved HEAD
             aborted = not effect.keep_conflict
             if aborted:
                 await git(where, "merge", "--abort", check=False)
