@@ -298,11 +298,6 @@ class RealWorktrees:
 
     async def _create_agent(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
         """An agent worktree from the session worktree's ``HEAD`` (spec 06 §5.1)."""
-        base = await head(effect.repo_root)
-        if base is None:
-            return WorktreeFailed(command_id=effect.command_id, code="E4003",
-                                  message=f"the session worktree {effect.repo_root} has no "
-                                          f"HEAD")
         async with _locked(effect.lock_path):
             if os.path.exists(effect.path):
                 # a stale agent worktree of an interrupted attempt: ours to remove
@@ -312,8 +307,14 @@ class RealWorktrees:
             # a stale branch of the same agent id (a crash); absent normally: no check first
             await git(effect.repo_root, "branch", "-D", "-q", effect.branch, check=False)
             ensure_dir(Path(effect.path).parent)
+            # from the session worktree's HEAD (run there): the branch starts at it
             await git(effect.repo_root, "worktree", "add", "-q", "-b", effect.branch,
-                      effect.path, base)
+                      effect.path, "HEAD")
+        # the new branch is the agent's alone: its commit is the base, read unlocked
+        base = await head(effect.path)
+        if base is None:
+            return WorktreeFailed(command_id=effect.command_id, code="E4003",
+                                  message=f"the agent worktree {effect.path} has no HEAD")
         return WorktreeCreated(command_id=effect.command_id, path=effect.path,
                                branch=effect.branch, head=base)
 
