@@ -41,8 +41,16 @@ def job_doc(state: JobState) -> dict[str, JSON]:
                           for q in ((state.merging,) if state.merging else ()) + state.queue]
     phase = {"worktree": "setup", "setup": "setup", "items": "setup", "map": "map",
              "reduce": "reduce", "merge": "complete", "done": "complete"}[state.phase]
-    if state.status == "failed" and state.items_loaded and state.phase == "done":
-        phase = "map" if state.stop_reason else phase
+    if state.phase == "done" and state.status in ("failed", "interrupted"):
+        # where the job stopped, not "complete"
+        unfinished = any(s in ("pending", "running", "merging")
+                         for s in state.item_state.values())
+        if not state.items_loaded:
+            phase = "setup"
+        elif unfinished or state.stop_reason:
+            phase = "map"
+        else:
+            phase = "reduce"
     status = {"running": "running", "failed": "failed", "interrupted": "paused",
               "completed": "completed_with_failures" if state.count("failed")
               else "completed"}[state.status]
