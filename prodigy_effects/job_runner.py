@@ -134,6 +134,12 @@ def execute_job(transition: Any, ctx: RunContext, config: JobConfig, storage: St
             return trio.run(_interpret, transition, env)
         finally:
             journal.close()
+            # spec 06 §5.1: the agents' directory goes when the session ends and it is empty
+            import contextlib
+            import os
+
+            with contextlib.suppress(OSError):
+                os.rmdir(config.agents_dir)
     finally:
         session_lock.release()
         lock.release()

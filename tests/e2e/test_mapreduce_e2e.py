@@ -68,8 +68,9 @@ def test_setup_items_agents_merge_and_reduce(project: Project) -> None:
     assert "Map phase completed: 3 successful, 0 failed (total: 3)" in result.stdout
     for i in range(3):
         assert (project.root / f"out_{i}.txt").read_text() == f"{i + 1}\n"
-    # agent branches and worktrees are gone
+    # agent branches and worktrees are gone, and so is the (empty) agents' directory
     assert git(project.root, "branch", "--list", "prodigy-mapreduce-agent-*") == ""
+    assert [p.name for p in (project.home / "worktrees").iterdir()] == ["repo"]
     job = job_id_of(result.stdout)
     kinds = [e["event_type"] for e in events(project, job)]
     assert kinds.count("agent_started") == 3 and kinds.count("agent_completed") == 3
