@@ -163,22 +163,29 @@ reduce:
     assert [e["item_id"] for e in json.loads(listed.stdout)] == ["item_1"]
 
 
-def test_conflicting_agents_first_merges_second_goes_to_the_dlq(project: Project) -> None:
+def test_conflicting_agents_first_merges_second_goes_to_the_dlq(project: Project,
+                                                                tmp_path: Path) -> None:
+    barrier = tmp_path / "started"
     project.write("shared.txt", "base\n")
-    project.write("mr.yml", """\
+    # both agents start from the same commit (each waits until both have started)
+    project.write("mr.yml", f"""\
 name: conflict
 mode: mapreduce
 map:
   input: "echo '[\\"one\\", \\"two\\"]'"
-  max_parallel: 1
+  max_parallel: 2
   agent_template:
-    - shell: "echo ${item} > shared.txt && git commit -qam ${item}"
+    - shell: "touch {barrier}-${{item}}; while [ ! -e {barrier}-one ] || [ ! -e {barrier}-two ]; do sleep 0.05; done"
+    - shell: "echo ${{item}} > shared.txt && git commit -qam ${{item}}"
 """)
     commit_all(project)
     result = project.run("run", "mr.yml", timeout=120)
     assert result.returncode == 3, result.stdout + result.stderr
     job = job_id_of(result.stdout)
-    entry = dlq_entries(project, job)["item_1"]
+    entries = dlq_entries(project, job)
+    assert len(entries) == 1  # whichever merged second
+    loser = next(iter(entries))
+    entry = entries[loser]
     last = entry["failure_history"][-1]
     assert last["error_type"] == "MergeConflict"
     assert last["conflicting_files"] == ["shared.txt"]
@@ -186,7 +193,8 @@ map:
     assert git(project.root, "branch", "--list", branch) != ""
     session_wt = Path(re.search(r"Created worktree at: (\S+)", result.stdout).group(1))
     assert git(session_wt, "status", "--porcelain") == ""
-    assert (session_wt / "shared.txt").read_text() == "one\n"
+    winner = {"item_0": "two", "item_1": "one"}[loser]
+    assert (session_wt / "shared.txt").read_text() == f"{winner}\n"
 
 
 def test_agent_timeout_is_a_timeout_in_the_dlq(project: Project) -> None:
