@@ -964,3 +964,20 @@ def test_any_json_path_text_compiles_or_is_e1010_and_never_raises(
         assert result == problem
     else:
         assert isinstance(result, Selection) or result.code == "E6002"
+
+
+def test_validation_accepts_the_json_path_filters_the_run_accepts() -> None:
+    """`prodigy validate` and the run compile json_path with the same code (spec 04 §8.2)."""
+    from prodigy_core.parse.shape import parse_workflow
+
+    def problems(json_path: str) -> list[str]:
+        data = {"name": "jp", "mode": "mapreduce",
+                "map": {"input": "items.json", "json_path": json_path,
+                        "agent_template": [{"shell": "true"}]}}
+        result = parse_workflow(data, file="jp.yml", positions={}, key_positions={},
+                                stem="jp", environ={})
+        return [p.code for p in result.problems]
+
+    assert problems("$.items[?(@.a == 1 && @.b > 2)]") == []
+    assert problems("$.items[?(@.a == 1 || @.b > 2)]") == []
+    assert problems("$.items[?(@.a ==]") == ["E1010"]
