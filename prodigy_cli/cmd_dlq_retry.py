@@ -62,7 +62,6 @@ def cmd_dlq_retry(args: argparse.Namespace, *, out: TextIO, err: TextIO,
     from prodigy_cli.commands import _claude_settings, _stored_worktree, _verbosity, storage_for
     from prodigy_core import job_machine
     from prodigy_core import work_items as wi
-    from prodigy_core.interpolate import Var
     from prodigy_effects import dlq_store, job_runner, runner
     from prodigy_effects.jobs import read_newest
     from prodigy_effects.workflow_io import load_workflow_file, load_workflow_text
@@ -169,13 +168,9 @@ def cmd_dlq_retry(args: argparse.Namespace, *, out: TextIO, err: TextIO,
     reprocess_id = wi.reprocess_job_id(job_id, int(time.time()))
     config = attrs.evolve(job_runner.job_config(storage, repo_name, reprocess_id, new_session),
                           reprocess_of=job_id, final_merge=not reuse)
-    raw_vars = doc.get("variables") if isinstance(doc.get("variables"), dict) else {}
-    meta = doc.get("variable_meta") if isinstance(doc.get("variable_meta"), dict) else {}
-    untrusted = set(meta.get("untrusted") or [])  # type: ignore[union-attr]
-    from pyrsistent import pmap
+    from prodigy_core.job_docs import restore_variables
 
-    variables = pmap({str(k): Var(value=v, trusted=k not in untrusted)
-                      for k, v in raw_vars.items()})  # type: ignore[union-attr]
+    variables = restore_variables(doc)
     items = [e.doc.get("item_data") for e in chosen]
     ids = [e.item_id for e in chosen]
     human.write(f"Reprocessing as job {reprocess_id}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import attrs
-from pyrsistent import pmap
+from pyrsistent import PMap, pmap
 
 from prodigy_core.interpolate import Var
 from prodigy_core.job_state import ItemStatus, JobState, Queued
@@ -138,6 +138,18 @@ def _ints(value: object) -> list[int]:
     return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
 
 
+def restore_variables(doc: dict[str, JSON]) -> PMap[str, Var]:
+    """The setup variables of a job state document, with their trust restored."""
+    variables = doc.get("variables")
+    meta = doc.get("variable_meta")
+    listed = meta.get("untrusted") if isinstance(meta, dict) else None
+    untrusted = {str(k) for k in listed} if isinstance(listed, list) else set()
+    if not isinstance(variables, dict):
+        return pmap()
+    return pmap({str(k): Var(value=v, trusted=k not in untrusted)
+                 for k, v in variables.items()})
+
+
 def restore(state: JobState, doc: dict[str, JSON],
             later: Sequence[dict[str, JSON]] = ()) -> JobState:
     items_raw = doc.get("work_items")
@@ -207,12 +219,7 @@ def restore(state: JobState, doc: dict[str, JSON],
                 attempt=int(entry.get("attempt") or 1)  # type: ignore[arg-type]
                 if isinstance(entry.get("attempt"), int) else 1))
             status[index] = "merging"
-    variables = doc.get("variables")
-    meta = doc.get("variable_meta")
-    listed = meta.get("untrusted") if isinstance(meta, dict) else None
-    untrusted = {str(k) for k in listed} if isinstance(listed, list) else set()
-    bound = {str(k): Var(value=v, trusted=k not in untrusted)
-             for k, v in variables.items()} if isinstance(variables, dict) else {}
+    bound = restore_variables(doc)
     setup = doc.get("setup_state")
     setup_index = len(_ints(setup.get("completed_steps"))) if isinstance(setup, dict) else 0
     base = setup.get("base") if isinstance(setup, dict) else None
@@ -223,7 +230,7 @@ def restore(state: JobState, doc: dict[str, JSON],
     return attrs.evolve(
         state, items=items, items_loaded=loaded, item_state=pmap(status),
         results=pmap(results), attempts=pmap(attempts), queue=tuple(queue),
-        variables=pmap(bound), setup_index=setup_index,
+        variables=bound, setup_index=setup_index,
         setup_base=base if isinstance(base, str) else None, reduce_index=reduce_index,
         cost=float(cost) if isinstance(cost, int | float) else 0.0,
         started_at=str(doc.get("started_at") or state.started_at), item_ids=item_ids)

@@ -23,7 +23,7 @@ the running commands; items that were running go back to pending.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import attrs
@@ -300,27 +300,50 @@ def _setup_steps(state: JobState) -> tuple[Step, ...]:
 def _start_setup_step(state: JobState) -> Moves:
     steps = _setup_steps(state)
     step_def = steps[state.setup_index]
-    st = attrs.evolve(state.setup, vars=state.variables, next_id=state.next_id)
-    done = stepper_mod.begin(st, state.ctx, _base(state), step_def,
-                             f"setup[{state.setup_index}]", Breakers())
-    state = attrs.evolve(state, setup=done.stepper, next_id=done.stepper.next_id)
-    effects: list[Effect] = [Print(text=f"Setup [{state.setup_index + 1}/{len(steps)}]: "
-                                        f"{display_name(step_def)}"), *done.effects]
+    state, effects = _phase_step(state, "setup", step_def, f"setup[{state.setup_index}]",
+                                 _base(state), _setup_step_done)
+    return state, [Print(text=f"Setup [{state.setup_index + 1}/{len(steps)}]: "
+                              f"{display_name(step_def)}"), *effects]
+
+
+def _on_setup_event(state: JobState, event: Event) -> Moves:
+    return _phase_event(state, "setup", event, _base(state), _setup_step_done)
+
+
+# setup and reduce run their steps one at a time on one step machine each
+_Done = Callable[[JobState, Outcome], Moves]
+
+
+def _with_stepper(state: JobState, phase: Literal["setup", "reduce"], st: Stepper) -> JobState:
+    if phase == "setup":
+        return attrs.evolve(state, setup=st, next_id=st.next_id)
+    return attrs.evolve(state, reduce=st, next_id=st.next_id)
+
+
+def _phase_step(state: JobState, phase: Literal["setup", "reduce"], step_def: Step,
+                path: str, base: PMap[str, Var], on_done: _Done) -> Moves:
+    current = state.setup if phase == "setup" else state.reduce
+    st = attrs.evolve(current, vars=state.variables, next_id=state.next_id)
+    done = stepper_mod.begin(st, state.ctx, base, step_def, path, Breakers())
+    state = _with_stepper(state, phase, done.stepper)
+    effects = list(done.effects)
     if done.outcome is not None:
-        state, more = _setup_step_done(state, done.outcome)
+        state, more = on_done(state, done.outcome)
         effects += more
     return state, effects
 
 
-def _on_setup_event(state: JobState, event: Event) -> Moves:
-    st = attrs.evolve(state.setup, next_id=state.next_id)
-    done = stepper_mod.on_event(st, state.ctx, _base(state), event, Breakers())
-    state = attrs.evolve(state, setup=done.stepper, next_id=done.stepper.next_id)
+def _phase_event(state: JobState, phase: Literal["setup", "reduce"], event: Event,
+                 base: PMap[str, Var], on_done: _Done) -> Moves:
+    current = state.setup if phase == "setup" else state.reduce
+    st = attrs.evolve(current, next_id=state.next_id)
+    done = stepper_mod.on_event(st, state.ctx, base, event, Breakers())
+    state = _with_stepper(state, phase, done.stepper)
     if _stopping(state, event, done.outcome):
         return _interrupted(state)
     effects = list(done.effects)
     if done.outcome is not None:
-        state, more = _setup_step_done(state, done.outcome)
+        state, more = on_done(state, done.outcome)
         effects += more
     return state, effects
 
@@ -624,30 +647,14 @@ def _enter_reduce(state: JobState) -> Moves:
 def _start_reduce_step(state: JobState) -> Moves:
     steps = _reduce_steps(state)
     step_def = steps[state.reduce_index]
-    st = attrs.evolve(state.reduce, vars=state.variables, next_id=state.next_id)
-    done = stepper_mod.begin(st, state.ctx, _reduce_base(state), step_def,
-                             f"reduce[{state.reduce_index}]", Breakers())
-    state = attrs.evolve(state, reduce=done.stepper, next_id=done.stepper.next_id)
-    effects: list[Effect] = [Print(text=f"Reduce phase: Executing step {state.reduce_index + 1}"
-                                        f"/{len(steps)}: {display_name(step_def)}"),
-                             *done.effects]
-    if done.outcome is not None:
-        state, more = _reduce_step_done(state, done.outcome)
-        effects += more
-    return state, effects
+    state, effects = _phase_step(state, "reduce", step_def, f"reduce[{state.reduce_index}]",
+                                 _reduce_base(state), _reduce_step_done)
+    return state, [Print(text=f"Reduce phase: Executing step {state.reduce_index + 1}"
+                              f"/{len(steps)}: {display_name(step_def)}"), *effects]
 
 
 def _on_reduce_event(state: JobState, event: Event) -> Moves:
-    st = attrs.evolve(state.reduce, next_id=state.next_id)
-    done = stepper_mod.on_event(st, state.ctx, _reduce_base(state), event, Breakers())
-    state = attrs.evolve(state, reduce=done.stepper, next_id=done.stepper.next_id)
-    if _stopping(state, event, done.outcome):
-        return _interrupted(state)
-    effects = list(done.effects)
-    if done.outcome is not None:
-        state, more = _reduce_step_done(state, done.outcome)
-        effects += more
-    return state, effects
+    return _phase_event(state, "reduce", event, _reduce_base(state), _reduce_step_done)
 
 
 def _reduce_step_done(state: JobState, outcome: Outcome) -> Moves:
