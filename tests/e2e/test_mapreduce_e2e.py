@@ -389,8 +389,15 @@ map:
     commit_all(project)
     proc = project.popen("run", "mr.yml", "-y")
     deadline = time.monotonic() + 60
-    while not Path(f"{gate}.2").exists():
+    # item 2 waits at the gate; item 1's merge (and so its agent_completed) may still be
+    # in the queue then: kill only once both earlier items are logged as completed
+    while True:
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        logged = [e for d in (project.home / "events" / "repo").glob("mapreduce-*")
+                  for f in d.glob("*.jsonl") for e in f.read_text().splitlines()
+                  if '"agent_completed"' in e]
+        if Path(f"{gate}.2").exists() and len(logged) >= 2:
+            break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=30)
