@@ -139,7 +139,7 @@ def owner(state: JobState, command_id: int | None) -> int | None:
     for index, agent in state.agents.items():
         if agent.pending == command_id or agent.timer == command_id:
             return index
-        if agent.stage == "steps" and agent.stepper.pending == command_id:
+        if agent.stage == "steps" and command_id in agent.stepper.pending_ids:
             return index
     return None
 
@@ -184,11 +184,11 @@ def _timer_fired(state: JobState, index: int, event: Slept) -> Step:
     agent = attrs.evolve(agent, timed_out=True, failure=failure)
     state = _put(state, agent)
     # still in ``create``: the limit runs from worktree creation (§11.1), no step starts
-    pending = agent.stepper.pending if agent.stage == "steps" else None
+    pending = agent.stepper.pending_ids if agent.stage == "steps" else ()
     effects: list[Effect] = [Print(text=f"[{state.item_id(index)}] agent timed out after "
                                         f"{seconds:g} s", stream="err")]
-    if pending is not None:
-        effects.append(CancelCommands(command_ids=(pending,)))
+    if pending:
+        effects.append(CancelCommands(command_ids=pending))
     return state, effects
 
 

@@ -164,9 +164,10 @@ def _late_agent_timer(state: JobState, command_id: int) -> bool:
     """An agent's timeout ``Sleep`` outlives the agent (spec 05 §11); when it fires after
     the map phase, nobody in reduce or in the final merge waits for it."""
     if state.phase == "reduce":
-        return command_id != state.reduce.pending
+        return command_id not in state.reduce.pending_ids
     if state.phase == "merge" and state.merge is not None:
-        return command_id not in (state.merge.pending, state.merge.stepper.pending)
+        return command_id != state.merge.pending and \
+            command_id not in state.merge.stepper.pending_ids
     return False
 
 

@@ -162,6 +162,38 @@ class ValidateSpec:
 
 
 @attrs.frozen(kw_only=True)
+class GoalSeekSpec:
+    """A ``goal_seek:`` step's loop (spec 12 §1).  ``command`` is the nested step run
+    each attempt (``shell`` or ``claude``)."""
+
+    goal: str
+    command: Step
+    validate: str
+    validator: Literal["score", "exit_code", "json"] = "score"
+    threshold: float = 100.0
+    max_attempts: int = 1
+    timeout_seconds: float | None = None
+    fail_on_incomplete: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ForeachSpec:
+    """A ``foreach:`` step (spec 12 §3).
+
+    Exactly one of ``items_json`` (a YAML list, kept as canonical JSON text so the model
+    stays hashable) and ``source`` (a reference or a shell command) is set.
+    ``parallel`` is already resolved (``false`` → 1, ``true`` → 10).
+    """
+
+    do: tuple[Step, ...]
+    items_json: str | None = None
+    source: str | None = None
+    parallel: int = 1
+    max_items: int | None = None
+    continue_on_error: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class GitUse:
     """Which git context variables (spec 03 §7) a step needs; set by ``prodigy_core.gitvars``.
 
@@ -217,6 +249,8 @@ class Step:
     validation_timeout: float | None = None
     model: str | None = None
     validate: ValidateSpec | None = None
+    goal_seek: GoalSeekSpec | None = None
+    foreach: ForeachSpec | None = None
     legacy_test: bool = False
     git: GitUse | None = None
     source: str = "$"

@@ -121,6 +121,9 @@ def result_variables(kind: str, result: ExecResult, extra: dict[str, JSON]) -> d
         data("claude.session_id", extra.get("session_id"))
         data("claude.cost_usd", extra.get("cost_usd", 0.0))
         data("claude.json_log_location", extra.get("json_log_location"))
+    elif kind in ("goal_seek", "foreach"):
+        for name, value in extra.items():
+            data(f"{kind}.{name}", value)
     data("last.output", result.stdout)
     data("last.exit_code", result.exit_code)
     data("last.success", success)

@@ -28,7 +28,7 @@ from typing import Literal
 import attrs
 from pyrsistent import PMap, pmap
 
-from prodigy_core import analytics, commits, merge_machine, stepper
+from prodigy_core import analytics, commits, merge_machine, step_foreach, stepper
 from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, builtin_variables
 from prodigy_core.display import display_name
@@ -269,11 +269,13 @@ def resume(
             completed_at=str(event.get("timestamp", "")),
         ))
         step_index += 1
+    foreach_done = _foreach_done(checkpoint, later_events, step_index=step_index,
+                                 iteration=iteration, input_index=input_index)
     state = RunState(
         workflow=workflow, ctx=ctx, input_index=input_index, iteration=iteration,
         step_index=step_index, records=records, failed_inputs=failed_inputs,
         retry_queue=retry_queue, retrying=retrying,
-        stepper=stepper.Stepper(vars=variables,
+        stepper=stepper.Stepper(vars=variables, foreach_done=foreach_done,
                                 usage=analytics.from_json(checkpoint.get("analytics"))),
         resumed=True, last_time=ctx.started_at,
         head_at_iteration_start=exec_state.get("iteration_start_head")  # type: ignore[arg-type]
@@ -283,6 +285,40 @@ def resume(
     if _needs_worktree(ctx):
         return _create_worktree(state, "resume")
     return _resumed(state)
+
+
+def _foreach_done(
+    checkpoint: dict[str, JSON], later_events: Sequence[dict[str, JSON]], *,
+    step_index: int, iteration: int, input_index: int,
+) -> tuple[tuple[int, bool, str], ...]:
+    """The finished items of the ``foreach`` step the run stopped in: the checkpoint's
+    ``foreach_state`` plus items logged as finished after it (spec 12 §3.5)."""
+    done: dict[int, tuple[bool, str]] = {}
+    saved = checkpoint.get("foreach_state")
+    if isinstance(saved, dict) and as_int(saved.get("step_index"), -1) == step_index and \
+            as_int(saved.get("iteration"), 1) == iteration and \
+            as_int(saved.get("input_index"), 0) == input_index:
+        errors = saved.get("errors")
+        errors = errors if isinstance(errors, dict) else {}
+        for key, ok in (("completed_items", True), ("failed_items", False)):
+            items = saved.get(key)
+            for i in items if isinstance(items, list) else ():
+                index = as_int(i, -1)
+                if index >= 0:
+                    done[index] = (ok, "" if ok else str(errors.get(str(index), "failed")))
+    path = f"steps[{step_index}]"
+    for event in later_events:
+        body = event.get("event")
+        if not isinstance(body, dict) or body.get("event_type") != "foreach_item_finished":
+            continue
+        if body.get("step_path") != path or \
+                as_int(body.get("iteration"), 1) != iteration or \
+                as_int(body.get("input_index"), 0) != input_index:
+            continue
+        index = as_int(body.get("index"), -1)
+        if index >= 0:
+            done[index] = (body.get("success") is True, str(body.get("error") or ""))
+    return tuple((i, ok, err) for i, (ok, err) in sorted(done.items()))
 
 
 def _resumed(state: RunState) -> Transition:
@@ -323,16 +359,22 @@ def step(state: RunState, event: Event) -> Transition:
         raise InvalidTransition(f"no step is running but received {type(event).__name__}")
     if state.cancel_signal is not None:
         # the outstanding command ended (it was cancelled): stop here
-        if getattr(event, "command_id", None) != state.stepper.pending:
+        if getattr(event, "command_id", None) not in state.stepper.pending_ids:
             raise InvalidTransition(
                 f"{type(event).__name__} for command {getattr(event, 'command_id', None)}"
                 f" but command {state.stepper.pending} is outstanding")
         if isinstance(event, ClaudeLine):
             return Transition(state=state, effects=())  # still stopping: wait for the end
         return _interrupted(state)
+    before = step_foreach.progress(state.stepper)
     done = stepper.on_event(state.stepper, state.ctx, _base(state), event, state.breakers)
     state = attrs.evolve(state, stepper=done.stepper, breakers=done.breakers)
     if done.outcome is None:
+        after = step_foreach.progress(state.stepper)
+        if after is not None and after != before and not state.ctx.dry_run:
+            # a foreach item finished: remember it (spec 12 §3.5)
+            return Transition(state=state, effects=(
+                *done.effects, SaveCheckpoint(checkpoint=checkpoint_doc(state, "Running"))))
         return Transition(state=state, effects=done.effects)
     state, more = _step_finished(state, done.outcome, _event_time(event))
     return Transition(state=state, effects=(*done.effects, *more))
@@ -716,13 +758,14 @@ def _on_cancel(state: RunState, event: CancelRequested) -> Transition:
 def _interrupted(state: RunState) -> Transition:
     signal = state.cancel_signal or "SIGINT"
     code = 143 if signal == "SIGTERM" else 130
-    state = attrs.evolve(state, status="interrupted", stepper=attrs.evolve(
-        state.stepper, stack=()), head_request=None, waiting_head="")
+    state = attrs.evolve(state, status="interrupted", head_request=None, waiting_head="")
+    checkpoint = checkpoint_doc(state, "Interrupted")  # before the stack goes: foreach_state
+    state = attrs.evolve(state, stepper=attrs.evolve(state.stepper, stack=()))
     sid = state.ctx.session_id
     effects: list[Effect] = [
         LogEvent(event_type="workflow_interrupted", fields=(("signal", signal),
                                                             ("session_id", sid))),
-        SaveCheckpoint(checkpoint=checkpoint_doc(state, "Interrupted")),
+        SaveCheckpoint(checkpoint=checkpoint),
         SaveSession(session=_session(state)),
         *_keep_worktree(state, "interrupted"),
         Print(text=f"Session interrupted. Resume with: prodigy resume {sid}", level="result",
@@ -820,12 +863,24 @@ def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
                    "fail_fast": ctx.fail_fast},
         "profile": ctx.profile,
         "parameters": {},
-        "foreach_state": None,
+        "foreach_state": _foreach_state(state),
         "nested_state": {},
         "analytics": state.stepper.usage.to_json(),
         "error": state.error,
         "error_code": state.error_code,
     }
+
+
+def _foreach_state(state: RunState) -> JSON:
+    """The items of a running top-level ``foreach`` step that finished (spec 09 §4.2)."""
+    done = step_foreach.progress(state.stepper)
+    if done is None:
+        return None
+    return {"step_index": state.step_index, "iteration": state.iteration,
+            "input_index": state.input_index,
+            "completed_items": [i for i, ok, _ in done if ok],
+            "failed_items": [i for i, ok, _ in done if not ok],
+            "errors": {str(i): err for i, ok, err in done if not ok}}
 
 
 def _session(state: RunState) -> dict[str, JSON]:

@@ -100,6 +100,11 @@ def record_claude(tx: Tx, frame: StepFrame, result: ExecResult,
     return _record_result(tx, frame, result, extra=extra)
 
 
+def record(tx: Tx, frame: StepFrame, result: ExecResult, extra: dict[str, JSON]) -> ExecResult:
+    """Result variables and captures of a ``goal_seek`` or ``foreach`` execution."""
+    return _record_result(tx, frame, result, extra=extra)
+
+
 def after_result(tx: Tx, frame: StepFrame, result: ExecResult, monotonic: float) -> None:
     """The execution's result is on the top frame: run the checks that follow it."""
     _checks(tx, None)

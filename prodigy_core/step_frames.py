@@ -50,6 +50,52 @@ class Outcome:
 
 
 @attrs.frozen(kw_only=True)
+class GoalState:
+    """A ``goal_seek`` execution in progress (``step_goal``).
+
+    ``history`` holds ``(attempt, score, command_success, duration_ms)`` per attempt;
+    ``elapsed`` is the summed duration of the attempts' commands and validations (the
+    core reads no clock).
+    """
+
+    attempt: int = 0
+    history: tuple[tuple[int, float, bool, int], ...] = ()
+    output: str = ""
+    gaps: JSON = None
+    elapsed: float = 0.0
+    command_ok: bool = False
+    command_duration: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Lane:
+    """One ``foreach`` item whose ``do`` steps are running, with its own step machine."""
+
+    index: int
+    stepper: Stepper
+    locals: PMap[str, Var] = pmap()
+
+
+@attrs.frozen(kw_only=True)
+class ForeachState:
+    """A ``foreach`` execution in progress (``step_foreach``).
+
+    ``results`` maps an item index to ``(success, error)``; ``restored`` are the indexes
+    finished before a resume (not run again).  ``stopping``: an item failed without
+    ``continue_on_error``, so no new item starts.
+    """
+
+    items: tuple[JSON, ...] = ()
+    next: int = 0
+    lanes: tuple[Lane, ...] = ()
+    results: PMap[int, tuple[bool, str]] = pmap()
+    restored: frozenset[int] = frozenset()
+    stopping: bool = False
+    first_failure: int | None = None
+    elapsed: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
 class StepFrame:
     step: Step
     path: str
@@ -99,6 +145,9 @@ class StepFrame:
     git_start: str | None = None
     ending: Outcome | None = None
     ending_print: bool = False
+    # ``goal_seek`` and ``foreach`` executions in progress (``step_goal``, ``step_foreach``)
+    goal: GoalState | None = None
+    each: ForeachState | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -110,6 +159,11 @@ class SeqFrame:
     index: int = 0
     failed: bool = False
     last_output: str = ""
+    # the environment and directory the steps inherit (a ``foreach`` item's ``do`` steps)
+    base_env: tuple[tuple[str, str], ...] = ()
+    base_cwd: str | None = None
+    error: str | None = None
+    duration: float = 0.0
 
 
 Frame = StepFrame | SeqFrame
@@ -134,6 +188,9 @@ class Stepper:
     git_step: PMap[str, Var] | None = None
     git_base: str | None = None
     git_base_read: bool = False
+    # a resumed run's finished ``foreach`` items: ``(index, success, error)`` of the step
+    # at the checkpoint's position, consumed when that step's ``foreach`` starts
+    foreach_done: tuple[tuple[int, bool, str], ...] = ()
 
     @property
     def busy(self) -> bool:
@@ -141,10 +198,21 @@ class Stepper:
 
     @property
     def pending(self) -> int | None:
+        """The one outstanding command, or the first of several (parallel ``foreach``)."""
+        ids = self.pending_ids
+        return ids[0] if ids else None
+
+    @property
+    def pending_ids(self) -> tuple[int, ...]:
+        """Every outstanding command: the top frame's, or its ``foreach`` lanes'."""
         if not self.stack:
-            return None
+            return ()
         top = self.stack[-1]
-        return top.pending if isinstance(top, StepFrame) else None
+        if not isinstance(top, StepFrame):
+            return ()
+        if top.each is not None and top.stage == "foreach":
+            return tuple(cid for lane in top.each.lanes for cid in lane.stepper.pending_ids)
+        return () if top.pending is None else (top.pending,)
 
 
 class Tx:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import attrs
 from pyrsistent import PMap, pmap
 
-from prodigy_core import commits, step_git, step_report, step_validation, stepper
+from prodigy_core import commits, step_git, step_goal, step_report, step_validation, stepper
 from prodigy_core.effects import Print, WriteFile
 from prodigy_core.events import FileWriteFailed, FileWritten
 from prodigy_core.interpolate import Var, interpolate
@@ -102,9 +102,11 @@ def _start_seq(tx: Tx, spec: OnFailure, path: str, locals_: PMap[str, Var]) -> N
 
 
 def start_seq(tx: Tx, steps: tuple[Step, ...], paths: tuple[str, ...], locals_: PMap[str, Var],
-              default_timeout: float | None = None) -> None:
+              default_timeout: float | None = None, *,
+              base_env: tuple[tuple[str, str], ...] = (), base_cwd: str | None = None) -> None:
     """Run ``steps`` one at a time above the top frame, stopping at the first failure."""
-    tx.push(SeqFrame(steps=steps, paths=paths, locals=locals_, default_timeout=default_timeout))
+    tx.push(SeqFrame(steps=steps, paths=paths, locals=locals_, default_timeout=default_timeout,
+                     base_env=base_env, base_cwd=base_cwd))
     _seq_next(tx)
 
 
@@ -113,11 +115,17 @@ def _seq_next(tx: Tx) -> None:
     assert isinstance(seq, SeqFrame)
     if seq.failed or seq.index >= len(seq.steps):
         tx.pop()
-        _child_done(tx, Outcome(status="failed" if seq.failed else "succeeded",
-                                output=seq.last_output))
+        outcome = Outcome(status="failed" if seq.failed else "succeeded",
+                          output=seq.last_output, error=seq.error,
+                          duration=seq.duration)
+        if tx.st.stack:
+            _child_done(tx, outcome)
+        else:
+            tx.done = outcome  # a list run on its own (``stepper.begin_seq``)
         return
     stepper.start_step(tx, seq.steps[seq.index], seq.paths[seq.index], pmap(),
-                       default_timeout=seq.default_timeout)
+                       default_timeout=seq.default_timeout, base_env=seq.base_env,
+                       base_cwd=seq.base_cwd)
 
 
 def _fix_iterate(tx: Tx) -> None:
@@ -259,7 +267,9 @@ def _child_done(tx: Tx, outcome: Outcome) -> None:
     if isinstance(parent, SeqFrame):
         failed = outcome.status == "failed"
         tx.replace_top(attrs.evolve(parent, index=parent.index + 1, failed=failed,
-                                    last_output=outcome.output))
+                                    last_output=outcome.output,
+                                    error=outcome.error if failed else parent.error,
+                                    duration=parent.duration + outcome.duration))
         _seq_next(tx)
         return
     role = parent.child_role
@@ -325,6 +335,8 @@ def _child_done(tx: Tx, outcome: Outcome) -> None:
             attempts_done(tx, last)
     elif role == "validate":
         step_validation.command_done(tx, parent, outcome)
+    elif role == "goal_command":
+        step_goal.command_done(tx, parent, outcome)
     elif role == "on_incomplete":
         step_validation.handlers_done(tx, parent, outcome)
     else:

@@ -66,7 +66,9 @@ from prodigy_core import (
     gitvars,
     step_checks,
     step_claude,
+    step_foreach,
     step_git,
+    step_goal,
     step_handlers,
     step_report,
     step_validation,
@@ -133,6 +135,7 @@ __all__ = [
     "Stepped",
     "Stepper",
     "begin",
+    "begin_seq",
     "display_name",
     "on_event",
 ]
@@ -171,6 +174,21 @@ def begin(
                    breakers=tx.breakers)
 
 
+def begin_seq(
+    st: Stepper, ctx: RunContext, base: PMap[str, Var], steps: tuple[Step, ...],
+    paths: tuple[str, ...], breakers: Breakers, *,
+    base_env: tuple[tuple[str, str], ...] = (), base_cwd: str | None = None,
+) -> Stepped:
+    """Start a list of steps run one at a time, stopping at the first failure (a
+    ``foreach`` item's ``do`` list); the outcome is the list's."""
+    if st.stack:
+        raise InvalidTransition("begin_seq() while a step is still running")
+    tx = Tx(st, ctx, base, breakers)
+    step_handlers.start_seq(tx, steps, paths, pmap(), base_env=base_env, base_cwd=base_cwd)
+    return Stepped(stepper=tx.st, effects=tuple(tx.effects), outcome=tx.done,
+                   breakers=tx.breakers)
+
+
 def on_event(
     st: Stepper, ctx: RunContext, base: PMap[str, Var], event: Event,
     breakers: Breakers | None = None,
@@ -179,6 +197,11 @@ def on_event(
     if not st.stack:
         raise InvalidTransition(f"step machine is idle but received {type(event).__name__}")
     top = st.stack[-1]
+    if isinstance(top, StepFrame) and top.stage == "foreach" and top.each is not None:
+        tx = Tx(st, ctx, base, breakers or Breakers())
+        step_foreach.on_event(tx, top, event)
+        return Stepped(stepper=tx.st, effects=tuple(tx.effects), outcome=tx.done,
+                       breakers=tx.breakers)
     if not isinstance(top, StepFrame) or top.pending is None:
         raise InvalidTransition(f"no frame waits for {type(event).__name__}")
     if getattr(event, "command_id", None) != top.pending:
@@ -227,6 +250,10 @@ def on_event(
         step_validation.on_file(tx, frame, event)
     elif frame.stage == "output_file" and isinstance(event, FileWritten | FileWriteFailed):
         step_handlers.on_output_file(tx, frame, event)
+    elif frame.stage == "goal_validate":
+        step_goal.on_validated(tx, frame, event)
+    elif frame.stage == "foreach_items":
+        step_foreach.on_items(tx, frame, event)
     elif frame.stage.startswith("git_"):
         step_git.on_event(tx, frame, event)
     else:
@@ -361,7 +388,7 @@ def prepare(tx: Tx) -> None:
         step_handlers.finish(tx, fail_outcome(message, "E3005", "command_failed", 1),
                              print_failure=True)
         return
-    if step.kind not in ("shell", "write_file", "claude"):
+    if step.kind not in ("shell", "write_file", "claude", "goal_seek", "foreach"):
         message = (
             f"'{step.kind}' steps are not supported by this version of Prodigy yet "
             f"(step '{display}')"
@@ -411,6 +438,16 @@ def execute(tx: Tx) -> None:
         tx.replace_top(attrs.evolve(frame, stage="running", attempt=attempt,
                                     executions=executions, last=result, breaker=""))
         after_exec(tx, result, monotonic=tx.breakers.now, duration=0.0)
+        return
+    if step.kind in ("goal_seek", "foreach"):
+        frame = attrs.evolve(frame, stage="running", pending=None, attempt=attempt,
+                             executions=executions, new_commits=(), found_outputs=(),
+                             breaker=breaker[0] if breaker is not None else "")
+        tx.replace_top(frame)
+        if step.kind == "goal_seek":
+            step_goal.execute(tx, frame)
+        else:
+            step_foreach.execute(tx, frame)
         return
     cid = tx.new_id()
     frame = attrs.evolve(frame, stage="exec", pending=cid, attempt=attempt, executions=executions,

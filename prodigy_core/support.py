@@ -23,6 +23,10 @@ def walk(steps: tuple[Step, ...]) -> Iterator[Step]:
         if isinstance(step.on_failure, OnFailure):
             yield from walk(step.on_failure.commands)
         yield from walk(tuple(handler for _, handler in step.on_exit_code))
+        if step.goal_seek is not None:
+            yield from walk((step.goal_seek.command,))
+        if step.foreach is not None:
+            yield from walk(step.foreach.do)
         if step.validate is not None:
             yield from walk(step.validate.commands)
             if step.validate.on_incomplete is not None:

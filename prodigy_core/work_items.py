@@ -185,6 +185,12 @@ def parse_command_output(stdout: str) -> tuple[JSON, bool]:
         whole = _loads(stdout)
         if not isinstance(whole, _Unparsed):
             return whole, True
+    return output_lines(stdout), False
+
+
+def output_lines(stdout: str) -> list[JSON]:
+    """One item per non-empty stripped line: JSON if it starts with ``{``/``[`` and
+    parses, else the string (spec 05 §5.3, spec 12 §3.2)."""
     items: list[JSON] = []
     for raw in stdout.split("\n"):
         line = raw.strip()
@@ -196,7 +202,7 @@ def parse_command_output(stdout: str) -> tuple[JSON, bool]:
                 items.append(value)
                 continue
         items.append(line)
-    return items, False
+    return items
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -319,6 +325,21 @@ def select_items(
 # --------------------------------------------------------------------------- variables
 
 
+def item_binding(item: JSON) -> dict[str, Var]:
+    """``item`` and ``item_json`` for one item (untrusted data); see ``item_variables``."""
+    text = dumps_compact(item)
+    out: dict[str, Var] = {}
+    if isinstance(item, list) and all(isinstance(e, str) for e in item):
+        out["item"] = Var(value=text, trusted=False)
+        for i, element in enumerate(item):
+            out[f"item[{i}]"] = Var(value=element, trusted=False)
+            out[f"item[{i - len(item)}]"] = Var(value=element, trusted=False)
+    else:
+        out["item"] = Var(value=item, trusted=False)
+    out["item_json"] = Var(value=text, trusted=False)
+    return out
+
+
 def item_variables(
     item: JSON,
     *,
@@ -336,16 +357,7 @@ def item_variables(
     an array of strings, which §4.1 joins with ", " — binds ``item`` to the JSON text and
     each ``item[i]`` / ``item[-i]`` explicitly.  Item data is untrusted (shell-escaped).
     """
-    text = dumps_compact(item)
-    out: dict[str, Var] = {}
-    if isinstance(item, list) and all(isinstance(e, str) for e in item):
-        out["item"] = Var(value=text, trusted=False)
-        for i, element in enumerate(item):
-            out[f"item[{i}]"] = Var(value=element, trusted=False)
-            out[f"item[{i - len(item)}]"] = Var(value=element, trusted=False)
-    else:
-        out["item"] = Var(value=item, trusted=False)
-    out["item_json"] = Var(value=text, trusted=False)
+    out = item_binding(item)
     out["item_id"] = Var(value=item_id)
     out["item_index"] = Var(value=index)
     out["item_total"] = Var(value=total)

@@ -18,6 +18,7 @@ from prodigy_core.parse.durations import want_duration
 from prodigy_core.parse.exprs import check_expression, check_regex
 from prodigy_core.parse.handlers import parse_on_exit_code, parse_on_failure, parse_on_success
 from prodigy_core.parse.names import check_step_id, check_variable_name
+from prodigy_core.parse.repeat import parse_foreach, parse_goal_seek
 from prodigy_core.parse.retry import parse_retry
 from prodigy_core.parse.step_parts import (
     parse_outputs,
@@ -29,7 +30,7 @@ from prodigy_core.parse.suggest import check_keys, unknown_key
 from prodigy_core.parse.variables import check_text
 
 COMMAND_KEYS: tuple[str, ...] = ("claude", "shell", "write_file", "foreach", "goal_seek", "workflow", "test")
-NOT_YET = ("foreach", "goal_seek", "workflow")
+NOT_YET = ("workflow",)
 UNSUPPORTED = {
     "analyze": "the original tool's `analyze:` step kind is not supported; "
     "run your analysis as a `shell:` or `claude:` step",
@@ -134,7 +135,7 @@ def parse_step(ctx: Ctx, value: object, path: str, phase: Phase | None, depth: i
             f"`{kind}` steps are not implemented yet in this version",
             paths.child(path, kind),
             key=True,
-            help="this version can parse but not run them; use shell/claude steps or MapReduce",
+            help="sub-workflow composition is not available yet; inline the steps instead",
         )
         return None
     _check_step_keys(ctx, data, path)
@@ -208,6 +209,16 @@ def _command(
         return None if spec is None else Step(kind="write_file", write_file=spec, source=path)
     if kind == "test":
         return _legacy_test(ctx, data[kind], at, path, phase, depth)
+    if kind == "goal_seek":
+        goal = parse_goal_seek(ctx, data[kind], at, phase)
+        return None if goal is None else Step(kind="goal_seek", command=goal.goal,
+                                              goal_seek=goal, source=path)
+    if kind == "foreach":
+        each = parse_foreach(ctx, data[kind], at, depth, parse_step)
+        if each is None:
+            return None
+        label = each.source if each.source is not None else (each.items_json or "")
+        return Step(kind="foreach", command=label, foreach=each, source=path)
     text = ctx.want_str(data[kind], at)
     if text is None:
         return None

@@ -206,13 +206,13 @@ def test_features_not_runnable_yet_are_refused_up_front(cli: Cli) -> None:
     cli.write("mr.yml", "name: m\nmode: mapreduce\nmap:\n  input: items.json\n"
                         "  agent_template: [{shell: 'touch ran'}]\n"
                         "reduce:\n  - shell: 'touch ran'\n"
-                        "merge:\n  - foreach: [1]\n    do: [{shell: 'touch ran'}]\n")
+                        "merge:\n  - workflow: sub\n")
     cli.write("composed.yml", "imports: [other.yml]\nsteps:\n  - shell: 'touch ran'\n")
     cli.write("wf.yml", "- shell: 'touch ran'\n")
     cli.commit("pool.yml", "mr.yml", "composed.yml", "wf.yml")
     refusals = {
         ("run", "pool.yml"): ("$.worktree_config", "E1016"),  # agent pools: MapReduce only
-        ("run", "mr.yml"): ("$.merge[0]", "E1016"),  # foreach steps, also in MapReduce
+        ("run", "mr.yml"): ("$.merge[0]", "E1016"),  # sub-workflow steps, also in MapReduce
         ("run", "composed.yml"): ("$.imports", "E1016"),
         ("run", "wf.yml", "--param", "a=b"): ("--param", "E1016"),
     }

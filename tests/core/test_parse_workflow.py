@@ -212,9 +212,47 @@ def test_composition_is_reported_honestly() -> None:
 
 
 def test_not_yet_step_kinds() -> None:
-    outcome = load("- foreach: {foreach: [a], do: [{shell: x}]}\n- goal_seek: {goal: g}\n- workflow: sub\n")
-    assert codes(outcome) == ["E1016", "E1016", "E1016"]
-    assert "`foreach` steps are not implemented yet" in outcome.problems[0].message
+    outcome = load("- workflow: sub\n")
+    assert codes(outcome) == ["E1016"]
+    assert "`workflow` steps are not implemented yet" in outcome.problems[0].message
+
+
+def test_goal_seek_and_foreach_steps_parse() -> None:
+    outcome = load(
+        "- goal_seek: {goal: g, command: '/fix', validate: 'echo 1', threshold: 80,"
+        " max_attempts: 3, validator: json, timeout_seconds: 5m, fail_on_incomplete: true}\n"
+        "- foreach: {items: [a, {f: 1}], do: [{shell: 'echo ${item}'}, {shell: 'echo ${index}'}],"
+        " parallel: true, max_items: 1, continue_on_error: true}\n"
+        "- foreach: {foreach: 'ls', do: [{shell: x}], parallel: 3}\n")
+    assert codes(outcome) == []
+    goal, each, command = outcome.workflow.steps
+    assert goal.kind == "goal_seek" and goal.goal_seek is not None
+    assert goal.goal_seek.command.kind == "claude" and goal.goal_seek.command.command == "/fix"
+    assert (goal.goal_seek.validator, goal.goal_seek.threshold, goal.goal_seek.max_attempts,
+            goal.goal_seek.timeout_seconds, goal.goal_seek.fail_on_incomplete) == \
+        ("json", 80.0, 3, 300.0, True)
+    assert each.foreach is not None and each.foreach.items_json == '["a", {"f": 1}]'
+    assert (each.foreach.parallel, each.foreach.max_items, each.foreach.continue_on_error) == \
+        (10, 1, True)
+    assert [s.kind for s in each.foreach.do] == ["shell", "shell"]
+    assert command.foreach is not None and command.foreach.source == "ls"
+    assert command.foreach.parallel == 3
+
+
+def test_goal_seek_and_foreach_bad_input() -> None:
+    outcome = load(
+        "- goal_seek: {goal: g, shell: a, claude: b, threshold: 120, max_attempts: 0}\n"
+        "- goal_seek: {shell: a}\n"
+        "- foreach: {do: []}\n"
+        "- foreach: {foreach: 3, do: [{shell: x, commit_required: true}], parallel: 2}\n")
+    found = [(p.code, p.path) for p in outcome.problems]
+    assert ("E1008", "$[0].goal_seek") in found
+    assert ("E1005", "$[0].goal_seek.threshold") in found
+    assert ("E1005", "$[0].goal_seek.max_attempts") in found
+    assert [c for c, p in found if p == "$[1].goal_seek"] == ["E1003"] * 4
+    assert ("E1003", "$[2].foreach") in found and ("E1005", "$[2].foreach.do") in found
+    assert ("E1004", "$[3].foreach.foreach") in found
+    assert ("W1009", "$[3].foreach.do[0].commit_required") in found
 
 
 def test_analyze_and_handler_are_unsupported() -> None:
