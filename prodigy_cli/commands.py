@@ -303,6 +303,9 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     except StorageError as exc:
         err.write(f"error[{exc.code}]: {exc}\n")
         return 1 if exc.code == "E5004" else 2
+    hook = getattr(args, "on_outcome", None)
+    if hook is not None:
+        hook(result.outcome)
     if args.json:
         out.write(json.dumps(result.outcome) + "\n")
     return result.exit_code

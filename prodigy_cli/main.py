@@ -11,9 +11,7 @@ from typing import Any, TextIO
 
 from prodigy_cli import VERSION
 
-NOT_YET = {
-    "goal-seek": "runs a goal-seeking loop",
-}
+NOT_YET: dict[str, str] = {}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     from prodigy_cli.dlq_args import add_parser as _dlq_parser
 
     _dlq_parser(sub, common, _Parser)
+    from prodigy_cli.cmd_goal_seek import add_parser as _goal_parser
+
+    _goal_parser(sub, common)
 
     for name, text in NOT_YET.items():
         p = sub.add_parser(name, help=f"(not available yet) {text}", add_help=True)
@@ -304,6 +305,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
 
             return cmd_worktree.dispatch(args, out=out, err=err, environ=env,
                                          cwd=cwd or os.getcwd())
+        if args.command == "goal-seek":
+            from prodigy_cli import cmd_goal_seek
+
+            return cmd_goal_seek.cmd_goal_seek(args, out=out, err=err, environ=env,
+                                               cwd=cwd or os.getcwd())
         if args.command == "dlq":
             from prodigy_cli import cmd_dlq
 

@@ -614,7 +614,17 @@ def summary(state: RunState, exit_code: int) -> dict[str, JSON]:
         "duration_ms": int(state.total_duration * 1000),
         "error": state.error,
         "error_code": state.error_code,
+        "goal": _goal_json(state),
     }
+
+
+def _goal_json(state: RunState) -> JSON:
+    """The latest ``goal_seek`` step's verdict (an extension of spec 08 §2.1.4)."""
+    found = {name: state.stepper.vars.get(f"goal_seek.{name}")
+             for name in ("status", "score", "attempts")}
+    if found["status"] is None:
+        return None
+    return {name: var.value if var is not None else None for name, var in found.items()}
 
 
 def _worktree_json(ctx: RunContext) -> dict[str, JSON] | None:

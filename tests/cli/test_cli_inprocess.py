@@ -79,11 +79,10 @@ def test_unknown_option_is_a_usage_error(cli: Cli) -> None:
     assert code == 2
 
 
-@pytest.mark.parametrize("command", ["goal-seek"])
-def test_commands_not_built_yet_say_so_plainly(cli: Cli, command: str) -> None:
-    code, out, err = cli(command, "anything")
+def test_goal_seek_needs_its_command_and_validation(cli: Cli) -> None:
+    code, out, err = cli("goal-seek", "anything")
     assert code == 2
-    assert "does not exist yet" in err
+    assert "-c/--command" in err and "--validate" in err
     assert out == ""
 
 
