@@ -44,7 +44,33 @@ def describe(tx: Tx, frame: StepFrame) -> JSON:
         "outputs": [name for name, _glob in step.outputs],
         "handlers": list(handlers),
         "validate": _validate_plan(step),
+        "details": _repeat_plan(step),
     }
+
+
+def _repeat_plan(step: Step) -> list[JSON]:
+    """What a ``goal_seek`` or ``foreach`` step would repeat, as plan lines."""
+    goal, each = step.goal_seek, step.foreach
+    if goal is not None:
+        budget = f", time budget {goal.timeout_seconds:g}s" if goal.timeout_seconds else ""
+        return [f"goal: {goal.goal}",
+                f"each attempt: {display_name(goal.command)}",
+                f"score with: {goal.validate} (validator {goal.validator}, threshold "
+                f"{goal.threshold:g}%, up to {goal.max_attempts} attempts{budget})",
+                "not reached: " + ("fails the step" if goal.fail_on_incomplete
+                                   else "allowed failure")]
+    if each is not None:
+        if each.items_json is not None:
+            source = f"items: {each.items_json}"
+        else:
+            source = f"items from: {each.source} (known at run time)"
+        limit = f", first {each.max_items}" if each.max_items else ""
+        return [source + limit,
+                f"per item ({each.parallel} at once): "
+                + "; ".join(display_name(s) for s in each.do),
+                "an item fails: " + ("the others still run" if each.continue_on_error
+                                     else "no new item starts, the step fails")]
+    return []
 
 
 def _validate_plan(step: Step) -> JSON:

@@ -145,6 +145,8 @@ class PlanConsole:
             lines.append(f"      outputs: {', '.join(info.get('outputs', []))}")
         if info.get("handlers"):
             lines.append(f"      handlers: {', '.join(info.get('handlers', []))}")
+        for line in info.get("details") or ():
+            lines.append(f"      {line}")
         plan = info.get("validate")
         if isinstance(plan, dict):
             source = f", result_file {plan['result_file']}" if plan.get("result_file") else ""

@@ -275,3 +275,18 @@ def test_checkpoint_written_when_an_item_finishes() -> None:
     before = len(d.of(SaveCheckpoint))
     d.finish_command()
     assert len(d.of(SaveCheckpoint)) == before + 1
+
+
+def test_dry_run_plans_without_running_anything() -> None:
+    from prodigy_core.effects import DescribeStep
+
+    workflow = Workflow(name="t", steps=(goal(), each("ls *.md", shell("lint ${item}"),
+                                                      parallel=3)))
+    d = Driver(run_machine.start(workflow, make_ctx(dry_run=True)))
+    d.run()
+    assert d.commands == []  # neither attempts, validation nor the item command
+    plans = [e.info for e in d.of(DescribeStep)]
+    assert plans[0]["details"][1] == "each attempt: shell: work"
+    assert "threshold 80%, up to 5 attempts" in plans[0]["details"][2]
+    assert plans[1]["details"][0] == "items from: ls *.md (known at run time)"
+    assert plans[1]["details"][1] == "per item (3 at once): shell: lint ${item}"
