@@ -97,6 +97,10 @@ class RunState:
     resumed: bool = False
     last_time: str = ""
     total_duration: float = 0.0
+    # the monotonic span the run's events have covered (the core reads no clock): the
+    # start of the first timed event and the end of the latest one
+    first_mono: float | None = None
+    last_mono: float = 0.0
     # the session worktree (spec 06 §3): "worktree" while it is being created, "steps"
     # while steps run, "merge" while the merge machine runs (spec 06 §7)
     phase: Literal["worktree", "steps", "merge"] = "steps"
@@ -346,6 +350,12 @@ def step(state: RunState, event: Event) -> Transition:
     """Feed one event to the run (the interpreter is the only caller)."""
     if state.finished:
         raise InvalidTransition(f"run is {state.status} but received {type(event).__name__}")
+    mono = getattr(event, "monotonic", 0.0) or 0.0
+    if mono > 0:
+        first = mono - (getattr(event, "duration", 0.0) or 0.0)
+        state = attrs.evolve(state, last_mono=max(state.last_mono, mono),
+                             first_mono=first if state.first_mono is None
+                             else min(state.first_mono, first))
     if state.phase == "worktree":
         return _on_worktree(state, event)
     if state.phase == "merge":
@@ -463,6 +473,7 @@ def _step_finished(
         duration=outcome.duration,
         variables=tuple((k, v.value) for k, v in sorted(assigned.items())),
         completed_at=when, error=outcome.error, attempts=max(outcome.executions, 1),
+        max_attempts=outcome.max_attempts, failure_history=outcome.failures,
         step_id=step_def.id,
         analytics=state.stepper.step_usage.to_json()
         if state.stepper.step_usage.claude_calls else None,
@@ -611,11 +622,18 @@ def summary(state: RunState, exit_code: int) -> dict[str, JSON]:
                   "skipped": state.counts["skipped"]},
         "items": None,
         "cost_usd": round(state.stepper.usage.total_cost_usd, 6),
-        "duration_ms": int(state.total_duration * 1000),
+        "duration_ms": int(_elapsed(state) * 1000),
         "error": state.error,
         "error_code": state.error_code,
         "goal": _goal_json(state),
     }
+
+
+def _elapsed(state: RunState) -> float:
+    """The run's duration: the span of its timed events (sleeps and waits included), at
+    least the sum of its steps' durations."""
+    span = state.last_mono - state.first_mono if state.first_mono is not None else 0.0
+    return max(state.total_duration, span)
 
 
 def _goal_json(state: RunState) -> JSON:
@@ -648,7 +666,7 @@ def _merge_json(state: RunState) -> dict[str, JSON]:
 def _completed_effects(state: RunState) -> list[Effect]:
     effects: list[Effect] = [
         LogEvent(event_type="workflow_completed", fields=(
-            ("duration_ms", int(state.total_duration * 1000)),
+            ("duration_ms", int(_elapsed(state) * 1000)),
             ("steps_succeeded", state.counts["succeeded"]),
             ("steps_failed", state.counts["failed"]),
             ("cost_usd", round(state.stepper.usage.total_cost_usd, 6)),
@@ -812,7 +830,7 @@ def _tokens(n: int) -> str:
 
 def _summary_prints(state: RunState) -> list[Effect]:
     """The end-of-run summary of spec 14 §5 (info level: hidden by -q)."""
-    secs = int(state.total_duration)
+    secs = int(_elapsed(state))
     lines = ["Summary", f"  Duration: {secs // 60}m {secs % 60}s",
              f"  Steps: {state.counts['succeeded']} succeeded, {state.counts['skipped']} "
              f"skipped, {state.counts['failed']} failed"]

@@ -30,6 +30,8 @@ class StepRecord:
     completed_at: str
     error: str | None = None
     attempts: int = 1
+    max_attempts: int = 1
+    failure_history: tuple[str, ...] = ()
     step_id: str | None = None
     analytics: dict[str, JSON] | None = attrs.field(default=None, eq=False)
     json_log_location: str | None = None
@@ -58,8 +60,10 @@ class StepRecord:
             "captured_variables": dict(self.variables),
             "duration": {"secs": secs, "nanos": int((self.duration - secs) * 1e9)},
             "completed_at": self.completed_at,
-            "retry_state": {"current_attempt": self.attempts, "max_attempts": self.attempts,
-                            "failure_history": [], "in_retry_loop": False},
+            "retry_state": {"current_attempt": self.attempts,
+                            "max_attempts": max(self.max_attempts, self.attempts),
+                            "failure_history": list(self.failure_history),
+                            "in_retry_loop": False},
             "analytics": self.analytics,
             "json_log_location": self.json_log_location,
         }
@@ -103,5 +107,6 @@ def restore_records(checkpoint: dict[str, JSON]) -> tuple[StepRecord, ...]:
             variables=tuple(captured.items()) if isinstance(captured, dict) else (),
             completed_at=str(item.get("completed_at", "")),
             step_id=item.get("step_id") if isinstance(item.get("step_id"), str) else None,  # type: ignore[arg-type]
-        ).with_doc())
+            doc=dict(item),  # stored as it was: duration, retry_state and analytics kept
+        ))
     return tuple(out)

@@ -43,6 +43,10 @@ class Outcome:
     fatal: bool = False
     duration: float = 0.0
     executions: int = 0
+    # the retry history (spec 10 §2.8): the first line of each failed execution's error
+    # and the attempts the step's retry allowed
+    failures: tuple[str, ...] = ()
+    max_attempts: int = 1
 
     @property
     def ok(self) -> bool:
@@ -145,6 +149,7 @@ class StepFrame:
     git_start: str | None = None
     ending: Outcome | None = None
     ending_print: bool = False
+    failures: tuple[str, ...] = ()
     # ``goal_seek`` and ``foreach`` executions in progress (``step_goal``, ``step_foreach``)
     goal: GoalState | None = None
     each: ForeachState | None = None

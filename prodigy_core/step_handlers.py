@@ -28,7 +28,15 @@ from prodigy_core.interpolate import Var, interpolate
 from prodigy_core.model import OnFailure, Step
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.results import ExecResult, capture_variables, result_variables, tail_lines
-from prodigy_core.step_frames import Outcome, SeqFrame, Status, StepFrame, Tx, log_step
+from prodigy_core.step_frames import (
+    Outcome,
+    SeqFrame,
+    Status,
+    StepFrame,
+    Tx,
+    log_step,
+    retry_spec,
+)
 
 
 def _exit_handler(step: Step, code: int) -> Step | None:
@@ -249,6 +257,9 @@ def finish(tx: Tx, outcome: Outcome, *, print_failure: bool = False) -> None:
     assert isinstance(frame, StepFrame)
     if frame.git_started and step_git.finishing(tx, frame, outcome, print_failure):
         return  # listing the step's changes for ``step.*`` first
+    spec = retry_spec(tx, frame.step)
+    outcome = attrs.evolve(outcome, failures=frame.failures,
+                           max_attempts=spec.attempts if spec is not None else 1)
     if not frame.root and outcome.status != "skipped":
         kind = "step_failed" if outcome.status == "failed" else "step_completed"
         log_step(tx, frame, kind, status=outcome.status, exit_code=outcome.exit_code,

@@ -524,6 +524,9 @@ def after_exec(tx: Tx, result: ExecResult, *, monotonic: float, duration: float)
     frame = tx.top
     assert isinstance(frame, StepFrame)
     frame = attrs.evolve(frame, total_duration=frame.total_duration + result.duration)
+    if not result.passed and not result.planned:
+        first = (result.message or f"exit code {result.exit_code}").split("\n", 1)[0]
+        frame = attrs.evolve(frame, failures=(*frame.failures, first))
     frame = _record_breaker(tx, frame, result)
     if frame.budget_start is None:
         frame = attrs.evolve(frame, budget_start=monotonic - duration)
@@ -546,6 +549,13 @@ def after_exec(tx: Tx, result: ExecResult, *, monotonic: float, duration: float)
         start = frame.budget_start if frame.budget_start is not None else monotonic
         if spec.retry_budget is not None and (monotonic - start) + delay > spec.retry_budget:
             tx.emit(Print(text=f"  Retry budget exhausted for '{frame.display}'", stream="err"))
+            first = (result.message or "").split("\n", 1)[0]
+            tx.emit(Print(text=f"  Failed '{frame.display}' after {frame.attempt} attempts: "
+                               f"{first}", stream="err"))
+            # E3008 is a note on the underlying error (spec 10 §2.5, §8.2)
+            result = attrs.evolve(result, error_code="E3008",
+                                  message=f"{result.message or first} (Retry budget exhausted)")
+            tx.replace_top(attrs.evolve(tx.top, last=result))
             _exhausted(tx, frame, spec, result)
             return
         tx.emit(Print(text=f"  Retrying {frame.display} (attempt {frame.attempt + 1}/"

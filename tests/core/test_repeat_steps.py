@@ -290,3 +290,28 @@ def test_dry_run_plans_without_running_anything() -> None:
     assert "threshold 80%, up to 5 attempts" in plans[0]["details"][2]
     assert plans[1]["details"][0] == "items from: ls *.md (known at run time)"
     assert plans[1]["details"][1] == "per item (3 at once): shell: lint ${item}"
+
+
+# --- retry history and budget (spec 10 §2.5, §2.8) --------------------------------------
+
+
+def test_retry_state_records_the_failure_history() -> None:
+    d = drive(shell("flaky", retry=RetrySpec(attempts=3, backoff=Backoff(kind="fixed"),
+                                             initial_delay=0.0)))
+    d.run({"flaky": [R(exit_code=1), R(exit_code=2), R()]})
+    state = d.checkpoints[-1]["completed_steps"][0]["retry_state"]
+    assert state["current_attempt"] == 3 and state["max_attempts"] == 3
+    assert state["failure_history"] == ["Step 'shell: flaky' failed with exit code 1",
+                                        "Step 'shell: flaky' failed with exit code 2"]
+
+
+def test_retry_budget_exhaustion_is_e3008_on_the_underlying_error() -> None:
+    d = drive(shell("slow", retry=RetrySpec(attempts=5, backoff=Backoff(kind="fixed"),
+                                            initial_delay=2.0, retry_budget=5.0)))
+    d.run({"slow": R(exit_code=1, duration=2.0)})
+    assert d.commands == ["slow", "slow"]
+    failed = d.logs("step_failed")[-1]
+    assert failed["error_code"] == "E3008"
+    assert failed["error"] == ("Step 'shell: slow' failed with exit code 1 "
+                               "(Retry budget exhausted)")
+    assert "Failed 'shell: slow' after 2 attempts" in d.printed
