@@ -9,8 +9,10 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.conftest import Project
+from tests.fakeapi.cli import claude_env, find_claude
 
 
 def session_id(text: str) -> str:
@@ -162,3 +164,26 @@ steps:
     # items 1 and 2 ran once; item 3 was interrupted and ran again from its first step
     assert (tmp_path / "ran").read_text().split() == ["1", "2", "3", "3", "4", "5"]
     assert "Foreach completed: 5 total, 5 successful, 0 failed" in resumed.stdout
+
+
+def test_goal_seek_with_real_claude_against_the_fake_api(
+        project: Project, fake_anthropic: Any, tmp_path: Path) -> None:
+    env = claude_env(project.env, fake_anthropic.url, home=tmp_path / "claude-home")
+    env["PRODIGY_CLAUDE_PATH"] = find_claude()
+    project.write("wf.yml", """\
+name: claude-goal
+steps:
+  - goal_seek:
+      goal: "two commits by Claude"
+      claude: "FAKE: bash echo x >> n && git add n && git commit -qm attempt-${goal_seek.attempt}"
+      validate: "echo score: $(( $(wc -l < n) * 50 ))"
+      threshold: 100
+      max_attempts: 3
+""")
+    project.commit()
+    out = project.run("run", "wf.yml", "-y", env=env, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Goal 'two commits by Claude' achieved in 2 attempts (100%)" in out.stdout
+    log = project.git("log", "--format=%s").splitlines()
+    assert "attempt-1" in log and "attempt-2" in log
+    assert (project.root / "n").read_text() == "x\nx\n"
