@@ -99,8 +99,9 @@ def print_failure(tx: Tx, frame: StepFrame, outcome: Outcome) -> None:
         tx.emit(Print(text=f"  Step '{frame.display}' failed (allowed){detail}", stream="err"))
         return
     if outcome.error_code == "E3001" and outcome.exit_code not in (None, 0):
-        tx.emit(Print(text=f"Step '{frame.display}' failed with exit code {outcome.exit_code}",
-                      stream="err"))
+        # spec 02 §15's line, with the code every reported error carries (spec 10 §8.1)
+        tx.emit(Print(text=f"error[E3001]: Step '{frame.display}' failed with exit code "
+                           f"{outcome.exit_code}", stream="err"))
     else:
         tx.emit(Print(text=f"error[{outcome.error_code}]: {outcome.error}", stream="err"))
     if outcome.stderr.strip():

@@ -383,7 +383,7 @@ def test_failure_effects_and_session_status() -> None:
     failed = [e for e in out if isinstance(e, LogEvent) and e.event_type == "step_failed"]
     assert dict(failed[0].fields)["error_code"] == "E3001"
     texts = [e.text for e in out if isinstance(e, Print)]
-    assert "Step 'shell: exit 3' failed with exit code 3" in texts
+    assert "error[E3001]: Step 'shell: exit 3' failed with exit code 3" in texts
     assert "=== Error Output (stderr) ===" in texts and "boom" in texts
     assert any(t.startswith("Resume with: prodigy resume workflow-1") for t in texts)
     session = next(e for e in out if isinstance(e, SaveSession)).session

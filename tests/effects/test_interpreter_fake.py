@@ -111,7 +111,7 @@ async def test_failed_run_effect_sequence(autojump_clock: Any) -> None:
         "RunCommand", "Print", "Print", "Print",  # failed with exit code 3, header, stderr
         "LogEvent:step_failed", "LogEvent:workflow_failed", "SaveCheckpoint", "SaveSession", "Print", "Print", "Print", "Finish",
     ]
-    assert "Step 'shell: exit 3' failed with exit code 3" in env.console.lines  # type: ignore[attr-defined]
+    assert "error[E3001]: Step 'shell: exit 3' failed with exit code 3" in env.console.lines  # type: ignore[attr-defined]
     assert env.store.checkpoints[-1]["execution_state"]["status"] == "Failed"  # type: ignore[attr-defined]
     assert [c.argv[-1] for c in env.commands.calls] == ["exit 3"]  # type: ignore[attr-defined]
 
