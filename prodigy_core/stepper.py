@@ -142,6 +142,7 @@ __all__ = [
 
 
 SCRIPT_LIMIT = 100_000
+ENV_VALUE_LIMIT = 65536  # spec 03 §9.2: larger values are not exported (W3004)
 
 
 # --- public entry points ------------------------------------------------------------
@@ -347,6 +348,9 @@ def prepare(tx: Tx) -> None:
         wd = res.text
     cwd = frame.base_cwd if wd is None and frame.base_cwd is not None \
         else resolve_dir(tx.ctx, wd)
+    if wd is not None and not tx.ctx.dry_run and not _inside(cwd, tx.ctx.project_dir):
+        tx.emit(Print(text=f"warning[W3002]: working_dir '{cwd}' of '{display}' is outside "
+                           "the worktree; commits made there are not checked", stream="err"))
     text = ""
     content = ""
     if step.kind == "shell":
@@ -408,6 +412,10 @@ def prepare(tx: Tx) -> None:
         execute(tx)
 
 
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def _escapes(path: str) -> bool:
     """An interpolated ``write_file`` path that is absolute or has a ``..`` part."""
     return path.startswith(("/", "~")) or ".." in path.replace("\\", "/").split("/")
@@ -464,6 +472,12 @@ def execute(tx: Tx) -> None:
         tx.ctx, step_env=dict(frame.env), clear=step.clear_env, iteration=tx.st.iteration,
         attempt=executions, input_index=tx.st.input_index, timeout=frame.timeout,
     )
+    if executions == 1:
+        for name in sorted({n for n, v in (*tx.ctx.workflow_env, *frame.env)
+                            if len(v.encode("utf-8", "replace")) > ENV_VALUE_LIMIT}):
+            tx.emit(Print(text=f"warning[W3004]: environment value '{name}' is larger than "
+                               f"64 KiB and is not exported to '{frame.display}'",
+                          stream="err"))
     if step.kind == "claude":
         step_claude.execute(tx, frame, cid, env)
         return

@@ -315,3 +315,15 @@ def test_retry_budget_exhaustion_is_e3008_on_the_underlying_error() -> None:
     assert failed["error"] == ("Step 'shell: slow' failed with exit code 1 "
                                "(Retry budget exhausted)")
     assert "Failed 'shell: slow' after 2 attempts" in d.printed
+
+
+def test_w3002_working_dir_outside_and_w3004_oversized_env_value() -> None:
+    big = "x" * 70000
+    d = drive(shell("a", working_dir="/elsewhere"), shell("b", env=(("BIG", big),)),
+              shell("c", working_dir="sub"))
+    d.run()
+    assert "warning[W3002]: working_dir '/elsewhere' of 'shell: a' is outside" in d.printed
+    assert "working_dir '/repo/sub'" not in d.printed
+    assert "warning[W3004]: environment value 'BIG' is larger than 64 KiB" in d.printed
+    b = next(e for e in d.of(RunCommand) if command_text(e) == "b")
+    assert "BIG" not in dict(b.env)
