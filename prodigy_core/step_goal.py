@@ -68,6 +68,19 @@ def read_score(validator: str, stdout: str, exit_code: int) -> tuple[float, JSON
     return 0.0, None
 
 
+def has_score(validator: str, stdout: str) -> bool:
+    """Whether the output holds a score at all (a missing one reads as 0, W3006)."""
+    if validator == "exit_code":
+        return True
+    data = _json_object(stdout)
+    if validator == "json":
+        return data is not None and (_number(data.get("score")) is not None or
+                                     _number(data.get("completion_percentage")) is not None)
+    if data is not None:
+        return _number(data.get("score")) is not None
+    return any(pattern.search(stdout) for pattern in _PATTERNS)
+
+
 def _json_object(text: str) -> dict[str, JSON] | None:
     try:
         value = json.loads(text)
@@ -224,6 +237,11 @@ def on_validated(tx: Tx, frame: StepFrame, event: Event) -> None:
         _timed_out(tx, frame)
         return
     score, gaps = read_score(spec.validator, stdout, exit_code)
+    if not has_score(spec.validator, stdout):
+        first = stdout.strip().splitlines()[0][:120] if stdout.strip() else "(no output)"
+        tx.emit(Print(text=f"warning[W3006]: validate of '{frame.display}' printed no score "
+                           f"(validator {spec.validator}); counted as 0: {first}",
+                      stream="err"))
     ms = round((goal.command_duration + duration) * 1000)
     goal = attrs.evolve(goal, output=stdout, gaps=gaps,
                         history=(*goal.history, (goal.attempt, score, goal.command_ok, ms)))

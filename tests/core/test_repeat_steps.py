@@ -327,3 +327,14 @@ def test_w3002_working_dir_outside_and_w3004_oversized_env_value() -> None:
     assert "warning[W3004]: environment value 'BIG' is larger than 64 KiB" in d.printed
     b = next(e for e in d.of(RunCommand) if command_text(e) == "b")
     assert "BIG" not in dict(b.env)
+
+
+def test_validation_without_a_score_warns_w3006() -> None:
+    d = drive(goal(attempts=1))
+    d.run(scores("all good"))
+    assert "warning[W3006]: validate of 'goal_seek: g' printed no score (validator score); counted " \
+           "as 0: all good" in d.printed
+    assert d.vars["goal_seek.score"] == 0
+    quiet = drive(goal(attempts=1))
+    quiet.run(scores("score: 3"))
+    assert "W3006" not in quiet.printed
