@@ -94,6 +94,9 @@ class RunContext:
     worktree: WorktreeSpec | None = None
     # MapReduce progress: seconds between progress lines while agents run (None: none)
     progress_interval: float | None = None
+    # variables Prodigy sets for one scope (spec 11 §7): ``PRODIGY_JOB_ID`` in every
+    # scope of a MapReduce job, the item's variables in an agent, the map counts in reduce
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def start_commit(self) -> str | None:
@@ -177,6 +180,7 @@ def child_environment(
     env["PRODIGY_REPO_ROOT"] = ctx.repo_root
     env["PRODIGY_ITERATION"] = str(iteration)
     env["PRODIGY_ATTEMPT"] = str(attempt)
+    env.update(dict(ctx.extra_env))
     if ctx.profile is not None:
         env["PRODIGY_PROFILE"] = ctx.profile
     if ctx.auto_yes:

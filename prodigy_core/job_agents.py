@@ -16,6 +16,16 @@ time, into the session worktree, in the order agents finished.  An item reaches 
 status (``succeeded``/``failed``) exactly once: its result is recorded, a failure goes
 to the DLQ (unless ``skip``), and the job state is saved.  The agent timeout is a
 ``Sleep`` timer; when it fires while steps run, the agent's command is cancelled.
+
+A failed item that ``on_item_failure: retry`` runs again is pending at once, but waits
+in ``backoff`` for a ``Sleep`` of the ``retry_config`` delay (``prodigy_core.retry``,
+jitter from the run's seed) before ``dispatch`` may start it; other items run meanwhile.
+The wait is not saved: after a resume the item is simply pending.
+
+Every agent runs its steps with the job's circuit ``breakers`` (spec 10 §3.3), so a
+breaker named by a template step — or the step's path, the same in every agent — is one
+breaker for all agents.  An agent's commands see the variables of spec 11 §7
+(``PRODIGY_AGENT_ID``, ``PRODIGY_ITEM_ID``, ``PRODIGY_ITEM_INDEX``, ``PRODIGY_ITEM_FILE``).
 """
 
 from __future__ import annotations
@@ -27,7 +37,6 @@ from pyrsistent import PMap
 
 from prodigy_core import stepper as stepper_mod
 from prodigy_core import work_items as wi
-from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, WorktreeSpec, builtin_variables
 from prodigy_core.display import display_name
 from prodigy_core.effects import CancelCommands, Effect, LogEvent, Print, Sleep
@@ -36,8 +45,10 @@ from prodigy_core.interpolate import Var
 from prodigy_core.job_ops import AgentReleased, FinishAgent, ForgetDLQ, RecordDLQ
 from prodigy_core.job_state import Agent, Failure, JobState, Queued
 from prodigy_core.json_values import JSON
+from prodigy_core.model import ItemRetry
 from prodigy_core.model import Step as ModelStep
 from prodigy_core.problems import InvalidTransition
+from prodigy_core.retry import delay_for, format_delay
 from prodigy_core.step_frames import Outcome, Stepper
 from prodigy_core.worktree_ops import (
     BranchMerged,
@@ -95,7 +106,7 @@ def dispatch(state: JobState) -> Step:
     for index in range(state.total):
         if len(state.agents) >= max_parallel(state):
             break
-        if state.item_state.get(index, "pending") != "pending":
+        if state.item_state.get(index, "pending") != "pending" or index in state.backoff:
             continue
         state, more = _start_agent(state, index)
         effects += more
@@ -192,11 +203,20 @@ def _timer_fired(state: JobState, index: int, event: Slept) -> Step:
     return state, effects
 
 
+def item_file(state: JobState, index: int) -> str:
+    return f"{state.config.job_dir}/items/{state.item_id(index)}.json"
+
+
 def _agent_ctx(state: JobState, agent: Agent) -> RunContext:
     wt = WorktreeSpec(name=wi.agent_worktree_name(agent.agent_id), path=agent.path,
                       branch=agent.branch, base_commit=agent.base or "")
+    env = (*state.ctx.extra_env,
+           ("PRODIGY_AGENT_ID", agent.agent_id),
+           ("PRODIGY_ITEM_ID", state.item_id(agent.index)),
+           ("PRODIGY_ITEM_INDEX", str(agent.index)),
+           ("PRODIGY_ITEM_FILE", item_file(state, agent.index)))
     return attrs.evolve(state.ctx, project_dir=agent.path, worktree=wt,
-                        worktree_name=wt.name)
+                        worktree_name=wt.name, extra_env=env)
 
 
 def item_vars(state: JobState, agent: Agent) -> PMap[str, Var]:
@@ -206,7 +226,7 @@ def item_vars(state: JobState, agent: Agent) -> PMap[str, Var]:
     base = base.update(state.variables)
     extra = wi.item_variables(
         state.items[index], index=index, total=state.total, item_id=iid,
-        item_file=f"{state.config.job_dir}/items/{iid}.json", agent_id=agent.agent_id,
+        item_file=item_file(state, index), agent_id=agent.agent_id,
         job_id=state.config.job_id)
     merged: PMap[str, Var] = base.update(extra)
     return merged
@@ -256,9 +276,10 @@ def _next_step(state: JobState, index: int) -> Step:
     step = _with_command_timeout(state, steps[agent.step_index])
     st = attrs.evolve(agent.stepper, next_id=state.next_id)
     done = stepper_mod.begin(st, _agent_ctx(state, agent), item_vars(state, agent), step,
-                             f"agent_template[{agent.step_index}]", Breakers())
+                             f"agent_template[{agent.step_index}]", state.breakers)
     agent = attrs.evolve(agent, stepper=done.stepper)
-    state = attrs.evolve(_put(state, agent), next_id=done.stepper.next_id)
+    state = attrs.evolve(_put(state, agent), next_id=done.stepper.next_id,
+                         breakers=done.breakers)
     effects = list(done.effects)
     if done.outcome is not None:
         state, more = _step_done(state, index, done.outcome)
@@ -278,9 +299,10 @@ def _on_step_event(state: JobState, index: int, event: Event) -> Step:
         return _release(_put(state, agent), index)
     st = attrs.evolve(agent.stepper, next_id=state.next_id)
     done = stepper_mod.on_event(st, _agent_ctx(state, agent), item_vars(state, agent), event,
-                                Breakers())
+                                state.breakers)
     agent = attrs.evolve(agent, stepper=done.stepper)
-    state = attrs.evolve(_put(state, agent), next_id=done.stepper.next_id)
+    state = attrs.evolve(_put(state, agent), next_id=done.stepper.next_id,
+                         breakers=done.breakers)
     effects = list(done.effects)
     if done.outcome is not None:
         state, more = _step_done(state, index, done.outcome)
@@ -524,21 +546,30 @@ def _item_failed(state: JobState, agent: Agent, failure: Failure, *, release: bo
         conflicting_files=failure.conflicting_files))
     type_name = wi.error_type_name(error_type)
     manual = wi.manual_review_required(type_name, failure.message)
-    retry_cfg = policy.retry_config
+    retry_cfg = policy.retry_config or ItemRetry()
     can_retry = (policy.on_item_failure == "retry" and not manual
                  and not (failure.kind == "merge_conflict" and failure.branch)
-                 and agent.attempt < (retry_cfg.max_attempts if retry_cfg else 3))
+                 and agent.attempt < retry_cfg.max_attempts)
     effects: list[Effect] = [LogEvent(event_type="agent_failed", fields=(
         ("agent_id", agent.agent_id), ("item_id", iid), ("error", failure.message),
         ("error_type", error_type), ("retry_eligible", can_retry), ("result", result),
         ("item_index", index), ("session_id", state.ctx.session_id)))]
     if can_retry:
         state = attrs.evolve(state, item_state=state.item_state.set(index, "pending"))
+        delay = retry_delay(state, index, agent.attempt)
         effects.append(LogEvent(event_type="agent_retrying", fields=(
             ("agent_id", agent.agent_id), ("item_id", iid), ("attempt", agent.attempt + 1),
-            ("backoff_ms", 0))))
-        effects.append(Print(text=f"[{iid}] failed: {failure.message.splitlines()[0]}; "
-                                  f"retrying (attempt {agent.attempt + 1})", stream="err"))
+            ("backoff_ms", round(delay * 1000)))))
+        after = f" after {format_delay(delay)}" if delay > 0 else ""
+        first = failure.message.splitlines()[0] if failure.message else "failed"
+        effects.append(Print(text=f"[{iid}] failed: {first}; "
+                                  f"retrying (attempt {agent.attempt + 1}){after}",
+                             stream="err"))
+        if delay > 0 and can_start(state):
+            # after CancelRequested or a stop nothing starts again: no need to wait
+            state, tid = _id(state)
+            state = attrs.evolve(state, backoff=state.backoff.set(index, tid))
+            effects.append(Sleep(command_id=tid, seconds=delay))
         return state, effects
     state = attrs.evolve(state, results=state.results.set(index, result),
                          item_state=state.item_state.set(index, "failed"),
@@ -573,6 +604,26 @@ def _item_failed(state: JobState, agent: Agent, failure: Failure, *, release: bo
         state = attrs.evolve(state, stop_reason=stop)
         effects.append(Print(text=f"Stopping the map phase: {stop}", stream="err"))
     return state, effects
+
+
+def retry_delay(state: JobState, index: int, attempt: int) -> float:
+    """The wait before running item ``index`` again after its ``attempt``-th run failed
+    (retry k = ``attempt``, spec 05 §10.4 with spec 10 §2.2–§2.3)."""
+    cfg = state.workflow.error_policy.retry_config or ItemRetry()
+    return delay_for(cfg, attempt, seed=state.ctx.seed, key=f"item:{state.item_id(index)}")
+
+
+def waits_for_backoff(state: JobState, command_id: int | None) -> int | None:
+    """The item whose retry delay is the ``Sleep`` ``command_id`` (None: no such item)."""
+    for index, timer in state.backoff.items():
+        if timer == command_id:
+            return index
+    return None
+
+
+def backoff_over(state: JobState, index: int) -> Step:
+    """The retry delay of item ``index`` is over: ``dispatch`` may start it again."""
+    return attrs.evolve(state, backoff=state.backoff.remove(index)), []
 
 
 def _timeout_action(state: JobState) -> str:

@@ -19,6 +19,11 @@ Every state change is logged (``LogEvent``) before the job state is saved
 (``SaveJobState``), so a resumed job applies the completion events written after its last
 checkpoint and never runs a finished item again.  ``CancelRequested`` stops dispatch and
 the running commands; items that were running go back to pending.
+
+Every scope of the job (setup, item loading, agents, reduce, the final merge's steps) runs
+with ``PRODIGY_JOB_ID`` in its environment, and reduce with the map counts (spec 11 §7);
+all of them share the job's circuit ``breakers``, whose clock is the ``monotonic`` reading
+of the latest event.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from prodigy_core import merge_machine
 from prodigy_core import stepper as stepper_mod
 from prodigy_core import work_items as wi
 from prodigy_core.analytics import Usage
-from prodigy_core.breakers import Breakers
+from prodigy_core.breakers import observe
 from prodigy_core.context import RunContext, builtin_variables, child_environment
 from prodigy_core.display import display_name
 from prodigy_core.effects import (
@@ -91,7 +96,14 @@ def _id(state: JobState) -> tuple[JobState, int]:
 # --- entry points ----------------------------------------------------------------------
 
 
+def _job_ctx(ctx: RunContext, config: JobConfig) -> RunContext:
+    """The job's context: ``PRODIGY_JOB_ID`` in every scope (spec 11 §7)."""
+    env = tuple((k, v) for k, v in ctx.extra_env if k != "PRODIGY_JOB_ID")
+    return attrs.evolve(ctx, extra_env=(*env, ("PRODIGY_JOB_ID", config.job_id)))
+
+
 def start(workflow: Workflow, ctx: RunContext, config: JobConfig) -> Transition:
+    ctx = _job_ctx(ctx, config)
     state = JobState(workflow=workflow, ctx=ctx, config=config, started_at=ctx.started_at,
                      last_time=ctx.started_at)
     return _t(_create_worktree(state, "create"))
@@ -106,6 +118,7 @@ def resume(workflow: Workflow, ctx: RunContext, config: JobConfig, doc: dict[str
     """
     from prodigy_core.job_docs import restore
 
+    ctx = _job_ctx(ctx, config)
     state = restore(JobState(workflow=workflow, ctx=ctx, config=config, resumed=True,
                              started_at=ctx.started_at, last_time=ctx.started_at),
                     doc, later)
@@ -126,6 +139,7 @@ def start_reprocess(workflow: Workflow, ctx: RunContext, config: JobConfig, *,
     """A DLQ reprocess job (spec 05 §17): the selected items with the job's agent template
     and setup variables; no setup and no reduce."""
     plain = attrs.evolve(workflow, setup=None, reduce=None)
+    ctx = _job_ctx(ctx, config)
     fresh: dict[int, ItemStatus] = {i: "pending" for i in range(len(items))}
     state = JobState(workflow=plain, ctx=ctx, config=config, started_at=ctx.started_at,
                      last_time=ctx.started_at, items=tuple(items), item_ids=tuple(item_ids),
@@ -177,7 +191,8 @@ def _clock(state: JobState, event: Event) -> JobState:
     if when:
         state = attrs.evolve(state, last_time=str(when))
     if mono:
-        state = attrs.evolve(state, mono=float(mono))
+        state = attrs.evolve(state, mono=float(mono),
+                             breakers=observe(state.breakers, float(mono)))
     return state
 
 
@@ -321,12 +336,17 @@ def _with_stepper(state: JobState, phase: Literal["setup", "reduce"], st: Steppe
     return attrs.evolve(state, reduce=st, next_id=st.next_id)
 
 
+def _phase_ctx(state: JobState, phase: Literal["setup", "reduce"]) -> RunContext:
+    return _reduce_ctx(state) if phase == "reduce" else state.ctx
+
+
 def _phase_step(state: JobState, phase: Literal["setup", "reduce"], step_def: Step,
                 path: str, base: PMap[str, Var], on_done: _Done) -> Moves:
     current = state.setup if phase == "setup" else state.reduce
     st = attrs.evolve(current, vars=state.variables, next_id=state.next_id)
-    done = stepper_mod.begin(st, state.ctx, base, step_def, path, Breakers())
-    state = _with_stepper(state, phase, done.stepper)
+    done = stepper_mod.begin(st, _phase_ctx(state, phase), base, step_def, path,
+                             state.breakers)
+    state = attrs.evolve(_with_stepper(state, phase, done.stepper), breakers=done.breakers)
     effects = list(done.effects)
     if done.outcome is not None:
         state, more = on_done(state, done.outcome)
@@ -338,8 +358,8 @@ def _phase_event(state: JobState, phase: Literal["setup", "reduce"], event: Even
                  base: PMap[str, Var], on_done: _Done) -> Moves:
     current = state.setup if phase == "setup" else state.reduce
     st = attrs.evolve(current, next_id=state.next_id)
-    done = stepper_mod.on_event(st, state.ctx, base, event, Breakers())
-    state = _with_stepper(state, phase, done.stepper)
+    done = stepper_mod.on_event(st, _phase_ctx(state, phase), base, event, state.breakers)
+    state = attrs.evolve(_with_stepper(state, phase, done.stepper), breakers=done.breakers)
     if _stopping(state, event, done.outcome):
         return _interrupted(state)
     effects = list(done.effects)
@@ -527,7 +547,10 @@ def progress_line(state: JobState) -> str:
 
 def _on_map_event(state: JobState, event: Event) -> Moves:
     cid = getattr(event, "command_id", None)
-    if state.merge_request is not None and cid == state.merge_request and \
+    waiting = ja.waits_for_backoff(state, cid) if isinstance(event, Slept) else None
+    if waiting is not None:
+        state, effects = ja.backoff_over(state, waiting)
+    elif state.merge_request is not None and cid == state.merge_request and \
             isinstance(event, BranchMerged | MergeConflicted | MergeFailed):
         state, effects = ja.on_merge_event(state, event)
         state, more = _checkpoint(state)
@@ -598,7 +621,7 @@ def _map_maybe_done(state: JobState) -> Moves:
         return state, []  # cannot happen: next_merge starts it
     pending = state.count("pending")
     if pending and state.stop_reason is None:
-        return state, []  # cannot happen: dispatch starts them
+        return state, []  # items waiting for their retry delay (dispatch starts the rest)
     ok, failed = state.count("succeeded"), state.count("failed")
     effects: list[Effect] = [
         Print(text=f"Map phase completed: {ok} successful, {failed} failed (total: "
@@ -624,11 +647,28 @@ def _reduce_steps(state: JobState) -> tuple[Step, ...]:
     return state.workflow.reduce.steps if state.workflow.reduce is not None else ()
 
 
+def _results_file(state: JobState) -> str:
+    return f"{state.config.job_dir}/map-results.json"
+
+
 def _reduce_base(state: JobState) -> PMap[str, Var]:
     results = ja.results_in_order(state)
-    path = f"{state.config.job_dir}/map-results.json"
-    merged: PMap[str, Var] = _base(state).update(wi.map_variables(results, path))
+    merged: PMap[str, Var] = _base(state).update(
+        wi.map_variables(results, _results_file(state)))
     return merged
+
+
+def _reduce_ctx(state: JobState) -> RunContext:
+    """Reduce commands see the results file and the map counts (spec 11 §7)."""
+    # the counts of ``map.total`` / ``map.successful`` / ``map.failed`` (spec 03 §5.5)
+    total = len(state.results)
+    ok = sum(1 for r in state.results.values() if r.get("status") == "Success")
+    env = (*state.ctx.extra_env,
+           ("PRODIGY_MAP_RESULTS_FILE", _results_file(state)),
+           ("PRODIGY_MAP_TOTAL", str(total)),
+           ("PRODIGY_MAP_SUCCESSFUL", str(ok)),
+           ("PRODIGY_MAP_FAILED", str(total - ok)))
+    return attrs.evolve(state.ctx, extra_env=env)
 
 
 def _enter_reduce(state: JobState) -> Moves:
@@ -707,7 +747,8 @@ def _job_completed(state: JobState) -> Moves:
                        Finish(outcome=summary(state, code), exit_code=code)]
     machine = merge_machine.MergeMachine(
         ctx=state.ctx, workflow=state.workflow, ask=not state.ctx.auto_yes,
-        stepper=Stepper(vars=state.variables, next_id=state.next_id))
+        stepper=Stepper(vars=state.variables, next_id=state.next_id),
+        breakers=state.breakers)
     moved = merge_machine.begin(machine)
     state = attrs.evolve(state, phase="merge", merge=moved.machine)
     state, more = _after_merge(state, list(moved.effects))
@@ -729,7 +770,7 @@ def _after_merge(state: JobState, effects: list[Effect]) -> Moves:
         return state, effects
     outcome = machine.outcome
     state = attrs.evolve(state, merge_outcome=outcome, phase="done",
-                         next_id=machine.stepper.next_id)
+                         next_id=machine.stepper.next_id, breakers=machine.breakers)
     code = 1 if outcome.failed else exit_code(state)
     if outcome.failed:
         state = attrs.evolve(state, error=outcome.error, error_code=outcome.error_code)
@@ -794,7 +835,7 @@ def _interrupted(state: JobState) -> Moves:
     for index in state.agents:
         attempts = attempts.set(index, max(0, attempts.get(index, 1) - 1))
     state = attrs.evolve(state, status="interrupted", phase="done", item_state=item_state,
-                         attempts=attempts, agents=pmap())
+                         attempts=attempts, agents=pmap(), backoff=pmap())
     job = state.config.job_id
     return state, [
         LogEvent(event_type="job_paused", fields=(("checkpoint_version", 0),

@@ -2,7 +2,8 @@
 
 ``JobState`` holds everything the job machine knows: the phase, the setup and reduce step
 machines, the final item list with each item's status, the running agents (each with its
-own step machine), the merge queue, the agent results and the final merge.  Everything is
+own step machine), the items waiting for their retry delay, the merge queue, the agent
+results, the circuit breakers shared by every scope and the final merge.  Everything is
 immutable (attrs frozen classes, tuples, pyrsistent maps); transitions use
 ``attrs.evolve``.
 """
@@ -15,6 +16,7 @@ import attrs
 from pyrsistent import PMap, pmap
 
 from prodigy_core import merge_machine
+from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
@@ -126,6 +128,12 @@ class JobState:
     results: PMap[int, dict[str, JSON]] = pmap()
     # agents and merges (spec 05 §7–§8)
     agents: PMap[int, Agent] = pmap()
+    # pending items waiting for their retry delay (spec 05 §10.4): index → ``Sleep`` id;
+    # not saved (after a resume such an item is simply pending)
+    backoff: PMap[int, int] = pmap()
+    # the step circuit breakers of the job (spec 10 §3.3), shared by setup, every agent,
+    # reduce and the final merge's steps; not saved (a resumed job starts them closed)
+    breakers: Breakers = Breakers()
     queue: tuple[Queued, ...] = ()
     merging: Queued | None = None
     merge_request: int | None = None

@@ -116,6 +116,9 @@ class MergeMachine:
     step_display: str = ""
     # the run was interrupted: finish what runs, start nothing new
     cancelled: bool = False
+    # the run's circuit breakers (spec 10 §3), handed over by the run or job machine and
+    # shared with the steps of the merge (the custom workflow, resolve, verify)
+    breakers: Breakers = Breakers()
 
     @property
     def wt(self) -> WorktreeSpec:
@@ -553,8 +556,8 @@ def _begin_step(m: MergeMachine, step: Step, path: str) -> tuple[MergeMachine, l
     conflicting = m.conflict.paths if m.conflict is not None else ()
     m = attrs.evolve(m, step_path=path, step_display=display_name(step))
     done = stepper_mod.begin(m.stepper, _step_ctx(m), _base(m, conflicting), step, path,
-                             Breakers())
-    m = attrs.evolve(m, stepper=done.stepper)
+                             m.breakers)
+    m = attrs.evolve(m, stepper=done.stepper, breakers=done.breakers)
     effects = list(done.effects)
     if done.outcome is not None:
         m, more = _step_done(m, done.outcome)
@@ -582,8 +585,8 @@ def _next_custom(m: MergeMachine) -> tuple[MergeMachine, list[Effect]]:
 def _on_step_event(m: MergeMachine, event: Event) -> Moved:
     conflicting = m.conflict.paths if m.conflict is not None else ()
     done = stepper_mod.on_event(m.stepper, _step_ctx(m), _base(m, conflicting), event,
-                                Breakers())
-    m = attrs.evolve(m, stepper=done.stepper)
+                                m.breakers)
+    m = attrs.evolve(m, stepper=done.stepper, breakers=done.breakers)
     effects = list(done.effects)
     if done.outcome is not None:
         m, more = _step_done(m, done.outcome)

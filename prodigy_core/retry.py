@@ -1,7 +1,11 @@
 """Retry policy arithmetic (spec 10 §2): which failures retry and how long to wait.
 
 Pure functions.  Jitter is drawn from a deterministic hash of the run's seed, the step
-path and the attempt, so a replayed run waits exactly as the recorded one did.
+path (or the item id, for the item retries of a MapReduce job, spec 05 §10.4) and the
+attempt, so a replayed run waits exactly as the recorded one did.  The delay arithmetic
+takes a step's ``retry:`` (``RetrySpec``) or a job's ``retry_config`` (``ItemRetry``):
+both have the same backoff fields; ``ItemRetry`` has no ``jitter_factor`` and uses the
+default 0.3.
 """
 
 from __future__ import annotations
@@ -9,7 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-from prodigy_core.model import RetryMatcher, RetrySpec
+from prodigy_core.model import ItemRetry, RetryMatcher, RetrySpec
+
+DelaySpec = RetrySpec | ItemRetry
+DEFAULT_JITTER_FACTOR = 0.3
 
 _TEXT_MATCHERS = {
     "network": r"network|connection|refused|unreachable|reset by peer",
@@ -47,7 +54,7 @@ def _fib(k: int) -> int:
     return a
 
 
-def base_delay(spec: RetrySpec, k: int) -> float:
+def base_delay(spec: DelaySpec, k: int) -> float:
     """Delay before retry ``k`` (k = 1 before the second execution), capped."""
     backoff = spec.backoff
     initial = backoff.initial if backoff.initial is not None else spec.initial_delay
@@ -71,10 +78,12 @@ def unit_random(seed: int, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def delay_for(spec: RetrySpec, k: int, *, seed: int, key: str) -> float:
+def delay_for(spec: DelaySpec, k: int, *, seed: int, key: str) -> float:
+    """Delay before retry ``k`` with jitter (spec 10 §2.3) drawn from ``seed`` and ``key``."""
     delay = base_delay(spec, k)
     if spec.jitter:
-        u = (unit_random(seed, f"{key}:{k}") - 0.5) * spec.jitter_factor
+        factor = spec.jitter_factor if isinstance(spec, RetrySpec) else DEFAULT_JITTER_FACTOR
+        u = (unit_random(seed, f"{key}:{k}") - 0.5) * factor
         delay = max(0.0, delay * (1 + u))
     return delay
 

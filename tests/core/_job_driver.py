@@ -295,12 +295,17 @@ class JobDriver:
             limit: int = 500) -> Finish:
         """Answer everything in order until ``Finish``: commands exit 0 unless listed in
         ``exits`` (by command text), agents commit when ``commits``, merges succeed unless
-        listed in ``merges`` (by item index), timers never fire."""
+        listed in ``merges`` (by item index), timers never fire — except the retry delays
+        of items (``state.backoff``), when nothing else is left to answer."""
         for _ in range(limit):
             if self.finished:
                 return self.finish
-            busy = {cid: e for cid, e in sorted(self.outstanding.items())
-                    if not isinstance(e, Sleep)}
+            busy: dict[int, Effect] = {cid: e for cid, e in sorted(self.outstanding.items())
+                                       if not isinstance(e, Sleep)}
+            if not busy and self.state is not None:
+                delays = set(self.state.backoff.values())
+                busy = {cid: e for cid, e in sorted(self.outstanding.items())
+                        if cid in delays}
             assert busy, f"nothing to answer: {self.outstanding}"
             effect = next(iter(busy.values()))
             if isinstance(effect, CreateWorktree):
@@ -320,6 +325,8 @@ class JobDriver:
                 self.final_merge()
             elif isinstance(effect, RemoveWorktree):
                 self.send(WorktreeRemoved(command_id=effect.command_id))
+            elif isinstance(effect, Sleep):
+                self.timer(effect)
             else:
                 raise AssertionError(f"unexpected effect {effect}")
         raise AssertionError("the job did not finish")

@@ -241,6 +241,8 @@ def test_retry_runs_a_failed_item_again_as_a_new_attempt() -> None:
     d.agent_created(d.one(CreateWorktree))
     d.command(d.one(RunCommand), 1)
     d.released(d.one(FinishAgent))
+    assert not d.waiting(CreateWorktree)  # the retry delay first (spec 05 §10.4)
+    d.timer(d.one(Sleep))
     create = d.one(CreateWorktree)
     assert create.path.endswith(f"{JOB}_agent_0_attempt_2")
     d.run()
