@@ -44,6 +44,11 @@ def main() -> int:
         wf.write_text("".join(f"- shell: \"{s}\"\n" for s in steps))
         script = work / "same.sh"
         script.write_text("set -e\n" + "".join(f"sh -c '{s}'\n" for s in steps))
+        # a run needs a commit to start its session worktree from (spec 06 §3)
+        for argv in (["git", "config", "user.email", "bench@example.com"],
+                     ["git", "config", "user.name", "bench"], ["git", "add", "-A"],
+                     ["git", "commit", "-qm", "bench"]):
+            subprocess.run(argv, cwd=work, check=True)
         prodigy_times, bash_times = [], []
         for _ in range(args.repeat):
             bash_times.append(timed(["bash", str(script)], work, env))

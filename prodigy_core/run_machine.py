@@ -693,7 +693,8 @@ def _completed_effects(state: RunState) -> list[Effect]:
 def _begin_merge(state: RunState) -> tuple[RunState, list[Effect]]:
     machine = merge_machine.MergeMachine(
         ctx=state.ctx, workflow=state.workflow, ask=not state.ctx.auto_yes,
-        stepper=stepper.Stepper(vars=state.stepper.vars, next_id=state.stepper.next_id))
+        stepper=stepper.Stepper(vars=state.stepper.vars, next_id=state.stepper.next_id),
+        breakers=state.breakers)  # custom merge steps share the run's breakers
     moved = merge_machine.begin(machine)
     state = attrs.evolve(state, phase="merge", merge=moved.machine)
     return _after_merge_move(state, list(moved.effects))
