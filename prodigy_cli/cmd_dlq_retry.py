@@ -134,11 +134,11 @@ def cmd_dlq_retry(args: argparse.Namespace, *, out: TextIO, err: TextIO,
     repo_root = str(session.get("repo_path") or "")
     repo = runner.Repo(root=repo_root, name=repo_name, is_git=True)
     resolved = runner.resolve_env(workflow, repo_root=repo_root, project_dir=repo_root,
-                                  environ=environ, profile=None, args=(), file=str(wf_path))
-    if resolved.problems:
-        from prodigy_cli.commands import print_problems
+                                  environ=environ, profile=None, args=(), file=str(wf_path),
+                                  positions=loaded.positions)
+    from prodigy_cli.commands import print_env_problems
 
-        print_problems(resolved.problems, err)
+    if print_env_problems(resolved, workflow, environ, err, warnings=False):
         return 2
     verbosity, quiet = _verbosity(args)
     req = runner.RunRequest(workflow=workflow, workflow_path=str(wf_path), workflow_text=text,

@@ -52,6 +52,7 @@ def goal_workflow(args: argparse.Namespace) -> str:
 def cmd_goal_seek(args: argparse.Namespace, *, out: TextIO, err: TextIO,
                   environ: dict[str, str], cwd: str) -> int:
     from prodigy_cli.commands import cmd_run
+    from prodigy_core.parse.durations import parse_duration
     from prodigy_effects.workflow_io import load_workflow_text
 
     if not 0 <= args.threshold <= 100:
@@ -62,14 +63,25 @@ def cmd_goal_seek(args: argparse.Namespace, *, out: TextIO, err: TextIO,
         err.write(f"error[E8001]: --max-attempts must be at least 1 (got "
                   f"{args.max_attempts})\n")
         return 2
+    if args.timeout is not None and parse_duration(args.timeout) is None:
+        err.write(f"error[E8001]: --timeout {args.timeout!r} is not a duration (e.g. 90s, "
+                  "30m, 1h)\n")
+        return 2
     loaded = load_workflow_text(goal_workflow(args), display_path=GOAL_PATH, stem="goal-seek",
                                 environ=environ)
     (err if args.json else out).write(f"Goal: {args.goal}\n")
     verdict: dict[str, Any] = {}
 
-    def keep(outcome: Any) -> None:
-        if isinstance(outcome, dict):
-            verdict.update(outcome)
+    def keep(outcome: Any) -> Any:
+        if not isinstance(outcome, dict):
+            return outcome
+        verdict.update(outcome)
+        goal = outcome.get("goal")
+        if outcome.get("exit_code") == 0 and not (
+                isinstance(goal, dict) and goal.get("status") == "achieved"):
+            # the run completed, but the goal was not reached: exit 1 (spec 08 §2.6)
+            return {**outcome, "status": "completed_with_failures", "exit_code": 1}
+        return outcome
 
     run_args = argparse.Namespace(
         workflow=GOAL_PATH, path=args.path, param=[], param_file=None, worktree=None,

@@ -109,11 +109,11 @@ def cmd_resume_job(args: argparse.Namespace, *, out: TextIO, err: TextIO,
     profile = doc.get("profile") if isinstance(doc.get("profile"), str) else None
     resolved = runner.resolve_env(workflow, repo_root=repo.root, project_dir=repo.root,
                                   environ=environ, profile=profile, args=args_list,
-                                  file=str(wf_path))
-    if resolved.problems:
-        from prodigy_cli.commands import print_problems
+                                  file=str(wf_path),
+                                  positions=loaded.positions)
+    from prodigy_cli.commands import print_env_problems
 
-        print_problems(resolved.problems, err)
+    if print_env_problems(resolved, workflow, environ, err, warnings=False):
         return 2
     verbosity, quiet = _verbosity(args)
     req = runner.RunRequest(workflow=workflow, workflow_path=str(wf_path), workflow_text=text,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -94,7 +95,8 @@ def _dispatch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: di
             if not Path(shown).is_absolute() and Path(cwd).resolve() != Path.cwd().resolve():
                 shown = str(_abs(cwd, shown))
             return cmd_validate(shown, strict=args.strict, as_json=args.json,
-                                profile=args.profile, environ=environ, out=out, err=err)
+                                profile=args.profile, environ=environ, out=out, err=err,
+                                cwd=cwd)
         if args.command == "init":
             from prodigy_cli.cmd_init import cmd_init
 
@@ -135,9 +137,39 @@ def storage_for(environ: dict[str, str]) -> Storage:
     return Storage(resolve_storage_root(environ, home))
 
 
-def print_problems(problems: tuple[Problem, ...] | list[Problem], err: TextIO) -> None:
+def print_problems(problems: tuple[Problem, ...] | list[Problem], err: TextIO,
+                   mask: Callable[[str], str] | None = None) -> None:
+    """Print problems, masked with ``mask`` (spec 11 §9.2: error messages too)."""
     for problem in problems:
-        err.write(problem.render() + "\n")
+        text = problem.render()
+        err.write((mask(text) if mask is not None else text) + "\n")
+
+
+def early_mask(workflow: Any, environ: Mapping[str, str]) -> Callable[[str], str]:
+    """A masker of the secrets known before the environment is resolved."""
+    from prodigy_core.masking import known_secrets
+    from prodigy_effects.masker import Masker
+
+    return Masker(known_secrets(workflow, environ)) if workflow is not None else _same
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def print_env_problems(resolved: Any, workflow: Any, environ: Mapping[str, str],
+                       err: TextIO, *, warnings: bool = True) -> bool:
+    """Print the problems of a resolved environment, masked with every secret it knows
+    (a failing dynamic command's stderr may show one); True when there are errors."""
+    from prodigy_core.masking import known_secrets, step_env_secrets
+    from prodigy_effects.masker import Masker
+
+    masker = Masker((*resolved.secret_values, *step_env_secrets(workflow),
+                     *known_secrets(workflow, environ)))
+    if warnings:
+        print_problems(resolved.warnings, err, masker)
+    print_problems(resolved.problems, err, masker)
+    return bool(resolved.problems)
 
 
 def _verbosity(args: argparse.Namespace) -> tuple[int, bool]:
@@ -217,7 +249,7 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     loaded = preloaded or load_workflow_file(wf_path, display_path=args.workflow,
                                              environ=environ, profile=profile,
                                              strict=args.strict)
-    print_problems(loaded.problems, err)
+    print_problems(loaded.problems, err, early_mask(loaded.workflow, environ))
     if loaded.workflow is None or any(p.is_error for p in loaded.problems):
         errors = sum(1 for p in loaded.problems if p.is_error)
         warnings = len(loaded.problems) - errors
@@ -243,12 +275,14 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     except runner.RunError as exc:
         _run_error(exc, err)
         return exc.exit_code
+    # dynamic env values run in the session worktree, per step (spec 11 §2.2); a MapReduce
+    # job still computes them at start, for its map input
     resolved = runner.resolve_env(workflow, repo_root=checkout.top, project_dir=str(project),
                                   environ=environ, profile=profile, args=tuple(args.args),
-                                  file=args.workflow, dry_run=args.dry_run)
-    print_problems(resolved.warnings, err)
-    if resolved.problems:
-        print_problems(resolved.problems, err)
+                                  file=args.workflow, dry_run=args.dry_run,
+                                  dynamic_at_start=workflow.mode == "mapreduce",
+                                  positions=loaded.positions)
+    if print_env_problems(resolved, workflow, environ, err):
         return 2
     from prodigy_core.context import InputSpec
 
@@ -303,11 +337,12 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     except StorageError as exc:
         err.write(f"error[{exc.code}]: {exc}\n")
         return 1 if exc.code == "E5004" else 2
+    outcome = result.outcome
     hook = getattr(args, "on_outcome", None)
     if hook is not None:
-        hook(result.outcome)
+        outcome = hook(outcome) or outcome  # a front end may amend the summary
     if args.json:
-        out.write(json.dumps(result.outcome) + "\n")
+        out.write(json.dumps(outcome) + "\n")
     return result.exit_code
 
 
@@ -538,7 +573,8 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
         loaded = load_workflow_file(tmp, display_path=str(wf_path), environ=environ,
                                     profile=_stored_profile(checkpoint))
         tmp.unlink()
-    print_problems([p for p in loaded.problems if p.is_error], err)
+    print_problems([p for p in loaded.problems if p.is_error], err,
+                   early_mask(loaded.workflow, environ))
     if loaded.workflow is None:
         return 2
     workflow = loaded.workflow
@@ -548,11 +584,13 @@ def cmd_resume(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: d
     inputs_doc = checkpoint.get("inputs") or {}
     args_list = tuple(str(a) for a in inputs_doc.get("args", []))
     profile = checkpoint.get("profile")
+    # ``cache: true`` values computed before the interruption are in the checkpoint's
+    # variables (``prodigy_core.step_env``): the step machine reuses them
     resolved = runner.resolve_env(workflow, repo_root=repo.root, project_dir=repo.root,
                                   environ=environ, profile=profile, args=args_list,
-                                  file=str(wf_path))
-    if resolved.problems:
-        print_problems(resolved.problems, err)
+                                  file=str(wf_path), dynamic_at_start=False,
+                                  positions=loaded.positions)
+    if print_env_problems(resolved, workflow, environ, err, warnings=False):
         return 2
     patterns = [p for p in inputs_doc.get("map_patterns", []) if p]
     from prodigy_core.context import InputSpec

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 ``RunContext`` is fixed for the duration of a run: ids, paths, Prodigy's own process
 environment (a snapshot taken by the interpreter — the core never reads it), the
-resolved workflow environment, the secret values to mask and the command-line
-switches.  The functions here are pure: they derive the built-in variables of a
-moment (spec 03 §5.1) and the environment of a child process (spec 11 §1, §7).
+resolved workflow environment (and the entries of it that each step computes again),
+the secret values to mask at start and the command-line switches.  The functions here
+are pure: they derive the built-in variables of a moment (spec 03 §5.1) and the
+environment of a child process (spec 11 §1, §7).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pyrsistent import PMap, pmap
 
 from prodigy_core.claude_config import ClaudeSettings
 from prodigy_core.interpolate import Var
-from prodigy_core.model import RetrySpec
+from prodigy_core.model import EnvConditional, EnvDynamic, RetrySpec
 
 MINIMAL_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TERM", "TZ", "LANG")
 
@@ -74,6 +75,12 @@ class RunContext:
     home: str = ""
     environ: tuple[tuple[str, str], ...] = ()
     workflow_env: tuple[tuple[str, str], ...] = ()
+    # workflow env entries computed again each time a step's environment is built (spec
+    # 11 §2.2, §2.3): conditional and dynamic values, in evaluation order
+    # (``prodigy_core.step_env``); ``env_cache`` holds the values of ``cache: true``
+    # dynamic entries that were computed before the run (they are not run again)
+    late_env: tuple[tuple[str, EnvDynamic | EnvConditional], ...] = ()
+    env_cache: tuple[tuple[str, str], ...] = ()
     secret_values: tuple[str, ...] = ()
     inherit_env: bool = True
     strict_vars: bool = False

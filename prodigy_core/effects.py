@@ -288,6 +288,21 @@ class RunClaude:
     step_path: str = ""
 
 
+@attrs.frozen(kw_only=True)
+class RegisterSecret:
+    """Mask one more value from now on (spec 11 §9.1).
+
+    Emitted by the step machine when a step ``env`` entry whose name looks sensitive
+    (spec 11 §9.3) gets a value by interpolation (``MY_TOKEN: "${env.RAW}"``) that is not
+    among the run's secret values already; it comes before any effect that could show
+    the value.  Performed *inline, in order*: the interpreter adds ``value`` to the live
+    masker shared by the console, the journal, the checkpoint and session writers and the
+    Claude transcripts (``Env.secrets``).  Nothing is reported back.
+    """
+
+    value: str
+
+
 from prodigy_core.job_ops import (  # noqa: E402  (members of the union)
     FinishAgent,
     ForgetDLQ,
@@ -324,6 +339,7 @@ Effect = (
     | Print
     | DescribeStep
     | Finish
+    | RegisterSecret
     | CreateWorktree
     | InspectMerge
     | AskUser
@@ -361,6 +377,7 @@ EFFECT_TAGS: dict[type, str] = {
     Print: "print",
     DescribeStep: "describe_step",
     Finish: "finish",
+    RegisterSecret: "register_secret",
     CreateWorktree: "create_worktree",
     InspectMerge: "inspect_merge",
     AskUser: "ask_user",

@@ -1,8 +1,11 @@
 """Resolving the workflow environment once, at start (spec 11 §1–§5).
 
-Pure: the caller reads env files, runs cached dynamic commands and passes in their
-results; this module decides the values, layer by layer, in file order, and reports
-problems (missing secrets, unknown profile…) as data.
+Pure: the caller reads env files, runs dynamic commands (when it wants them run at
+start) and passes in their results; this module decides the values, layer by layer, in
+file order, and reports problems (missing secrets, unknown profile…) as data, at the
+file, line, column and ``$.path`` of the field when the caller gives the positions the
+loader recorded.  It also lists the entries that each step computes again
+(``ResolvedEnv.late``: conditional and dynamic values, see ``prodigy_core.step_env``).
 """
 
 from __future__ import annotations
@@ -21,15 +24,91 @@ from prodigy_core.model import (
     EnvValue,
     Workflow,
 )
+from prodigy_core.parse import paths
 from prodigy_core.problems import Problem
+
+Positions = Mapping[str, tuple[int, int]]
+LateEntry = tuple[str, EnvDynamic | EnvConditional]
 
 
 @attrs.frozen(kw_only=True)
 class ResolvedEnv:
+    """The workflow environment at start.
+
+    ``late`` are the entries computed again for each step (``RunContext.late_env``);
+    ``cached`` the values of ``cache: true`` dynamic entries computed here (or given as
+    known), which are not run again (``RunContext.env_cache``).
+    """
+
     values: tuple[tuple[str, str], ...] = ()
     secret_values: tuple[str, ...] = ()
     problems: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = ()
+    late: tuple[LateEntry, ...] = ()
+    cached: tuple[tuple[str, str], ...] = ()
+
+
+def position(positions: Positions | None, path: str) -> tuple[int, int]:
+    """(line, column) of the value at ``path``, or of its nearest recorded parent."""
+    current: str | None = path
+    while positions and current is not None:
+        found = positions.get(current)
+        if found is not None:
+            return found
+        current = paths.parent(current)
+    return 0, 0
+
+
+def _at(problem: Problem, path: str, positions: Positions | None) -> Problem:
+    line, column = position(positions, path)
+    return attrs.evolve(problem, path=path, line=line, column=column)
+
+
+def env_file_problems(
+    workflow: Workflow, contents: Mapping[str, str | None], *, file: str = "",
+    positions: Positions | None = None, validating: bool = False,
+) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]:
+    """``(errors, warnings)`` about missing ``env_files`` (``contents`` None: missing).
+
+    At run time a missing required file is E2004 and any other W1005 (spec 11 §4.1);
+    ``validating`` (``prodigy validate``, spec 01 §7) reports every missing file as W1005.
+    """
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    for i, entry in enumerate(workflow.env_files):
+        if contents.get(entry.path) is not None:
+            continue
+        at = paths.index("$.env_files", i)
+        if entry.required and not validating:
+            errors.append(_at(Problem(
+                severity="error", code="E2004", file=file,
+                message=f"env file '{entry.path}' not found",
+                help="create it in the repository root or mark it `required: false`"),
+                at, positions))
+        else:
+            note = " (it is required: the run will stop with E2004)" if entry.required else ""
+            warnings.append(_at(Problem(
+                severity="warning", code="W1005", file=file,
+                message=f"env file '{entry.path}' not found in the repository root{note}"),
+                at, positions))
+    return tuple(errors), tuple(warnings)
+
+
+def conditional_value(entry: EnvConditional, variables: Mapping[str, Var],
+                      environ: Mapping[str, str]) -> str:
+    """The value of a conditional env entry with these variables (spec 11 §2.3)."""
+    from prodigy_core.expr_eval import MISSING, Missing, eval_when
+    from prodigy_core.expr_parse import ExprError, parse_when
+
+    parsed = parse_when(entry.condition)
+    if isinstance(parsed, ExprError):
+        return entry.when_false
+
+    def resolve(path: str) -> JSON | Missing:
+        var = lookup(path, variables, environ)
+        return MISSING if var is None else var.value
+
+    return entry.when_true if eval_when(parsed, resolve) is True else entry.when_false
 
 
 def parse_dotenv(text: str, file: str) -> tuple[tuple[tuple[str, str], ...], tuple[Problem, ...]]:
@@ -73,25 +152,30 @@ def resolve_environment(
     env_file_contents: Mapping[str, str | None] | None = None,
     secret_files: Mapping[str, str | None] | None = None,
     run_dynamic: Callable[[str, Mapping[str, str]], str | Problem] | None = None,
+    known_cache: Mapping[str, str] | None = None,
     file: str = "",
+    positions: Positions | None = None,
 ) -> ResolvedEnv:
-    """Compute layers 2–5 of spec 11 §1 (env files, env, profile, secrets)."""
+    """Compute layers 2–5 of spec 11 §1 (env files, env, profile, secrets).
+
+    Dynamic entries are run with ``run_dynamic`` (None: not at start; they are then
+    computed per step only), except ``cache: true`` entries found in ``known_cache``.
+    ``positions`` (the loader's ``$.path`` → (line, column)) locate the problems.
+    """
     problems: list[Problem] = []
     warnings: list[Problem] = []
     values: dict[str, str] = {}
     secrets: list[str] = []
+    cached: dict[str, str] = {}
+    known = known_cache or {}
     contents = env_file_contents or {}
+    missing, missing_warnings = env_file_problems(workflow, contents, file=file,
+                                                  positions=positions)
+    problems.extend(missing)
+    warnings.extend(missing_warnings)
     for entry in workflow.env_files:
         text = contents.get(entry.path)
         if text is None:
-            if entry.required:
-                problems.append(Problem(severity="error", code="E2004", file=file,
-                                        message=f"env file '{entry.path}' not found",
-                                        help="create it in the repository root or mark it "
-                                             "`required: false`"))
-            else:
-                warnings.append(Problem(severity="warning", code="W1005", file=file,
-                                        message=f"env file '{entry.path}' not found"))
             continue
         pairs, more = parse_dotenv(text, entry.path)
         problems.extend(more)
@@ -104,8 +188,10 @@ def resolve_environment(
                 active = candidate
         if active is None:
             names = ", ".join(p.name for p in workflow.profiles) or "(none defined)"
-            problems.append(Problem(severity="error", code="E1013", file=file, path="$.profiles",
-                                    message=f"unknown profile '{profile}'; defined: {names}"))
+            problems.append(_at(Problem(
+                severity="error", code="E1013", file=file,
+                message=f"unknown profile '{profile}'; defined: {names}"),
+                "$.profiles", positions))
 
     def variables() -> dict[str, Var]:
         out = {name: Var(value=value) for name, value in values.items()}
@@ -115,7 +201,7 @@ def resolve_environment(
                 out[f"ARG_{i}"] = Var(value=value)
         return out
 
-    def evaluate(name: str, value: EnvValue) -> None:
+    def evaluate(name: str, value: EnvValue, at: str) -> None:
         if isinstance(value, EnvStatic):
             if value.value is None:
                 values.pop(name, None)
@@ -126,32 +212,23 @@ def resolve_environment(
             if value.secret:
                 secrets.append(text)
         elif isinstance(value, EnvDynamic):
+            if value.cache and name in known:
+                values[name] = cached[name] = known[name]
+                return
             if run_dynamic is None:
                 return
             env_now = dict(environ)
             env_now.update(values)
             result = run_dynamic(value.command, env_now)
             if isinstance(result, Problem):
-                problems.append(result)
+                problems.append(_at(attrs.evolve(result, file=result.file or file), at,
+                                    positions))
             else:
                 values[name] = result
+                if value.cache:
+                    cached[name] = result
         elif isinstance(value, EnvConditional):
-            from prodigy_core.expr_eval import MISSING, Missing, eval_when
-            from prodigy_core.expr_parse import ExprError, parse_when
-
-            parsed = parse_when(value.condition)
-            chosen = value.when_false
-            if not isinstance(parsed, ExprError):
-                vars_now = variables()
-
-                def resolve(path: str) -> JSON | Missing:
-                    var = lookup(path, vars_now, environ)
-                    return MISSING if var is None else var.value
-
-                verdict = eval_when(parsed, resolve)
-                if verdict is True:
-                    chosen = value.when_true
-            values[name] = chosen
+            values[name] = conditional_value(value, variables(), environ)
         elif isinstance(value, EnvPerProfile):
             entries = dict(value.values)
             if profile is not None and profile in entries:
@@ -159,9 +236,10 @@ def resolve_environment(
             elif value.has_default:
                 picked = value.default
             else:
-                warnings.append(Problem(severity="warning", code="W1014", file=file,
-                                        message=f"env '{name}' has no value for the active "
-                                                "profile and no default; it is unset"))
+                warnings.append(_at(Problem(
+                    severity="warning", code="W1014", file=file,
+                    message=f"env '{name}' has no value for the active profile and no "
+                            "default; it is unset"), at, positions))
                 values.pop(name, None)
                 return
             if picked is None:
@@ -170,27 +248,31 @@ def resolve_environment(
                 values[name] = interpolate(picked, variables(), environ=environ,
                                            positional=tuple(args)).text
 
-    for name, value in workflow.env:
-        evaluate(name, value)
+    entries: list[tuple[str, EnvValue, str]] = [
+        (name, value, paths.child("$.env", name)) for name, value in workflow.env]
     if active is not None:
-        for name, value in active.values:
-            evaluate(name, value)
+        at = paths.child("$.profiles", active.name)
+        entries.extend((name, value, paths.child(at, name)) for name, value in active.values)
+    for name, value, at in entries:
+        evaluate(name, value, at)
     files = secret_files or {}
     for name, source in workflow.secrets:
+        at = paths.child("$.secrets", name)
         if source.provider == "env":
             secret = environ.get(source.key)
             if secret is None:
-                problems.append(Problem(
-                    severity="error", code="E2003", file=file, path=f"$.secrets.{name}",
+                problems.append(_at(Problem(
+                    severity="error", code="E2003", file=file,
                     message=f"Secret '{name}' not found: environment variable {source.key} "
-                            "is not set"))
+                            "is not set"), at, positions))
                 continue
         else:
             content = files.get(source.key)
             if content is None:
-                problems.append(Problem(
-                    severity="error", code="E2003", file=file, path=f"$.secrets.{name}",
-                    message=f"Secret '{name}' not found: file {source.key} does not exist"))
+                problems.append(_at(Problem(
+                    severity="error", code="E2003", file=file,
+                    message=f"Secret '{name}' not found: file {source.key} does not exist"),
+                    at, positions))
                 continue
             secret = content[:-1] if content.endswith("\n") else content
         values[name] = secret
@@ -199,9 +281,26 @@ def resolve_environment(
     for secret in secrets:
         if 0 < len(secret) < 4:
             name = secret_names.get(secret, "?")
-            warnings.append(Problem(severity="warning", code="W1013", file=file,
-                                    path=f"$.secrets.{name}",
-                                    message=f"secret '{name}' is shorter than 4 characters "
-                                            "and cannot be masked"))
+            warnings.append(_at(Problem(
+                severity="warning", code="W1013", file=file,
+                message=f"secret '{name}' is shorter than 4 characters and cannot be "
+                        "masked"), paths.child("$.secrets", name), positions))
     return ResolvedEnv(values=tuple(values.items()), secret_values=tuple(secrets),
-                       problems=tuple(problems), warnings=tuple(warnings))
+                       problems=tuple(problems), warnings=tuple(warnings),
+                       late=late_entries(workflow, active.values if active else ()),
+                       cached=tuple(cached.items()))
+
+
+def late_entries(workflow: Workflow,
+                 profile_values: Sequence[tuple[str, EnvValue]] = ()) -> tuple[LateEntry, ...]:
+    """The conditional and dynamic entries that are the final definition of their name
+    (a later static value, profile value or secret of the same name replaces them)."""
+    ordered = [*workflow.env, *profile_values]
+    last: dict[str, int] = {name: i for i, (name, _) in enumerate(ordered)}
+    secret_names = {name for name, _ in workflow.secrets}
+    out: list[LateEntry] = []
+    for i, (name, value) in enumerate(ordered):
+        if isinstance(value, EnvDynamic | EnvConditional) and last[name] == i and \
+                name not in secret_names:
+            out.append((name, value))
+    return tuple(out)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from prodigy_core.model import OnFailure, Step, Workflow
+from prodigy_core.model import EnvStatic, OnFailure, Step, Workflow
 
 REDACTED = "***REDACTED***"
 SENSITIVE_NAME = re.compile(
@@ -61,6 +61,22 @@ def step_env_secrets(workflow: Workflow) -> tuple[str, ...]:
         for name, value in step.env:
             if is_sensitive(name) and value:
                 found.append(value)
+    return tuple(dict.fromkeys(found))
+
+
+def known_secrets(workflow: Workflow, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The secret values known before the environment is resolved: ``secrets`` read from
+    Prodigy's own environment, literal ``{value: …, secret: true}`` values and sensitive
+    step ``env`` literals (for problems printed before the run's masker exists)."""
+    found: list[str] = []
+    for _name, source in workflow.secrets:
+        if source.provider == "env" and environ.get(source.key):
+            found.append(environ[source.key])
+    profiles = [value for p in workflow.profiles for _, value in p.values]
+    for value in (*(v for _, v in workflow.env), *profiles):
+        if isinstance(value, EnvStatic) and value.secret and value.value:
+            found.append(value.value)
+    found.extend(step_env_secrets(workflow))
     return tuple(dict.fromkeys(found))
 
 

@@ -294,22 +294,26 @@ def resume(
 def _foreach_done(
     checkpoint: dict[str, JSON], later_events: Sequence[dict[str, JSON]], *,
     step_index: int, iteration: int, input_index: int,
-) -> tuple[tuple[int, bool, str], ...]:
+) -> tuple[tuple[int, bool, str, str], ...]:
     """The finished items of the ``foreach`` step the run stopped in: the checkpoint's
-    ``foreach_state`` plus items logged as finished after it (spec 12 §3.5)."""
-    done: dict[int, tuple[bool, str]] = {}
+    ``foreach_state`` plus items logged as finished after it (spec 12 §3.5), with the key
+    of each item's value (matched again when the step's items are listed anew)."""
+    done: dict[int, tuple[bool, str, str]] = {}
     saved = checkpoint.get("foreach_state")
     if isinstance(saved, dict) and as_int(saved.get("step_index"), -1) == step_index and \
             as_int(saved.get("iteration"), 1) == iteration and \
             as_int(saved.get("input_index"), 0) == input_index:
         errors = saved.get("errors")
         errors = errors if isinstance(errors, dict) else {}
-        for key, ok in (("completed_items", True), ("failed_items", False)):
-            items = saved.get(key)
+        keys = saved.get("item_keys")
+        keys = keys if isinstance(keys, dict) else {}
+        for field, ok in (("completed_items", True), ("failed_items", False)):
+            items = saved.get(field)
             for i in items if isinstance(items, list) else ():
                 index = as_int(i, -1)
                 if index >= 0:
-                    done[index] = (ok, "" if ok else str(errors.get(str(index), "failed")))
+                    done[index] = (ok, "" if ok else str(errors.get(str(index), "failed")),
+                                   str(keys.get(str(index)) or ""))
     path = f"steps[{step_index}]"
     for event in later_events:
         body = event.get("event")
@@ -321,8 +325,9 @@ def _foreach_done(
             continue
         index = as_int(body.get("index"), -1)
         if index >= 0:
-            done[index] = (body.get("success") is True, str(body.get("error") or ""))
-    return tuple((i, ok, err) for i, (ok, err) in sorted(done.items()))
+            done[index] = (body.get("success") is True, str(body.get("error") or ""),
+                           str(body.get("item_key") or ""))
+    return tuple((i, ok, err, key) for i, (ok, err, key) in sorted(done.items()))
 
 
 def _resumed(state: RunState) -> Transition:
@@ -907,9 +912,10 @@ def _foreach_state(state: RunState) -> JSON:
         return None
     return {"step_index": state.step_index, "iteration": state.iteration,
             "input_index": state.input_index,
-            "completed_items": [i for i, ok, _ in done if ok],
-            "failed_items": [i for i, ok, _ in done if not ok],
-            "errors": {str(i): err for i, ok, err in done if not ok}}
+            "completed_items": [i for i, ok, _, _ in done if ok],
+            "failed_items": [i for i, ok, _, _ in done if not ok],
+            "errors": {str(i): err for i, ok, err, _ in done if not ok},
+            "item_keys": {str(i): key for i, _, _, key in done}}
 
 
 def _session(state: RunState) -> dict[str, JSON]:

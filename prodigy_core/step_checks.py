@@ -75,7 +75,9 @@ def on_command(tx: Tx, frame: StepFrame, event: CommandFinished | CommandNotStar
 
 
 def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def on_file(tx: Tx, frame: StepFrame, event: FileWritten | FileWriteFailed) -> None:

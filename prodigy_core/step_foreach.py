@@ -26,6 +26,7 @@ and only the others run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -34,8 +35,8 @@ from pyrsistent import PMap, pmap
 
 from prodigy_core import analytics, step_checks, stepper
 from prodigy_core.context import child_environment
-from prodigy_core.effects import LogEvent, Print, RunCommand
-from prodigy_core.events import CommandFinished, CommandNotStarted, Event
+from prodigy_core.effects import CancelCommands, LogEvent, Print, RunCommand, Sleep
+from prodigy_core.events import ClaudeLine, CommandFinished, CommandNotStarted, Event, Slept
 from prodigy_core.interpolate import Var, interpolate, lookup
 from prodigy_core.json_values import JSON, dumps_compact
 from prodigy_core.model import ForeachSpec
@@ -46,7 +47,13 @@ from prodigy_core.work_items import item_binding, output_lines
 
 _REFERENCE = re.compile(r"^\s*\$\{([^${}]+)\}\s*$|^\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*$")
 
-Progress = tuple[tuple[int, bool, str], ...]
+Progress = tuple[tuple[int, bool, str, str], ...]
+
+
+def item_key(item: JSON) -> str:
+    """A short digest of an item's value: a resumed run finds a finished item again even
+    when a command lists the items in another order or with new ones."""
+    return hashlib.sha256(dumps_compact(item).encode("utf-8")).hexdigest()[:16]
 
 
 def _spec(frame: StepFrame) -> ForeachSpec:
@@ -55,14 +62,16 @@ def _spec(frame: StepFrame) -> ForeachSpec:
 
 
 def progress(st: Stepper) -> Progress | None:
-    """The finished items ``(index, success, error)`` of a top-level ``foreach`` in
+    """The finished items ``(index, success, error, key)`` of a top-level ``foreach`` in
     progress (None when the scope's step is not a running ``foreach``)."""
     if not st.stack:
         return None
     root = st.stack[0]
     if not isinstance(root, StepFrame) or not root.root or root.each is None:
         return None
-    return tuple((i, ok, err) for i, (ok, err) in sorted(root.each.results.items()))
+    items = root.each.items
+    return tuple((i, ok, err, item_key(items[i]) if i < len(items) else "")
+                 for i, (ok, err) in sorted(root.each.results.items()))
 
 
 # --- the items ----------------------------------------------------------------------------
@@ -147,14 +156,41 @@ def _start(tx: Tx, items: tuple[JSON, ...], elapsed: float = 0.0) -> None:
         items = items[:spec.max_items]
     results: PMap[int, tuple[bool, str]] = pmap()
     if frame.root and tx.st.foreach_done:
-        results = pmap({i: (ok, err) for i, ok, err in tx.st.foreach_done if i < len(items)})
+        results = pmap(_restore(items, tx.st.foreach_done))
         tx.st = attrs.evolve(tx.st, foreach_done=())
+    stopping = not spec.continue_on_error and any(not ok for ok, _ in results.values())
+    first = min((i for i, (ok, _) in results.items() if not ok), default=None)
     state = ForeachState(items=items, results=results, restored=frozenset(results),
-                         elapsed=elapsed)
+                         elapsed=elapsed, stopping=stopping, first_failure=first)
+    if frame.timeout is not None:
+        cid = tx.new_id()
+        state = attrs.evolve(state, timer=cid)
+        tx.emit(Sleep(command_id=cid, seconds=max(frame.timeout - elapsed, 0.0)))
     note = f", {len(results)} finished before the resume" if results else ""
     tx.emit(Print(text=f"  foreach: {len(items)} items (parallel {spec.parallel}){note}"))
     tx.replace_top(attrs.evolve(frame, stage="foreach", each=state))
     _fill(tx)
+
+
+def _restore(items: tuple[JSON, ...], done: tuple[tuple[int, bool, str, str], ...]
+             ) -> dict[int, tuple[bool, str]]:
+    """The finished items of a resumed step, found by value (their key) where it is
+    known, else by position."""
+    keys = [item_key(item) for item in items]
+    found: dict[int, tuple[bool, str]] = {}
+    for index, ok, err, key in done:
+        if not key:
+            if index < len(items):
+                found.setdefault(index, (ok, err))
+            continue
+        if index < len(items) and keys[index] == key and index not in found:
+            found[index] = (ok, err)
+            continue
+        for j, other in enumerate(keys):
+            if other == key and j not in found:
+                found[j] = (ok, err)
+                break
+    return found
 
 
 # --- lanes ------------------------------------------------------------------------------
@@ -179,8 +215,16 @@ def _fill(tx: Tx) -> None:
         _start_lane(tx, index)
     frame = tx.top
     assert isinstance(frame, StepFrame) and frame.each is not None
-    if not frame.each.lanes:
-        _conclude(tx)
+    each = frame.each
+    if each.lanes or each.draining:
+        return
+    if each.timer is not None:
+        if not each.closing:
+            # the step's time limit is not needed any more: stop its Sleep, then conclude
+            tx.replace_top(attrs.evolve(frame, each=attrs.evolve(each, closing=True)))
+            tx.emit(CancelCommands(command_ids=(each.timer,)))
+        return
+    _conclude(tx)
 
 
 def _item_locals(each: ForeachState, index: int) -> PMap[str, Var]:
@@ -216,14 +260,69 @@ def _start_lane(tx: Tx, index: int) -> None:
 def on_event(tx: Tx, frame: StepFrame, event: Event) -> None:
     """An event for one of the lanes (stage ``foreach``)."""
     assert frame.each is not None
+    frame = _observe(tx, frame, event)
+    each = frame.each
+    assert each is not None
     cid = getattr(event, "command_id", None)
-    for lane in frame.each.lanes:
+    if cid is not None and cid == each.timer:
+        _timer(tx, frame, event)
+        return
+    if cid in each.draining:
+        if not isinstance(event, ClaudeLine):  # an answer of a cancelled item's command
+            tx.replace_top(attrs.evolve(frame, each=attrs.evolve(
+                each, draining=each.draining - {cid})))
+            _fill(tx)
+        return
+    for lane in each.lanes:
         if cid in lane.stepper.pending_ids:
             st = attrs.evolve(lane.stepper, next_id=tx.st.next_id)
             done = stepper.on_event(st, tx.ctx, _lane_base(tx, lane), event, tx.breakers)
             _after_lane(tx, lane, done)
             return
     raise InvalidTransition(f"no foreach item waits for command {cid}")
+
+
+def _observe(tx: Tx, frame: StepFrame, event: Event) -> StepFrame:
+    """Widen the step's monotonic span with an event's clock reading."""
+    assert frame.each is not None
+    mono = getattr(event, "monotonic", 0.0) or 0.0
+    if mono <= 0:
+        return frame
+    start = mono - (getattr(event, "duration", 0.0) or 0.0)
+    span = frame.each.span
+    span = (start, mono) if span is None else (min(span[0], start), max(span[1], mono))
+    frame = attrs.evolve(frame, each=attrs.evolve(frame.each, span=span))
+    tx.replace_top(frame)
+    return frame
+
+
+def _timer(tx: Tx, frame: StepFrame, event: Event) -> None:
+    """The step's ``timeout`` Sleep ended: cancelled after the last item, or fired."""
+    if not isinstance(event, Slept):
+        raise InvalidTransition(f"the foreach time limit cannot receive {type(event).__name__}")
+    each = frame.each
+    assert each is not None
+    if each.closing:
+        tx.replace_top(attrs.evolve(frame, each=attrs.evolve(each, timer=None, closing=False)))
+        _conclude(tx)
+        return
+    # out of time: the running items fail, their commands are stopped (spec 02 §10.2)
+    running = tuple(each.lanes)
+    draining = frozenset(cid for lane in running for cid in lane.stepper.pending_ids)
+    results = each.results
+    for lane in running:
+        results = results.set(lane.index, (False, "timed out"))
+    first = each.first_failure
+    if running and first is None:
+        first = min(lane.index for lane in running)
+    each = attrs.evolve(each, timer=None, timed_out=True, stopping=True, lanes=(),
+                        results=results, draining=draining, first_failure=first)
+    tx.replace_top(attrs.evolve(frame, each=each))
+    tx.emit(Print(text=f"  '{frame.display}' ran out of time; stopping its items",
+                  stream="err"))
+    if draining:
+        tx.emit(CancelCommands(command_ids=tuple(sorted(draining))))
+    _fill(tx)
 
 
 def _after_lane(tx: Tx, lane: Lane, done: stepper.Stepped) -> None:
@@ -260,6 +359,7 @@ def _after_lane(tx: Tx, lane: Lane, done: stepper.Stepped) -> None:
                   stream="out" if ok else "err"))
     tx.emit(LogEvent(event_type="foreach_item_finished", fields=(
         ("step_path", frame.path), ("index", lane.index), ("success", ok), ("error", error),
+        ("item_key", item_key(each.items[lane.index])),
         ("iteration", tx.st.iteration), ("input_index", tx.st.input_index or 0),
         ("session_id", tx.ctx.session_id))))
     _fill(tx)
@@ -282,19 +382,27 @@ def _conclude(tx: Tx) -> None:
                             "error": err or None} for i, (ok, err) in ordered]
     extra: dict[str, JSON] = {"output": output, "total": total, "successful": successful,
                               "failed": len(failed), "results": results}
-    if failed and not spec.continue_on_error:
+    duration = each.span[1] - each.span[0] if each.span is not None else each.elapsed
+    if each.timed_out:
+        secs = frame.timeout or 0
+        text = f"{secs:.2f}".rstrip("0").rstrip(".")
+        result = ExecResult(exit_code=-1, stdout=output, passed=False, duration=duration,
+                            error_class="timeout", error_code="E3002",
+                            message=f"Step timed out after {text} seconds ({output})")
+    elif failed and not spec.continue_on_error:
         first = each.first_failure if each.first_failure is not None else failed[0]
         message = (f"foreach: {len(failed)} of {total} items failed; first failure: item "
-                   f"{first}: {each.results[first][1]}")
-        result = ExecResult(exit_code=1, stdout=output, passed=False, duration=each.elapsed,
+                   f"{first + 1}/{total}: {each.results[first][1]}")
+        result = ExecResult(exit_code=1, stdout=output, passed=False, duration=duration,
                             error_class="command_failed", error_code="E3011",
                             message=message)
     else:
         if failed:
-            names = ", ".join(str(i) for i in failed)
-            tx.emit(Print(text=f"warning: foreach '{frame.display}': item(s) {names} failed "
-                               "(continue_on_error)", stream="err"))
-        result = ExecResult(exit_code=0, stdout=output, passed=True, duration=each.elapsed)
+            names = ", ".join(str(i + 1) for i in failed)
+            tx.emit(Print(text=f"warning[W3007]: foreach '{frame.display}': {len(failed)} of "
+                               f"{total} items failed (continue_on_error): item(s) {names}",
+                          stream="err"))
+        result = ExecResult(exit_code=0, stdout=output, passed=True, duration=duration)
     result = step_checks.record(tx, frame, result, extra)
     top = tx.top
     assert isinstance(top, StepFrame)

@@ -86,7 +86,10 @@ class ForeachState:
 
     ``results`` maps an item index to ``(success, error)``; ``restored`` are the indexes
     finished before a resume (not run again).  ``stopping``: an item failed without
-    ``continue_on_error``, so no new item starts.
+    ``continue_on_error`` (or the step's time ran out), so no new item starts.
+    ``timer`` is the ``Sleep`` of the step's ``timeout`` while it runs; when it fires
+    the running items' commands are cancelled and their answers, still due, are
+    ``draining``.  ``span`` is the monotonic interval the step's events covered.
     """
 
     items: tuple[JSON, ...] = ()
@@ -97,6 +100,11 @@ class ForeachState:
     stopping: bool = False
     first_failure: int | None = None
     elapsed: float = 0.0
+    timer: int | None = None
+    timed_out: bool = False
+    closing: bool = False
+    draining: frozenset[int] = frozenset()
+    span: tuple[float, float] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -150,9 +158,17 @@ class StepFrame:
     ending: Outcome | None = None
     ending_print: bool = False
     failures: tuple[str, ...] = ()
+    # a nested step whose output is shown like a top-level step's (``foreach`` items,
+    # ``goal_seek`` attempts)
+    show_output: bool = False
     # ``goal_seek`` and ``foreach`` executions in progress (``step_goal``, ``step_foreach``)
     goal: GoalState | None = None
     each: ForeachState | None = None
+    # the workflow env entries computed for this step (``step_env``; spec 11 §2.2, §2.3):
+    # the values so far, the next entry of ``RunContext.late_env``, and whether all are in
+    wf_env: tuple[tuple[str, str], ...] = ()
+    env_index: int = 0
+    env_ready: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -164,9 +180,11 @@ class SeqFrame:
     index: int = 0
     failed: bool = False
     last_output: str = ""
-    # the environment and directory the steps inherit (a ``foreach`` item's ``do`` steps)
+    # the environment and directory the steps inherit (a ``foreach`` item's ``do`` steps),
+    # and whether their output is shown like a top-level step's
     base_env: tuple[tuple[str, str], ...] = ()
     base_cwd: str | None = None
+    show_output: bool = False
     error: str | None = None
     duration: float = 0.0
 
@@ -193,9 +211,9 @@ class Stepper:
     git_step: PMap[str, Var] | None = None
     git_base: str | None = None
     git_base_read: bool = False
-    # a resumed run's finished ``foreach`` items: ``(index, success, error)`` of the step
-    # at the checkpoint's position, consumed when that step's ``foreach`` starts
-    foreach_done: tuple[tuple[int, bool, str], ...] = ()
+    # a resumed run's finished ``foreach`` items: ``(index, success, error, item key)`` of
+    # the step at the checkpoint's position, consumed when that step's ``foreach`` starts
+    foreach_done: tuple[tuple[int, bool, str, str], ...] = ()
 
     @property
     def busy(self) -> bool:
@@ -216,7 +234,12 @@ class Stepper:
         if not isinstance(top, StepFrame):
             return ()
         if top.each is not None and top.stage == "foreach":
-            return tuple(cid for lane in top.each.lanes for cid in lane.stepper.pending_ids)
+            each = top.each
+            ids = [cid for lane in each.lanes for cid in lane.stepper.pending_ids]
+            ids.extend(sorted(each.draining))
+            if each.timer is not None:
+                ids.append(each.timer)
+            return tuple(ids)
         return () if top.pending is None else (top.pending,)
 
 
@@ -242,7 +265,12 @@ class Tx:
 
     def visible(self) -> PMap[str, Var]:
         git = self.st.git_step
-        merged = (self.base.update(git) if git else self.base).update(self.st.vars)
+        base = self.base
+        for frame in self.st.stack:
+            if isinstance(frame, StepFrame) and frame.wf_env:
+                # workflow env values computed for a step replace those of the start
+                base = base.update({name: Var(value=value) for name, value in frame.wf_env})
+        merged = (base.update(git) if git else base).update(self.st.vars)
         for frame in self.st.stack:
             if frame.locals:
                 merged = merged.update(frame.locals)

@@ -174,7 +174,7 @@ def _next_attempt(tx: Tx) -> None:
     command = spec.command
     stepper.start_step(tx, command, f"{frame.path}.goal_seek.{command.kind}", pmap(values),
                        default_timeout=_limit(soft, hard), base_env=tuple(env),
-                       base_cwd=frame.cwd)
+                       base_cwd=frame.cwd, show_output=True)
 
 
 def _json_number(value: float) -> JSON:
@@ -202,8 +202,8 @@ def command_done(tx: Tx, frame: StepFrame, outcome: Outcome) -> None:
                         elapsed=goal.elapsed + outcome.duration)
     visible = tx.visible().update({"goal_seek.attempt": Var(value=goal.attempt)})
     text = interpolate(spec.validate, visible, shell=True, environ=tx.ctx.environ_map).text
-    _, hard = _remaining(frame, goal)
-    timeout = _limit(hard)
+    soft, hard = _remaining(frame, goal)
+    timeout = _limit(soft, hard)
     env = child_environment(
         tx.ctx, step_env=dict((*frame.env, ("PRODIGY_VALIDATION", "true"))),
         clear=frame.step.clear_env, iteration=tx.st.iteration, attempt=goal.attempt,
@@ -231,10 +231,21 @@ def on_validated(tx: Tx, frame: StepFrame, event: Event) -> None:
         stdout, exit_code, duration = event.stdout, event.exit_code, event.duration
         timed_out = event.timed_out
     goal = attrs.evolve(goal, elapsed=goal.elapsed + duration)
-    _, hard = _remaining(frame, goal)
+    soft, hard = _remaining(frame, goal)
     if timed_out and hard is not None and hard <= 0:
-        tx.replace_top(attrs.evolve(frame, goal=goal))
+        frame = attrs.evolve(frame, goal=goal)
+        tx.replace_top(frame)
         _timed_out(tx, frame)
+        return
+    if timed_out and soft is not None and soft <= 0:
+        # the time budget ran out while scoring: this attempt has no score
+        ms = round((goal.command_duration + duration) * 1000)
+        goal = attrs.evolve(goal, output=stdout,
+                            history=(*goal.history, (goal.attempt, 0.0, goal.command_ok, ms)))
+        tx.replace_top(attrs.evolve(frame, stage="running", goal=goal))
+        tx.emit(Print(text=f"  Attempt {goal.attempt}/{spec.max_attempts}: validate ran out "
+                           "of time", stream="err"))
+        _conclude(tx, "timeout")
         return
     score, gaps = read_score(spec.validator, stdout, exit_code)
     if not has_score(spec.validator, stdout):
@@ -277,11 +288,11 @@ def _conclude(tx: Tx, status: str) -> None:
     last = goal.history[-1][1] if goal.history else 0.0
     duration = goal.elapsed
     if status == "achieved":
-        text = f"Goal '{spec.goal}' achieved in {attempts} attempts ({pct(last)}%)"
+        text = f"Goal '{frame.text}' achieved in {attempts} attempts ({pct(last)}%)"
         tx.emit(Print(text=f"  {text}"))
         result = ExecResult(exit_code=0, stdout=text, passed=True, duration=duration)
     else:
-        text = (f"Goal '{spec.goal}' not achieved: {status} after {attempts} attempts, "
+        text = (f"Goal '{frame.text}' not achieved: {status} after {attempts} attempts, "
                 f"best {pct(best)}%")
         result = ExecResult(exit_code=1, stdout=text, passed=False, duration=duration,
                             error_class="goal_not_achieved", error_code="E3012",

@@ -111,10 +111,11 @@ def _start_seq(tx: Tx, spec: OnFailure, path: str, locals_: PMap[str, Var]) -> N
 
 def start_seq(tx: Tx, steps: tuple[Step, ...], paths: tuple[str, ...], locals_: PMap[str, Var],
               default_timeout: float | None = None, *,
-              base_env: tuple[tuple[str, str], ...] = (), base_cwd: str | None = None) -> None:
+              base_env: tuple[tuple[str, str], ...] = (), base_cwd: str | None = None,
+              show_output: bool = False) -> None:
     """Run ``steps`` one at a time above the top frame, stopping at the first failure."""
     tx.push(SeqFrame(steps=steps, paths=paths, locals=locals_, default_timeout=default_timeout,
-                     base_env=base_env, base_cwd=base_cwd))
+                     base_env=base_env, base_cwd=base_cwd, show_output=show_output))
     _seq_next(tx)
 
 
@@ -133,7 +134,7 @@ def _seq_next(tx: Tx) -> None:
         return
     stepper.start_step(tx, seq.steps[seq.index], seq.paths[seq.index], pmap(),
                        default_timeout=seq.default_timeout, base_env=seq.base_env,
-                       base_cwd=seq.base_cwd)
+                       base_cwd=seq.base_cwd, show_output=seq.show_output)
 
 
 def _fix_iterate(tx: Tx) -> None:
@@ -217,7 +218,7 @@ def _finish_frame(tx: Tx, status: Status) -> None:
     outcome = Outcome(status=status, exit_code=last.exit_code, output=last.stdout,
                       stderr=last.stderr, duration=frame.total_duration,
                       executions=frame.executions)
-    if frame.step.kind == "shell" and frame.root and not last.planned:
+    if frame.step.kind == "shell" and (frame.root or frame.show_output) and not last.planned:
         lines, more = tail_lines(last.stdout, 20)
         if lines:
             text = "\n".join(f"    {line}" for line in lines)

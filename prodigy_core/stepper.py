@@ -19,6 +19,8 @@ Stages of a ``StepFrame``:
 ``head_after``   waiting for ``HEAD`` after a passing execution
 ``changes``      waiting for the new commits and changed files (``CommitsListed``)
 ``validate``     waiting for ``step_validate`` command ``validate_index``
+``env``          waiting for a dynamic workflow env command (``step_env``), before the
+                 step's condition and preparation
 ``validation_file`` waiting for the ``result_file`` of a completeness ``validate``
                  (``step_validation``; its commands and ``on_incomplete`` handlers run
                  as children with roles ``validate`` and ``on_incomplete``)
@@ -47,6 +49,7 @@ Modules
                    loop), ``on_success``, ``output_file``; finishing a frame
 ``step_validation`` the completeness ``validate`` after a pass (spec 12 §2)
 ``step_git``       git context variables ``step.*`` / ``workflow.*`` (spec 03 §7)
+``step_env``       workflow env values computed per step (spec 11 §2.2, §2.3)
 ``step_report``    the dry-run description of a step and the report of a failure
 ``step_frames``    the state: ``Stepper``, the frames, ``Outcome``, the transition ``Tx``
 
@@ -74,6 +77,7 @@ from prodigy_core import (
     step_validation,
 )
 from prodigy_core import retry as retry_math
+from prodigy_core import step_env as late_env
 from prodigy_core.analytics import Usage
 from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, child_environment, resolve_dir
@@ -84,6 +88,7 @@ from prodigy_core.effects import (
     LogEvent,
     Print,
     ReadGitHead,
+    RegisterSecret,
     RunCommand,
     Sleep,
     WriteFile,
@@ -185,7 +190,8 @@ def begin_seq(
     if st.stack:
         raise InvalidTransition("begin_seq() while a step is still running")
     tx = Tx(st, ctx, base, breakers)
-    step_handlers.start_seq(tx, steps, paths, pmap(), base_env=base_env, base_cwd=base_cwd)
+    step_handlers.start_seq(tx, steps, paths, pmap(), base_env=base_env, base_cwd=base_cwd,
+                            show_output=True)
     return Stepped(stepper=tx.st, effects=tuple(tx.effects), outcome=tx.done,
                    breakers=tx.breakers)
 
@@ -245,6 +251,8 @@ def on_event(
             tx, frame, commits.after_squash(last_result(frame), event, len(frame.new_commits)))
     elif frame.stage == "validate" and isinstance(event, CommandFinished | CommandNotStarted):
         step_checks.on_validate(tx, frame, event)
+    elif frame.stage == "env" and isinstance(event, CommandFinished | CommandNotStarted):
+        late_env.on_command(tx, frame, event)
     elif frame.stage == "backoff" and isinstance(event, Slept):
         execute(tx)
     elif frame.stage == "validation_file" and isinstance(event, FileRead):
@@ -269,7 +277,7 @@ def on_event(
 def start_step(
     tx: Tx, step: Step, path: str, locals_: PMap[str, Var], *, root: bool = False,
     default_timeout: float | None = None, base_env: tuple[tuple[str, str], ...] = (),
-    base_cwd: str | None = None,
+    base_cwd: str | None = None, show_output: bool = False,
 ) -> None:
     """Push a frame for ``step`` and start it.
 
@@ -282,7 +290,8 @@ def start_step(
     if step.commit_required and commits.commit_checks_disabled(tx.ctx.environ_map):
         step = attrs.evolve(step, commit_required=False)  # warned once at the run's start
     frame = StepFrame(step=step, path=path, display=display, locals=locals_, root=root,
-                      timeout=default_timeout, env=base_env, base_cwd=base_cwd)
+                      timeout=default_timeout, env=base_env, base_cwd=base_cwd,
+                      show_output=show_output)
     tx.push(frame)
     if step.git is not None and step_git.preflight(tx, frame):
         return
@@ -290,9 +299,18 @@ def start_step(
 
 
 def prepare(tx: Tx) -> None:
-    """Stages 1 and 2 of spec 02 §8 for the top frame: its condition, then interpolation."""
+    """Stages 1 and 2 of spec 02 §8 for the top frame: its condition, then interpolation.
+
+    The workflow env values computed per step (``step_env``) come first: the condition
+    and the interpolation see them.
+    """
     frame = tx.top
     assert isinstance(frame, StepFrame)
+    if tx.ctx.late_env and not frame.env_ready:
+        if late_env.evaluate(tx):
+            return  # a dynamic env command runs first
+        frame = tx.top
+        assert isinstance(frame, StepFrame)
     step, display = frame.step, frame.display
     visible = tx.visible()
     # 1. condition
@@ -341,6 +359,8 @@ def prepare(tx: Tx) -> None:
         res = interpolate(raw, visible, environ=tx.ctx.environ_map)
         unresolved.extend(res.unresolved)
         step_env[name] = res.text
+        if is_sensitive(name) and len(res.text) >= 4 and res.text not in tx.ctx.secret_values:
+            tx.emit(RegisterSecret(value=res.text))  # masked from now on (spec 11 §9.1)
     wd = None
     if step.working_dir is not None:
         res = interpolate(step.working_dir, visible, environ=tx.ctx.environ_map)
@@ -372,7 +392,7 @@ def prepare(tx: Tx) -> None:
         value_shown = REDACTED if is_sensitive(name) else env_value
         tx.emit(Print(text=f"    env {name}={value_shown}", level="debug"))
     frame = attrs.evolve(frame, cwd=cwd, text=text, content=content, timeout=timeout,
-                         env=tuple(step_env.items()))
+                         env=tuple({**dict(frame.wf_env), **step_env}.items()))
     tx.replace_top(frame)
     if strict and unresolved and not tx.ctx.dry_run:
         names = sorted(set(unresolved))
@@ -569,7 +589,8 @@ def after_exec(tx: Tx, result: ExecResult, *, monotonic: float, duration: float)
             # E3008 is a note on the underlying error (spec 10 §2.5, §8.2)
             result = attrs.evolve(result, error_code="E3008",
                                   message=f"{result.message or first} (Retry budget exhausted)")
-            tx.replace_top(attrs.evolve(tx.top, last=result))
+            frame = attrs.evolve(frame, last=result)
+            tx.replace_top(frame)
             _exhausted(tx, frame, spec, result)
             return
         tx.emit(Print(text=f"  Retrying {frame.display} (attempt {frame.attempt + 1}/"

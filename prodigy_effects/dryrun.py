@@ -38,7 +38,7 @@ from prodigy_core.events import (
     FileWritten,
     GitFailed,
 )
-from prodigy_effects.env import Env, OutputSink
+from prodigy_effects.env import Env, OutputSink, SecretRegistry
 
 
 @attrs.define
@@ -170,7 +170,9 @@ class PlannedClaude:
         return ClaudeFinished(command_id=effect.command_id, exit_code=0, planned=True)
 
 
-def DryRunEnv(console: PlanConsole) -> Env:
+def DryRunEnv(console: PlanConsole, secrets: SecretRegistry | None = None) -> Env:
+    """``secrets``: the plan's live masker (the console's ``mask``), extended by
+    ``RegisterSecret``."""
     return Env(commands=PlannedRunner(), files=PlannedFiles(), git=PlannedGit(),
                clock=NoClock(), store=NoStore(), journal=NoJournal(), console=console,
-               claude=PlannedClaude())
+               claude=PlannedClaude(), secrets=secrets)

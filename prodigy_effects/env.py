@@ -148,6 +148,12 @@ class Console(Protocol):
     def plan_command(self, effect: RunCommand | WriteFile) -> None: ...
 
 
+class SecretRegistry(Protocol):
+    """Values to mask from now on (``RegisterSecret``; ``prodigy_effects.masker.Masker``)."""
+
+    def add(self, value: str) -> None: ...
+
+
 class Worktrees(Protocol):
     """Session worktrees and merges (``prodigy_core.worktree_ops``; spec 06)."""
 
@@ -206,3 +212,5 @@ class Env:
     worktrees: Worktrees | None = None
     prompter: Prompter | None = None
     jobs: Jobs | None = None
+    # the live masker of the run (None: nothing is masked, ``RegisterSecret`` is ignored)
+    secrets: SecretRegistry | None = None

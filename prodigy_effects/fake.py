@@ -59,6 +59,7 @@ from prodigy_core.worktree_ops import (
     WorktreeRemoved,
 )
 from prodigy_effects.env import Env, OutputSink, Prompter, Worktrees
+from prodigy_effects.masker import Masker
 
 
 @attrs.frozen(kw_only=True)
@@ -284,25 +285,35 @@ class TrioClock:
             await cancel.wait()
 
 
+def _identity(text: str) -> str:
+    return text
+
+
 @attrs.define
 class MemoryStore:
+    """Checkpoints and session records, kept as JSON data after ``mask``."""
+
     checkpoints: list[dict[str, Any]] = attrs.field(factory=list)
     sessions: list[dict[str, Any]] = attrs.field(factory=list)
+    mask: Callable[[str], str] = _identity
 
     def save_checkpoint(self, doc: dict[str, Any]) -> None:
-        self.checkpoints.append(json.loads(json.dumps(doc)))
+        self.checkpoints.append(json.loads(self.mask(json.dumps(doc))))
 
     def save_session(self, doc: dict[str, Any]) -> None:
-        self.sessions.append(json.loads(json.dumps(doc)))
+        self.sessions.append(json.loads(self.mask(json.dumps(doc))))
 
 
 @attrs.define
 class RecordingJournal:
+    """Journal records, kept as JSON data after ``mask``."""
+
     events: list[dict[str, Any]] = attrs.field(factory=list)
     syncs: int = 0
+    mask: Callable[[str], str] = _identity
 
     def append(self, event: dict[str, Any]) -> int:
-        self.events.append(json.loads(json.dumps(event)))
+        self.events.append(json.loads(self.mask(json.dumps(event))))
         return len(self.events)
 
     def sync(self) -> None:
@@ -318,11 +329,14 @@ class RecordingJournal:
 
 @attrs.define
 class RecordingConsole:
+    """The ``Print`` texts shown (after ``mask``) and the plan descriptions."""
+
     lines: list[str] = attrs.field(factory=list)
     described: list[Any] = attrs.field(factory=list)
+    mask: Callable[[str], str] = _identity
 
     def show(self, effect: Print) -> None:
-        self.lines.append(effect.text)
+        self.lines.append(self.mask(effect.text))
 
     def output_line(self, display: str, stream: str, line: str) -> None:
         return None
@@ -405,20 +419,25 @@ def FakeEnv(
     grace_seconds: float = 5.0,
     worktrees: Worktrees | None = None,
     prompter: Prompter | None = None,
+    secrets: Masker | None = None,
 ) -> Env:
     """An ``Env`` whose parts are all in memory and scripted.
 
     ``worktrees`` (e.g. ``FakeWorktrees``) and ``prompter`` (e.g. ``FakePrompter``) are
-    absent by default, as in an environment without git worktrees or a terminal.
+    absent by default, as in an environment without git worktrees or a terminal.  Like
+    production, the console, journal and store share one live ``Masker`` (``secrets``;
+    empty unless given), which ``RegisterSecret`` extends.
     """
+    masker = secrets if secrets is not None else Masker()
     return Env(
         commands=ScriptedRunner(script=script if script is not None else {}),
         files=MemoryFiles(),
         git=git if git is not None else FakeGit(heads=list(heads or [])),
         clock=TrioClock(),
-        store=MemoryStore(),
-        journal=RecordingJournal(),
-        console=RecordingConsole(),
+        store=MemoryStore(mask=masker),
+        journal=RecordingJournal(mask=masker),
+        console=RecordingConsole(mask=masker),
+        secrets=masker,
         claude=claude if claude is not None else ScriptedClaude(),
         grace_seconds=grace_seconds,
         worktrees=worktrees,

@@ -4,10 +4,11 @@ Theory of operation
 -------------------
 ``interpret(transition, step, env)`` holds the current state in a local variable and
 is the only caller of ``step``.  It performs the effects of each transition in order:
-short effects (journal, checkpoint, session record, console) are awaited inline;
-long ones (commands, file writes and reads, git reads and commits, sleeps) are started in a nursery and
-report back over a memory channel as events.  The core decides how many long effects
-are outstanding; the interpreter never starts anything on its own.
+short effects (journal, checkpoint, session record, console, a new secret to mask) are
+awaited inline; long ones (commands, file writes and reads, git reads and commits,
+sleeps) are started in a nursery and report back over a memory channel as events.
+The core decides how many long effects are outstanding; the interpreter never starts
+anything on its own.
 
 SIGINT and SIGTERM become ``CancelRequested`` events.  ``CancelCommands`` sets the
 cancel flag of every outstanding long effect; each of them still reports its normal
@@ -38,6 +39,7 @@ from prodigy_core.effects import (
     Print,
     ReadFile,
     ReadGitHead,
+    RegisterSecret,
     RunClaude,
     RunCommand,
     SaveCheckpoint,
@@ -220,6 +222,9 @@ async def _perform(
             env.console.describe(effect.info)
         case Finish():
             return effect
+        case RegisterSecret():
+            if env.secrets is not None:
+                env.secrets.add(effect.value)
         case CreateWorktree() | InspectMerge() | MergeBranch() | ConcludeMerge() | \
                 VerifyMerged() | RemoveWorktree():
             nursery.start_soon(perform_worktree_effect, effect, env, send)

@@ -122,7 +122,8 @@ def execute_job(transition: Any, ctx: RunContext, config: JobConfig, storage: St
                                      host=socket.gethostname())
         try:
             env = runner.production_env(ctx, storage, journal, verbosity, quiet, json_mode,
-                                        out, err, correlation_id=config.job_id)
+                                        out, err, correlation_id=config.job_id,
+                                        masker=masker)
             import attrs
 
             env = attrs.evolve(env, jobs=RealJobs(
@@ -131,7 +132,9 @@ def execute_job(transition: Any, ctx: RunContext, config: JobConfig, storage: St
                               dlq_job or config.reprocess_of or config.job_id,
                               ctx.repo_root),
                 clock=now_iso))
-            return trio.run(_interpret, transition, env)
+            result: RunResult = trio.run(_interpret, transition, env)
+            return attrs.evolve(result,
+                                outcome=runner.masked_outcome(result.outcome, masker))
         finally:
             journal.close()
             # spec 06 §5.1: the agents' directory goes when the session ends and it is empty

@@ -9,6 +9,7 @@ users can call these directly; the CLI is a thin layer over them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from prodigy_core import run_machine
 from prodigy_core.claude_config import ClaudeSettings, SettingsError, resolve_settings
 from prodigy_core.context import InputSpec, RunContext, WorktreeSpec
 from prodigy_core.envresolve import ResolvedEnv, resolve_environment
-from prodigy_core.masking import display_secrets, mask, mask_credentials, step_env_secrets
+from prodigy_core.masking import display_secrets, step_env_secrets
 from prodigy_core.model import Workflow
 from prodigy_core.problems import Problem
 from prodigy_core.support import claude_config
@@ -35,6 +36,7 @@ from prodigy_effects.env import Env
 from prodigy_effects.interpreter import RunResult, interpret
 from prodigy_effects.journal import JournalWriter, last_seq, read_events
 from prodigy_effects.locks import acquire_lock
+from prodigy_effects.masker import Masker
 from prodigy_effects.production import (
     JournalAdapter,
     ProcessRunner,
@@ -218,28 +220,45 @@ def _run_dynamic(cwd: str) -> Any:
     return run
 
 
-def resolve_env(workflow: Workflow, *, repo_root: str, project_dir: str,
-                environ: Mapping[str, str], profile: str | None,
-                args: Sequence[str], file: str, dry_run: bool = False) -> ResolvedEnv:
-    """Resolve the workflow environment; in a dry run no dynamic command is run."""
+def env_file_contents(workflow: Workflow, repo_root: str) -> dict[str, str | None]:
+    """The text of each ``env_files`` entry (None: missing or unreadable); paths are
+    relative to the repository root (spec 11 §4.1)."""
     contents: dict[str, str | None] = {}
     for entry in workflow.env_files:
         path = Path(repo_root) / entry.path
         try:
             contents[entry.path] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError, ValueError):
             contents[entry.path] = None
+    return contents
+
+
+def resolve_env(workflow: Workflow, *, repo_root: str, project_dir: str,
+                environ: Mapping[str, str], profile: str | None,
+                args: Sequence[str], file: str, dry_run: bool = False,
+                dynamic_at_start: bool = True, known_cache: Mapping[str, str] | None = None,
+                positions: Mapping[str, tuple[int, int]] | None = None) -> ResolvedEnv:
+    """Resolve the workflow environment; in a dry run no dynamic command is run.
+
+    With ``dynamic_at_start`` dynamic commands run now in ``project_dir`` (a MapReduce
+    job, whose map input needs them); otherwise only the step machine runs them, in the
+    session worktree, each time a step's environment is built (``prodigy_core.step_env``).
+    ``known_cache``: values of ``cache: true`` entries computed before (not run again).
+    ``positions`` (``LoadOutcome.positions``) give the problems their line and column.
+    """
+    contents = env_file_contents(workflow, repo_root)
     secret_files: dict[str, str | None] = {}
     for _name, source in workflow.secrets:
         if source.provider == "file":
             try:
                 secret_files[source.key] = (Path(repo_root) / source.key).read_text("utf-8")
-            except (OSError, UnicodeDecodeError):
+            except (OSError, UnicodeDecodeError, ValueError):
                 secret_files[source.key] = None
+    run = _run_dynamic(project_dir) if dynamic_at_start and not dry_run else None
     return resolve_environment(workflow, environ=environ, profile=profile, args=args,
                                env_file_contents=contents, secret_files=secret_files,
-                               run_dynamic=None if dry_run else _run_dynamic(project_dir),
-                               file=file)
+                               run_dynamic=run, known_cache=known_cache, file=file,
+                               positions=positions)
 
 
 def committed_files(top: Path) -> set[str] | None:
@@ -381,8 +400,6 @@ def check_claude(settings: ClaudeSettings, environ: Mapping[str, str],
     size, modification time and inode) for a day, so that a run does not pay the CLI's
     start-up time twice; any change of the file runs the check again.
     """
-    import json
-
     exe = settings.executable
     identity = _claude_identity(exe, environ)
     cache = cache_dir / "claude-check.json" if cache_dir is not None else None
@@ -435,7 +452,7 @@ def build_context(req: RunRequest, *, session_id: str, repo: Repo,
         repo_root=repo.root, repo_name=repo.name,
         worktree_name=worktree.name if worktree is not None else "",
         home=req.environ.get("HOME", ""), environ=tuple(sorted(req.environ.items())),
-        workflow_env=resolved.values,
+        workflow_env=resolved.values, late_env=resolved.late, env_cache=resolved.cached,
         secret_values=(*resolved.secret_values, *step_env_secrets(wf)),
         inherit_env=wf.inherit_env, strict_vars=req.strict_vars or wf.strict_variables,
         dry_run=req.dry_run, auto_yes=req.auto_yes, profile=req.profile,
@@ -454,9 +471,14 @@ class Wiring:
 
 def production_env(ctx: RunContext, storage: Storage, journal: JournalWriter,
                    req_verbosity: int, quiet: bool, json_mode: bool, out: TextIO,
-                   err: TextIO, *, correlation_id: str | None = None) -> Env:
-    """The production environment of a run (a job adds its ``jobs``)."""
-    masker = masker_for(ctx)
+                   err: TextIO, *, correlation_id: str | None = None,
+                   masker: Masker | None = None) -> Env:
+    """The production environment of a run (a job adds its ``jobs``).
+
+    ``masker`` is the run's live masker (``masker_for``), shared with its journal; the
+    console, the store and the transcripts use it, and ``RegisterSecret`` extends it.
+    """
+    masker = masker if masker is not None else masker_for(ctx)
     return Env(
         commands=ProcessRunner(), files=RealFiles(), git=RealGit(), clock=RealClock(),
         store=StorageStore(storage=storage.with_mask(masker), session_id=ctx.session_id),
@@ -466,32 +488,36 @@ def production_env(ctx: RunContext, storage: Storage, journal: JournalWriter,
         claude=ClaudeEffectRunner(directory=storage.transcripts_dir(), mask=masker),
         worktrees=RealWorktrees(
             meta_file=lambda name: storage.worktree_meta_file(ctx.repo_name, name),
-            clock=now_iso),
+            clock=now_iso, mask=masker),
         prompter=TerminalPrompter(out=out, enabled=not json_mode),
+        secrets=masker,
     )
 
 
-def masker_for(ctx: RunContext) -> Any:
-    secrets = ctx.secret_values
-
-    def apply(text: str) -> str:
-        return mask(text, secrets)
-
-    return apply
+def masker_for(ctx: RunContext) -> Masker:
+    """A new live masker of the run's secrets (one per run: see ``prodigy_effects.masker``)."""
+    return Masker(ctx.secret_values)
 
 
-def plan_masker(ctx: RunContext) -> Any:
+def plan_masker(ctx: RunContext) -> Masker:
     """The plan displays the environment: also mask sensitive names and credentials."""
-    values = (*ctx.secret_values, *display_secrets(ctx.workflow_env))
+    return Masker((*ctx.secret_values, *display_secrets(ctx.workflow_env)), credentials=True)
 
-    def apply(text: str) -> str:
-        return mask_credentials(mask(text, values))
 
-    return apply
+def masked_outcome(outcome: Any, masker: Masker) -> Any:
+    """A run's outcome (the ``--json`` summary) with secrets masked in every string."""
+    if isinstance(outcome, str):
+        return masker(outcome)
+    if isinstance(outcome, dict):
+        return {masker(str(k)): masked_outcome(v, masker) for k, v in outcome.items()}
+    if isinstance(outcome, list | tuple):
+        return [masked_outcome(v, masker) for v in outcome]
+    return outcome
 
 
 def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
-    console = PlanConsole(out=out, json_mode=req.json_mode, mask=plan_masker(ctx))
+    masker = plan_masker(ctx)
+    console = PlanConsole(out=out, json_mode=req.json_mode, mask=masker)
     if not req.json_mode:
         out.write(f"Dry run: {req.workflow.name} (standard workflow)\n")
         out.write(f"  workflow: {req.workflow_path}\n")
@@ -504,12 +530,10 @@ def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
                       f"{wt.original_branch or '-'})\n")
         out.write(f"  runs in: {ctx.project_dir}\n")
         out.write("Steps:\n")
-    env = DryRunEnv(console)
+    env = DryRunEnv(console, secrets=masker)
     transition = run_machine.start(req.workflow, ctx)
-    result = trio.run(_interpret, transition, env, False)
+    result: RunResult = trio.run(_interpret, transition, env, False)
     if req.json_mode:
-        import json
-
         wt = ctx.worktree
         plan = {"mode": "standard", "workflow": req.workflow.name, "path": req.workflow_path,
                 "profile": req.profile,
@@ -519,7 +543,7 @@ def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
                     "named": wt.named},
                 "steps": console.steps, "items": None,
                 "merge": None if wt is None else _merge_plan(req.workflow, wt)}
-        out.write(plan_masker(ctx)(json.dumps(plan, indent=2)) + "\n")
+        out.write(masker(json.dumps(plan, indent=2)) + "\n")
     else:
         wt = ctx.worktree
         if wt is not None:
@@ -560,12 +584,15 @@ def execute(transition: Any, ctx: RunContext, storage: Storage,
             text = str(warning)
             err.write((text if text.startswith("warning") else
                        f"warning[W5002]: {text.removeprefix('W5002: ')}") + "\n")
+        masker = masker_for(ctx)
         journal = JournalWriter.open(storage.events_dir(ctx.repo_name, ctx.session_id),
-                                     start_seq, datetime.now(UTC), mask=masker_for(ctx),
+                                     start_seq, datetime.now(UTC), mask=masker,
                                      host=socket.gethostname())
         try:
-            env = production_env(ctx, storage, journal, verbosity, quiet, json_mode, out, err)
-            return trio.run(_interpret, transition, env, True, step)
+            env = production_env(ctx, storage, journal, verbosity, quiet, json_mode, out, err,
+                                 masker=masker)
+            result: RunResult = trio.run(_interpret, transition, env, True, step)
+            return attrs.evolve(result, outcome=masked_outcome(result.outcome, masker))
         finally:
             journal.close()
     finally:

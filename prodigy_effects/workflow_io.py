@@ -7,7 +7,7 @@ single E1001 problem with a hint and ``exit_code_if_unreadable`` set to 2.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prodigy_core.model import Workflow
@@ -18,12 +18,17 @@ from prodigy_effects.loader import load_document
 
 @dataclass(frozen=True)
 class LoadOutcome:
-    """The validated workflow (``None`` on any error), every problem sorted, and the text."""
+    """The validated workflow (``None`` on any error), every problem sorted, and the text.
+
+    ``positions`` maps the ``$.path`` of every value to its (line, column), so that
+    problems found later (missing secrets or env files at start) can point at the field.
+    """
 
     workflow: Workflow | None
     problems: tuple[Problem, ...]
     text: str | None
     exit_code_if_unreadable: int | None = None
+    positions: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def _unreadable(display_path: str, message: str, help: str) -> LoadOutcome:
@@ -109,7 +114,8 @@ def load_workflow_text(
         problems = tuple(p.as_error() for p in problems)
         if problems:
             workflow = None
-    return LoadOutcome(workflow=workflow, problems=sorted_problems(problems), text=text)
+    return LoadOutcome(workflow=workflow, problems=sorted_problems(problems), text=text,
+                       positions=loaded.positions)
 
 
 def load_workflow_file(

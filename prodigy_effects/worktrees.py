@@ -43,7 +43,12 @@ from prodigy_core.worktree_ops import (
     WorktreeFailed,
     WorktreeRemoved,
 )
-from prodigy_effects.fsutil import atomic_write_json, ensure_dir, read_json
+from prodigy_effects.fsutil import (
+    atomic_write_bytes,
+    dumps_json,
+    ensure_dir,
+    read_json,
+)
 from prodigy_effects.repolock import open_repo_lock
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_MERGE_AUTOEDIT": "no"}
@@ -275,12 +280,14 @@ async def modified_files(cwd: str, target: str, source: str) -> list[JSON]:
 class RealWorktrees:
     """Answers the worktree and merge effects with the ``git`` on ``PATH``.
 
-    ``meta_dir`` maps a repository name to the directory of its worktree metadata.
+    ``meta_dir`` maps a repository name to the directory of its worktree metadata;
+    ``mask`` (the run's live masker) is applied to the metadata text before it is written.
     """
 
     meta_file: Callable[[str], Path] | None = None
     clock: Callable[[], str] | None = None
     identities: dict[str, list[str]] = attrs.field(factory=dict)
+    mask: Callable[[str], str] = attrs.field(default=lambda text: text)
 
     async def _identity(self, cwd: str) -> list[str]:
         """``identity`` of a working tree, asked once per run."""
@@ -610,7 +617,7 @@ class RealWorktrees:
         out["updated_at"] = now
         if out.get("merged") and not out.get("merged_at"):
             out["merged_at"] = now
-        atomic_write_json(path, out)
+        atomic_write_bytes(path, self.mask(dumps_json(out)).encode("utf-8"))
 
 
 async def _read_line(stdin: Any) -> str:

@@ -178,7 +178,7 @@ def parse_foreach(ctx: Ctx, value: object, path: str, depth: int,
     if "continue_on_error" in data:
         fields["continue_on_error"] = ctx.want_bool(data["continue_on_error"],
                                                     at("continue_on_error"))
-    if fields.get("parallel", 1) > 1:
+    if (fields.get("parallel") or 1) > 1:
         for i, step in enumerate(steps):
             if step.commit_required:
                 ctx.warning("W1009", "`commit_required` in a parallel `foreach`: commits "

@@ -477,3 +477,10 @@ def test_workflow_level_settings() -> None:
 def test_mapreduce_keys_in_standard_workflow() -> None:
     outcome = load("max_failures: 3\nsteps: [{shell: x}]\n")
     assert only(outcome, "W1001").help == "this key is only valid in mapreduce workflows"
+
+
+def test_foreach_bad_parallel_is_an_error_not_a_crash() -> None:
+    for value in ("0", "-1", "2.5", "'3'", "null"):
+        outcome = load(f"- foreach: {{foreach: [1], parallel: {value}, do: [{{shell: x}}]}}\n")
+        assert [p.path for p in outcome.problems if p.is_error] == ["$[0].foreach.parallel"], \
+            value

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from prodigy_core import run_machine
-from prodigy_core.effects import RunCommand, SaveCheckpoint
+from prodigy_core.effects import CancelCommands, RunCommand, SaveCheckpoint, Sleep
 from prodigy_core.events import CancelRequested, CommandFinished
 from prodigy_core.model import (
     Backoff,
@@ -199,7 +199,7 @@ def test_first_failure_stops_new_items() -> None:  # spec 12 §4 #13
     assert d.commands == ["item 1", "item 2"]
     failed = d.logs("step_failed")[-1]
     assert failed["error_code"] == "E3011"
-    assert failed["error"].startswith("foreach: 1 of 4 items failed; first failure: item 1:")
+    assert failed["error"].startswith("foreach: 1 of 4 items failed; first failure: item 2/4:")
     assert d.finish.exit_code == 1
 
 
@@ -211,7 +211,8 @@ def test_continue_on_error_runs_everything() -> None:  # spec 12 §4 #14
                           "second 4", "after 1"]
     results = d.vars["foreach.results"]
     assert [r["success"] for r in results] == [True, False, True, True]
-    assert "item(s) 1 failed" in d.printed
+    assert "warning[W3007]: foreach 'foreach: f': 1 of 4 items failed (continue_on_error): " \
+           "item(s) 2" in d.printed
 
 
 def test_parallel_never_exceeds_the_limit() -> None:  # spec 12 §4 #15
@@ -338,3 +339,92 @@ def test_validation_without_a_score_warns_w3006() -> None:
     quiet = drive(goal(attempts=1))
     quiet.run(scores("score: 3"))
     assert "W3006" not in quiet.printed
+
+
+# --- fixes after a fresh-eyes review ----------------------------------------------------
+
+
+def _send(d: Driver, effect: Any, **fields: Any) -> None:
+    from prodigy_core.events import Slept
+
+    d.outstanding.pop(effect.command_id)
+    if isinstance(effect, Sleep):
+        d.send(Slept(command_id=effect.command_id, monotonic=d.now))
+    else:
+        d.send(CommandFinished(command_id=effect.command_id, monotonic=d.now, **fields))
+
+
+def test_foreach_timeout_stops_running_items_with_e3002() -> None:
+    d = drive(Step(kind="foreach", command="f", timeout=5.0, foreach=ForeachSpec(
+        do=(shell("slow ${item}"),), items_json='["a", "b"]', parallel=2)), shell("never"))
+    timer = next(e for e in d.outstanding.values() if isinstance(e, Sleep))
+    assert timer.seconds == 5.0
+    d.now = 5.0
+    _send(d, timer)
+    cancel = d.of(CancelCommands)[-1]
+    running = sorted(e.command_id for e in d.outstanding.values())
+    assert sorted(cancel.command_ids) == running and len(running) == 2
+    for effect in list(d.outstanding.values()):
+        _send(d, effect, exit_code=-1, cancelled=True)
+    assert d.finish.exit_code == 1
+    failed = d.logs("step_failed")[-1]
+    assert failed["error_code"] == "E3002" and "timed out after 5 seconds" in failed["error"]
+    assert "never" not in d.commands
+
+
+def test_foreach_within_its_timeout_cancels_the_timer_then_passes() -> None:
+    d = drive(Step(kind="foreach", command="f", timeout=60.0, foreach=ForeachSpec(
+        do=(shell("quick"),), items_json='["a"]')), shell("after"))
+    command = next(e for e in d.outstanding.values() if isinstance(e, RunCommand))
+    _send(d, command, exit_code=0, duration=1.0)
+    timer = next(e for e in d.outstanding.values() if isinstance(e, Sleep))
+    assert d.of(CancelCommands)[-1].command_ids == (timer.command_id,)
+    _send(d, timer)
+    d.run()
+    assert d.commands == ["quick", "after"] and d.finish.exit_code == 0
+
+
+def test_parallel_foreach_duration_is_the_span_not_the_sum() -> None:
+    d = drive(each(["a", "b"], shell("x ${item}"), parallel=2))
+    first, second = [e for e in d.outstanding.values() if isinstance(e, RunCommand)]
+    d.now = 3.0
+    _send(d, first, exit_code=0, duration=3.0)
+    _send(d, second, exit_code=0, duration=3.0)
+    done = d.logs("step_completed")[-1]
+    assert done["status"] == "succeeded"
+    assert d.checkpoints[-1]["completed_steps"][0]["duration"]["secs"] == 3
+
+
+def test_resume_finds_finished_items_by_value_when_a_command_lists_them_anew() -> None:
+    workflow = Workflow(name="t", steps=(each("ls in", shell("do ${item}")),))
+    d = Driver(run_machine.start(workflow, make_ctx()))
+    d.finish_command(stdout="b\nc\nd\n")
+    d.finish_command()  # b
+    d.finish_command()  # c
+    d.send(CancelRequested(signal="SIGINT"))
+    d.finish_command(cancelled=True, exit_code=-1)
+    resumed = Driver(run_machine.resume(workflow, make_ctx(), d.checkpoints[-1]))
+    resumed.run({"ls in": R(stdout="a0\na1\nb\nc\nd\n")})  # two new files sort first
+    assert resumed.commands == ["ls in", "do a0", "do a1", "do d"]
+
+
+def test_goal_validate_is_limited_by_the_time_budget() -> None:
+    d = drive(goal(timeout_seconds=5.0))
+    d.finish_command(duration=2.0)  # the command
+    validate = d.pending(RunCommand)
+    assert command_text(validate) == "score" and validate.timeout == 3.0
+    d.finish_command(timed_out=True, duration=3.0)
+    assert d.vars["goal_seek.status"] == "timeout"
+    assert "validate ran out of time" in d.printed
+
+
+def test_goal_text_is_interpolated_and_nested_output_is_shown() -> None:
+    step = Step(kind="goal_seek", command="fill ${who}", goal_seek=GoalSeekSpec(
+        goal="fill ${who}", command=shell("echo attempt"), validate="score", threshold=50,
+        max_attempts=2))
+    d = drive(shell("echo me", capture="who"), step,
+              each(["a"], shell("echo item ${item}")))
+    d.run(lambda e: R(stdout="score: 60") if command_text(e) == "score" else
+          R(stdout=command_text(e).removeprefix("echo ") + "\n"))
+    assert "Goal 'fill me' achieved in 1 attempts (60%)" in d.printed
+    assert "    attempt" in d.printed and "    item a" in d.printed

@@ -4,6 +4,7 @@ git repositories, real subprocesses and a real kill -9 in the middle of a ``fore
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -78,6 +79,14 @@ def test_goal_seek_command_exit_codes(project: Project) -> None:
                         "2", "-y")
     assert never.returncode == 1
     assert "Goal not achieved (max_attempts)" in never.stdout
+    summary = project.run("goal-seek", "never", "-c", "true", "--validate", "echo 10%", "-m",
+                          "1", "-y", "--json")
+    assert summary.returncode == 1
+    doc = json.loads(summary.stdout)
+    assert (doc["status"], doc["exit_code"], doc["goal"]["status"]) == \
+        ("completed_with_failures", 1, "max_attempts")
+    late = project.run("goal-seek", "x", "-c", "true", "--validate", "true", "--timeout", "abc")
+    assert late.returncode == 2 and "--timeout 'abc' is not a duration" in late.stderr
     bad = project.run("goal-seek", "x", "-c", "true", "--validate", "true", "-t", "120")
     assert bad.returncode == 2 and "--threshold must be between 0 and 100" in bad.stderr
 
@@ -104,7 +113,7 @@ steps:
     project.commit()
     out = project.run("run", "wf.yml", "-y")
     assert out.returncode == 1, out.stdout + out.stderr
-    assert "foreach: 1 of 4 items failed; first failure: item 1" in out.stderr
+    assert "foreach: 1 of 4 items failed; first failure: item 2/4" in out.stderr
     wt = project.session_worktree(session_id(out.stdout))  # a failed run keeps it
     assert (wt / "log").read_text() == "0:a/3\n1:b/3\n2:c/3\nfailed=1\n"
     assert (wt / "kept").read_text() == "1\n3\n4\n"
