@@ -28,7 +28,7 @@ from typing import Literal
 import attrs
 from pyrsistent import PMap, pmap
 
-from prodigy_core import analytics, commits, merge_machine, step_foreach, stepper
+from prodigy_core import analytics, commits, merge_machine, step_env, step_foreach, stepper
 from prodigy_core.breakers import Breakers
 from prodigy_core.context import RunContext, builtin_variables
 from prodigy_core.display import display_name
@@ -42,7 +42,14 @@ from prodigy_core.effects import (
     SaveCheckpoint,
     SaveSession,
 )
-from prodigy_core.events import CancelRequested, ClaudeLine, Event, GitHeadRead
+from prodigy_core.events import (
+    CancelRequested,
+    ClaudeLine,
+    CommandFinished,
+    CommandNotStarted,
+    Event,
+    GitHeadRead,
+)
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Workflow
@@ -101,6 +108,10 @@ class RunState:
     # start of the first timed event and the end of the latest one
     first_mono: float | None = None
     last_mono: float = 0.0
+    # ``cache: true`` env values computed before the first step (``step_env``): the
+    # command outstanding and the entry it computes
+    env_request: int | None = None
+    env_index: int = 0
     # the session worktree (spec 06 §3): "worktree" while it is being created, "steps"
     # while steps run, "merge" while the merge machine runs (spec 06 §7)
     phase: Literal["worktree", "steps", "merge"] = "steps"
@@ -214,8 +225,46 @@ def _started(state: RunState) -> Transition:
         Print(text=f"Executing workflow: {workflow.name} (max {ctx.max_iterations} iterations)"),
         *_start_warnings(workflow, ctx),
     ]
-    state, more = _begin_position(state)
+    state, more = _cache_env(state)
     return Transition(state=state, effects=(*effects, *more))
+
+
+def _cache_env(state: RunState) -> tuple[RunState, list[Effect]]:
+    """Compute the next ``cache: true`` env value not known yet (spec 11 §2.2: once per
+    run, at start, in the session worktree), or go on with the steps."""
+    cid = state.stepper.next_id
+    found = step_env.next_cached(state.ctx, state.stepper.vars, state.env_index, cid)
+    if found is not None:
+        index, command = found
+        state = attrs.evolve(state, env_request=cid, env_index=index,
+                             stepper=attrs.evolve(state.stepper, next_id=cid + 1))
+        return state, [command]
+    state = attrs.evolve(state, env_request=None)
+    if state.resumed and state.resume_to_merge and _needs_worktree(state.ctx):
+        # every step had completed; only the merge was left (spec 06 §7.1)
+        state = attrs.evolve(state, status="completed")
+        return _begin_merge(state)
+    return _begin_position(state, resuming=state.resumed)
+
+
+def _on_cached_env(state: RunState, event: Event) -> Transition:
+    if state.cancel_signal is not None:
+        return _interrupted(attrs.evolve(state, env_request=None))
+    if not isinstance(event, CommandFinished | CommandNotStarted):
+        raise InvalidTransition(f"a dynamic env command cannot end with {type(event).__name__}")
+    found = step_env.cached_value(state.ctx, state.env_index, event)
+    if isinstance(found, str):
+        # a cached value that cannot be computed stops the run at its start (exit 2)
+        state = attrs.evolve(state, env_request=None, status="failed", error=found,
+                             error_code="E2005")
+        return Transition(state=state, effects=(
+            Print(text=f"error[E2005]: {found}", stream="err"),
+            *_failed_effects(state, found, exit_code=2)))
+    name, var = found
+    state = attrs.evolve(state, env_index=state.env_index + 1, stepper=attrs.evolve(
+        state.stepper, vars=state.stepper.vars.set(name, var)))
+    state, effects = _cache_env(state)
+    return Transition(state=state, effects=tuple(effects))
 
 
 def resume(
@@ -342,12 +391,7 @@ def _resumed(state: RunState) -> Transition:
         Print(text=f"Checkpoint: step {min(state.step_index + 1, total)} of {total}"),
         *_start_warnings(workflow, ctx),
     ]
-    if state.resume_to_merge and _needs_worktree(ctx):
-        # every step had completed; only the merge was left (spec 06 §7.1)
-        state = attrs.evolve(state, status="completed")
-        state, more = _begin_merge(state)
-    else:
-        state, more = _begin_position(state, resuming=True)
+    state, more = _cache_env(state)
     return Transition(state=state, effects=(*effects, *more))
 
 
@@ -370,6 +414,9 @@ def step(state: RunState, event: Event) -> Transition:
     if isinstance(event, GitHeadRead) and state.head_request is not None \
             and event.command_id == state.head_request:
         return _on_iteration_head(state, event)
+    if state.env_request is not None and \
+            getattr(event, "command_id", None) == state.env_request:
+        return _on_cached_env(state, event)
     if not state.stepper.busy:
         raise InvalidTransition(f"no step is running but received {type(event).__name__}")
     if state.cancel_signal is not None:
@@ -749,7 +796,7 @@ def _after_merge_move(state: RunState,
     return state, effects
 
 
-def _failed_effects(state: RunState, error: str) -> list[Effect]:
+def _failed_effects(state: RunState, error: str, exit_code: int = 1) -> list[Effect]:
     sid = state.ctx.session_id
     first = error.split("\n", 1)[0]
     return [
@@ -762,7 +809,7 @@ def _failed_effects(state: RunState, error: str) -> list[Effect]:
         Print(text=f"Workflow failed: {first}", level="result", stream="err"),
         Print(text=f"Resume with: prodigy resume {sid}", level="result", stream="err"),
         *_summary_prints(state),
-        Finish(outcome=summary(state, 1), exit_code=1),
+        Finish(outcome=summary(state, exit_code), exit_code=exit_code),
     ]
 
 
@@ -784,7 +831,8 @@ def _on_cancel(state: RunState, event: CancelRequested) -> Transition:
     if state.cancel_signal is not None:
         return Transition(state=state, effects=())
     state = attrs.evolve(state, cancel_signal=event.signal)
-    if state.stepper.pending is None and state.head_request is None:
+    if state.stepper.pending is None and state.head_request is None and \
+            state.env_request is None:
         return _interrupted(state)
     return Transition(state=state, effects=(CancelCommands(),))
 

@@ -28,10 +28,12 @@ In a dry run no dynamic command runs (the start value, if any, stays).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
 from prodigy_core import step_handlers, stepper
-from prodigy_core.context import child_environment
+from prodigy_core.context import RunContext, child_environment
 from prodigy_core.effects import RunCommand
 from prodigy_core.envresolve import conditional_value
 from prodigy_core.events import CommandFinished, CommandNotStarted
@@ -115,3 +117,46 @@ def on_command(tx: Tx, frame: StepFrame, event: CommandFinished | CommandNotStar
     tx.replace_top(attrs.evolve(frame, wf_env=tuple(values.items()),
                                 env_index=frame.env_index + 1))
     stepper.prepare(tx)
+
+
+# --- ``cache: true`` values computed when the run starts (spec 11 §2.2) -------------------
+
+
+def next_cached(ctx: RunContext, variables: Mapping[str, Var], start: int,
+                command_id: int) -> tuple[int, RunCommand] | None:
+    """The first ``cache: true`` dynamic entry from ``start`` on whose value is not known
+    yet, and the command that computes it (in the session worktree, 60 s limit)."""
+    if ctx.dry_run:
+        return None
+    known = dict(ctx.env_cache)
+    for index in range(start, len(ctx.late_env)):
+        name, entry = ctx.late_env[index]
+        if not isinstance(entry, EnvDynamic) or not entry.cache:
+            continue
+        if CACHE_PREFIX + name in variables or name in known:
+            continue
+        env = child_environment(ctx, step_env={}, clear=False, iteration=1, attempt=1,
+                                input_index=None, timeout=None)
+        return index, RunCommand(command_id=command_id, argv=("sh", "-c", entry.command),
+                                 cwd=ctx.project_dir, env=env, timeout=DYNAMIC_TIMEOUT,
+                                 stream_output=False, display=f"env {name}",
+                                 step_path=f"env.{name}")
+    return None
+
+
+def cached_value(ctx: RunContext, index: int,
+                 event: CommandFinished | CommandNotStarted) -> tuple[str, Var] | str:
+    """The scope variable holding entry ``index``'s value, or the E2005 message."""
+    name, entry = ctx.late_env[index]
+    assert isinstance(entry, EnvDynamic)
+    if isinstance(event, CommandNotStarted) or event.timed_out or event.exit_code != 0:
+        if isinstance(event, CommandNotStarted):
+            why = f"did not start: {event.message}"
+        elif event.timed_out:
+            why = f"timed out after {int(DYNAMIC_TIMEOUT)} s"
+        else:
+            why = f"failed with exit code {event.exit_code}"
+        message = f"dynamic env '{name}' command {why}: {entry.command}"
+        detail = event.stderr.strip() if isinstance(event, CommandFinished) else ""
+        return message + ("\n" + "\n".join(detail.splitlines()[:5]) if detail else "")
+    return CACHE_PREFIX + name, Var(value=event.stdout.rstrip("\n"))

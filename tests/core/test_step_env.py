@@ -235,3 +235,24 @@ def test_known_secrets_before_resolution() -> None:
                       ("P", EnvStatic(value="profile-secret", secret=True)),)),))
     assert set(known_secrets(workflow, {"SRC": "from-environ"})) == {
         "from-environ", "lit-secret", "profile-secret", "literal-key"}
+
+
+def test_a_cached_value_is_computed_at_start_before_any_step() -> None:
+    workflow = wf(shell("echo ${N}", when="false"), shell("echo ${N}"),
+                  env=(("N", EnvDynamic(command="nproc", cache=True)),))
+    d = start(workflow)
+    first = d.pending(RunCommand)
+    assert command_text(first) == "nproc" and first.timeout == 60.0
+    assert not d.logs("step_started")  # before any step, also a skipped one
+    assert d.run({"nproc": R(stdout="2\n")}).exit_code == 0
+    assert d.commands == ["nproc", "echo 2"]
+
+
+def test_a_failing_cached_command_stops_the_run_at_start_with_exit_2() -> None:
+    workflow = wf(shell("never"), env=(("N", EnvDynamic(command="boom", cache=True)),))
+    d = start(workflow)
+    finish = d.run({"boom": R(exit_code=1, stderr="nope\n")})
+    assert finish.exit_code == 2
+    assert d.commands == ["boom"]
+    assert "error[E2005]: dynamic env 'N' command failed with exit code 1: boom" in d.printed
+    assert d.state.error_code == "E2005"

@@ -55,11 +55,11 @@ steps:
 """)
     env = dict(project.env, SECRET_SRC=SECRET)
     out = project.run("run", "wf.yml", "-vv", env=env)
-    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.returncode == 2, out.stdout + out.stderr  # stops at start (spec 11 §2.2)
     text = out.stdout + out.stderr
     assert "E2005" in text and "dyn-***REDACTED***" in text
     as_json = project.run("run", "wf.yml", "--json", env=env)
-    assert as_json.returncode == 1
+    assert as_json.returncode == 2
     summary = json.loads(as_json.stdout)
     assert summary["error_code"] == "E2005" and "***REDACTED***" in summary["error"]
     assert_nowhere(project, SECRET, out, as_json)

@@ -109,7 +109,7 @@ async def test_a_failing_dynamic_command_shows_no_secret(autojump_clock: Any) ->
     env = FakeEnv({"leak": Scripted(exit_code=1, stderr=f"dyn-{RAW}\n")},
                   secrets=Masker(ctx.secret_values))
     result = await run(workflow, env, ctx)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a cached value is computed at start (spec 11 §2.2)
     shown = "\n".join(env.console.lines)  # type: ignore[attr-defined]
     assert "E2005" in shown and "dyn-***REDACTED***" in shown and RAW not in shown
     assert RAW not in json.dumps(env.journal.events)  # type: ignore[attr-defined]
