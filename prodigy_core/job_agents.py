@@ -22,6 +22,10 @@ in ``backoff`` for a ``Sleep`` of the ``retry_config`` delay (``prodigy_core.ret
 jitter from the run's seed) before ``dispatch`` may start it; other items run meanwhile.
 The wait is not saved: after a resume the item is simply pending.
 
+The job circuit breaker (``prodigy_core.job_breaker``) may hold ``dispatch`` back: it is
+told of every agent run that ends, and says how many agents may start.  How a final
+failure is shown on the terminal is ``error_collection`` (``prodigy_core.job_report``).
+
 Every agent runs its steps with the job's circuit ``breakers`` (spec 10 §3.3), so a
 breaker named by a template step — or the step's path, the same in every agent — is one
 breaker for all agents.  An agent's commands see the variables of spec 11 §7
@@ -35,6 +39,8 @@ from collections.abc import Sequence
 import attrs
 from pyrsistent import PMap
 
+from prodigy_core import job_breaker as jb
+from prodigy_core import job_report
 from prodigy_core import stepper as stepper_mod
 from prodigy_core import work_items as wi
 from prodigy_core.context import RunContext, WorktreeSpec, builtin_variables
@@ -99,16 +105,20 @@ def can_start(state: JobState) -> bool:
 
 
 def dispatch(state: JobState) -> Step:
-    """Start agents for pending items while slots are free (spec 05 §7.1)."""
+    """Start agents for pending items while slots are free (spec 05 §7.1) and the job
+    circuit breaker allows it (spec 05 §10.5)."""
     effects: list[Effect] = []
     if not can_start(state):
         return state, effects
+    allowed = jb.allowance(state)
     for index in range(state.total):
-        if len(state.agents) >= max_parallel(state):
+        if len(state.agents) >= max_parallel(state) or allowed == 0:
             break
         if state.item_state.get(index, "pending") != "pending" or index in state.backoff:
             continue
         state, more = _start_agent(state, index)
+        state = jb.started(state, index)
+        allowed = None if allowed is None else allowed - 1
         effects += more
     return state, effects
 
@@ -406,6 +416,7 @@ def _back_to_pending(state: JobState, index: int, effects: list[Effect]) -> Step
     state = attrs.evolve(state, agents=state.agents.remove(index),
                          item_state=state.item_state.set(index, "pending"),
                          attempts=state.attempts.set(index, attempts))
+    state = jb.forget(state, index)
     return state, [*effects, LogEvent(event_type="agent_interrupted", fields=(
         ("agent_id", agent.agent_id), ("item_id", state.item_id(index))))]
 
@@ -517,7 +528,8 @@ def _item_succeeded(state: JobState, queued: Queued, *, merged_sha: str | None) 
     if queued.attempt > 1 or state.resumed or state.config.reprocess_of is not None:
         # out of the DLQ before ``agent_completed`` is logged (see ``_item_failed``)
         effects.insert(0, ForgetDLQ(item_id=iid))
-    return state, effects
+    state, more = jb.record(state, index, passed=True)
+    return state, [*effects, *more]
 
 
 def _secs(seconds: float) -> str:
@@ -570,7 +582,8 @@ def _item_failed(state: JobState, agent: Agent, failure: Failure, *, release: bo
             state, tid = _id(state)
             state = attrs.evolve(state, backoff=state.backoff.set(index, tid))
             effects.append(Sleep(command_id=tid, seconds=delay))
-        return state, effects
+        state, more = jb.record(state, index, passed=False)
+        return state, [*effects, *more]
     state = attrs.evolve(state, results=state.results.set(index, result),
                          item_state=state.item_state.set(index, "failed"),
                          failed_this_run=state.failed_this_run + 1,
@@ -578,6 +591,9 @@ def _item_failed(state: JobState, agent: Agent, failure: Failure, *, release: bo
     done = state.count("succeeded") + state.count("failed")
     first = failure.message.splitlines()[0] if failure.message else "failed"
     effects.append(Print(text=f"[{done}/{state.total}] ❌ {iid}: {first}"))
+    state, more = job_report.item_failed(state, job_report.failure_text(
+        iid, type_name, failure.message, step=failure.step, attempt=agent.attempt))
+    effects += more
     skip = policy.on_item_failure == "skip" or timeout_action == "skip"
     if not skip:
         artifacts: JSON = None
@@ -603,7 +619,8 @@ def _item_failed(state: JobState, agent: Agent, failure: Failure, *, release: bo
     if stop is not None and state.stop_reason is None:
         state = attrs.evolve(state, stop_reason=stop)
         effects.append(Print(text=f"Stopping the map phase: {stop}", stream="err"))
-    return state, effects
+    state, more = jb.record(state, index, passed=False)
+    return state, [*effects, *more]
 
 
 def retry_delay(state: JobState, index: int, attempt: int) -> float:

@@ -1,6 +1,7 @@
 """The job state document (spec 09 §4.3) and restoring a job from it (spec 05 §14–§16).
 
-``job_doc(state)`` is what ``SaveJobState`` writes; ``restore(state, doc, later)`` rebuilds
+``job_doc(state)`` is what ``SaveJobState`` writes (``checkpoint`` says when a map-phase
+transition writes a new version); ``restore(state, doc, later)`` rebuilds
 the machine's state from the newest document and the events logged after it: an
 ``agent_completed`` or final ``agent_failed`` event written just before a crash counts, so
 its item never runs again.  Items that were running (their agents are gone) are pending;
@@ -15,6 +16,7 @@ import attrs
 from pyrsistent import PMap, pmap
 
 from prodigy_core.interpolate import Var
+from prodigy_core.job_ops import SaveJobState
 from prodigy_core.job_state import ItemStatus, JobState, Queued
 from prodigy_core.json_values import JSON
 
@@ -119,6 +121,30 @@ def job_doc(state: JobState) -> dict[str, JSON]:
         "parameters": {},
         "cost_usd": round(state.cost, 6),
     }
+
+
+def checkpoint_stride(total: int) -> int:
+    """Item transitions between job state versions in the map phase.
+
+    Small jobs save after every transition (spec 05 §14).  Large ones save every few
+    items: the document holds every item and result, so saving it after each of 2,000
+    items would write gigabytes.  Nothing is lost in between — every final status is in
+    the journal first, and resume applies the completion events logged after the newest
+    version; an agent branch that was waiting for the merge queue when the process died
+    is run again.
+    """
+    return max(1, min(25, total // 50))
+
+
+def checkpoint(state: JobState) -> tuple[JobState, list[SaveJobState]]:
+    """A new job state version after an item transition of the map phase, if it is due."""
+    finals = state.count("succeeded") + state.count("failed")
+    quiet = not state.agents and not state.queue and state.merging is None
+    if quiet or finals - state.saved_finals >= checkpoint_stride(state.total) or \
+            checkpoint_stride(state.total) == 1:
+        state = attrs.evolve(state, saved_finals=finals)
+        return state, [SaveJobState(doc=job_doc(state))]
+    return state, []
 
 
 def _index(item_id: object, ids: dict[str, int] | None = None) -> int | None:

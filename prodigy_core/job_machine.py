@@ -24,6 +24,12 @@ Every scope of the job (setup, item loading, agents, reduce, the final merge's s
 with ``PRODIGY_JOB_ID`` in its environment, and reduce with the map counts (spec 11 §7);
 all of them share the job's circuit ``breakers``, whose clock is the ``monotonic`` reading
 of the latest event.
+
+The job's own timers are ``Sleep``s in ``state.timers``: the setup and reduce limits
+(``prodigy_core.job_timers``) and the open period of the job circuit breaker, which pauses
+dispatch (``prodigy_core.job_breaker``).  ``setup.capture_outputs`` binds variables after
+each setup step (``prodigy_core.job_capture``).  How a job ends is
+``prodigy_core.job_endings``; what it prints while it runs, ``prodigy_core.job_report``.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ import attrs
 from pyrsistent import PMap, pmap
 
 from prodigy_core import job_agents as ja
-from prodigy_core import merge_machine
+from prodigy_core import job_breaker as jb
+from prodigy_core import job_capture, job_report, merge_machine
+from prodigy_core import job_timers as jt
 from prodigy_core import stepper as stepper_mod
 from prodigy_core import work_items as wi
-from prodigy_core.analytics import Usage
 from prodigy_core.breakers import observe
 from prodigy_core.context import RunContext, builtin_variables, child_environment
 from prodigy_core.display import display_name
@@ -49,10 +56,20 @@ from prodigy_core.effects import (
     LogEvent,
     Print,
     SaveSession,
-    Sleep,
 )
 from prodigy_core.events import CancelRequested, ClaudeLine, Event, Slept
 from prodigy_core.interpolate import Var, interpolate
+from prodigy_core.job_docs import checkpoint, job_doc
+from prodigy_core.job_endings import (
+    exit_code,
+    interrupted,
+    job_completed,
+    job_failed,
+    on_cancel,
+    on_merge_event,
+    session_doc,
+    summary,
+)
 from prodigy_core.job_ops import (
     LoadWorkItems,
     SaveJobFile,
@@ -74,6 +91,9 @@ from prodigy_core.worktree_ops import (
     WorktreeCreated,
     WorktreeFailed,
 )
+
+__all__ = ["Transition", "exit_code", "job_doc", "resume", "session_doc", "start",
+           "start_reprocess", "step", "summary"]
 
 FORMAT_VERSION = 1
 Moves = tuple[JobState, list[Effect]]
@@ -152,10 +172,12 @@ def step(state: JobState, event: Event) -> Transition:
         raise InvalidTransition(f"the job is over but received {type(event).__name__}")
     state = _clock(state, event)
     if isinstance(event, CancelRequested):
-        return _t(_on_cancel(state, event))
+        return _t(on_cancel(state, event))
     if isinstance(event, Slept) and state.ticker is not None and \
             event.command_id == state.ticker:
-        return _t(_on_tick(state))
+        return _t(job_report.on_tick(state))
+    if isinstance(event, Slept) and event.command_id in state.timers:
+        return _t(_on_job_timer(state, event.command_id))
     if isinstance(event, Slept) and _late_agent_timer(state, event.command_id):
         return Transition(state=state, effects=())
     match state.phase:
@@ -170,8 +192,24 @@ def step(state: JobState, event: Event) -> Transition:
         case "reduce":
             return _t(_on_reduce_event(state, event))
         case "merge":
-            return _t(_on_merge_event(state, event))
+            return _t(on_merge_event(state, event))
     raise InvalidTransition(f"phase {state.phase!r} cannot receive {type(event).__name__}")
+
+
+def _on_job_timer(state: JobState, command_id: int) -> Moves:
+    """A phase limit or the breaker's open period ended; one whose phase is over, or
+    that CancelRequested cancelled, means nothing."""
+    use = state.timers[command_id]
+    state = attrs.evolve(state, timers=state.timers.remove(command_id))
+    if use == "breaker":
+        if state.phase != "map" or not jb.owns(state, command_id) or \
+                state.cancel_signal is not None:
+            return state, []
+        state, effects = jb.timer_over(state)
+        return _map_settle(state, effects)
+    if not jt.live(state, command_id):
+        return state, []
+    return jt.expired(state)
 
 
 def _late_agent_timer(state: JobState, command_id: int) -> bool:
@@ -257,7 +295,7 @@ def _on_worktree(state: JobState, event: Event) -> Moves:
                 ("profile", state.ctx.profile)))]
     effects.append(SaveSession(session=session_doc(state)))
     if state.cancel_signal is not None:
-        state, more = _interrupted(state)
+        state, more = interrupted(state)
         return state, [*effects, *more]
     state, more = _continue(state)
     return state, [*effects, *more]
@@ -281,13 +319,13 @@ def _continue(state: JobState) -> Moves:
     """Go on with whatever comes next, from the state (start and resume alike)."""
     setup = state.workflow.setup.steps if state.workflow.setup is not None else ()
     if state.setup_index < len(setup) and not state.items_loaded:
+        state, effects = jt.arm(attrs.evolve(state, phase="setup"), "setup")
         if state.setup_index == 0:
-            state = attrs.evolve(state, phase="setup")
-            state, more = _start_setup_step(state)
-            return state, [Print(text="Running setup phase..."),
-                           LogEvent(event_type="phase_started", fields=(("phase", "setup"),)),
-                           *more]
-        return _start_setup_step(attrs.evolve(state, phase="setup"))
+            effects = [Print(text="Running setup phase..."),
+                       LogEvent(event_type="phase_started", fields=(("phase", "setup"),)),
+                       *effects]
+        state, more = _start_setup_step(state)
+        return state, [*effects, *more]
     if not state.items_loaded:
         return _load_items(state)
     return _enter_map(state)
@@ -361,7 +399,14 @@ def _phase_event(state: JobState, phase: Literal["setup", "reduce"], event: Even
     done = stepper_mod.on_event(st, _phase_ctx(state, phase), base, event, state.breakers)
     state = attrs.evolve(_with_stepper(state, phase, done.stepper), breakers=done.breakers)
     if _stopping(state, event, done.outcome):
-        return _interrupted(state)
+        return interrupted(state)
+    if state.phase_timed_out and state.cancel_signal is None:
+        # the phase's limit expired and its command was cancelled: whatever the step
+        # would do next (a retry, a handler, the next step), the job fails here
+        if isinstance(event, ClaudeLine):
+            return state, []
+        usage = done.stepper.step_usage.total_cost_usd
+        return jt.failed(attrs.evolve(state, cost=state.cost + usage))
     effects = list(done.effects)
     if done.outcome is not None:
         state, more = on_done(state, done.outcome)
@@ -374,18 +419,29 @@ def _setup_step_done(state: JobState, outcome: Outcome) -> Moves:
                          cost=state.cost + state.setup.step_usage.total_cost_usd)
     if outcome.status == "failed":
         if state.cancel_signal is not None:
-            return _interrupted(state)
+            return interrupted(state)
         error = outcome.error or "setup step failed"
-        return _job_failed(state, f"Setup phase failed: {error}", outcome.error_code or "E6006")
+        return job_failed(state, f"Setup phase failed: {error}", outcome.error_code or "E6004")
+    effects: list[Effect] = []
+    setup = state.workflow.setup
+    if setup is not None and setup.capture_outputs:
+        captured = job_capture.capture(setup.capture_outputs, state.setup_index, outcome)
+        effects += [Print(text=f"warning[W6005]: {w}", stream="err")
+                    for w in captured.warnings]
+        state = attrs.evolve(state, variables=job_capture.bind(state.variables, captured))
+        if captured.error is not None:
+            return job_failed(state, f"Setup phase failed: {captured.error}", "E6004",
+                              effects)
     state = attrs.evolve(state, setup_index=state.setup_index + 1)
-    effects: list[Effect] = [SaveJobState(doc=job_doc(state))]
+    effects.append(SaveJobState(doc=job_doc(state)))
     if state.cancel_signal is not None:
-        state, more = _interrupted(state)
+        state, more = interrupted(state)
         return state, [*effects, *more]
     if state.setup_index < len(_setup_steps(state)):
         state, more = _start_setup_step(state)
         return state, [*effects, *more]
-    effects.append(LogEvent(event_type="phase_completed", fields=(("phase", "setup"),)))
+    state, more = jt.disarm(state)
+    effects += [*more, LogEvent(event_type="phase_completed", fields=(("phase", "setup"),))]
     state, more = _load_items(state)
     return state, [*effects, *more]
 
@@ -413,7 +469,7 @@ def _on_items(state: JobState, event: Event) -> Moves:
         raise InvalidTransition(f"the job waits for its items, not {type(event).__name__}")
     state = attrs.evolve(state, pending=None)
     if isinstance(event, WorkItemsFailed):
-        return _job_failed(state, event.message, event.code)
+        return job_failed(state, event.message, event.code)
     spec = state.workflow.map
     assert spec is not None
     effects: list[Effect] = []
@@ -425,11 +481,11 @@ def _on_items(state: JobState, event: Event) -> Moves:
     else:
         document, apply_path = wi.parse_command_output(event.text)
     if isinstance(document, wi.ItemsError):
-        return _job_failed(state, document.message, document.code, effects)
+        return job_failed(state, document.message, document.code, effects)
     selected = wi.select_items(document, spec, apply_json_path=apply_path,
                                variables=_base(state))
     if isinstance(selected, wi.ItemsError):
-        return _job_failed(state, selected.message, selected.code, effects)
+        return job_failed(state, selected.message, selected.code, effects)
     items = tuple(selected)
     fresh: dict[int, ItemStatus] = {i: "pending" for i in range(len(items))}
     state = attrs.evolve(state, items=items, items_loaded=True, item_state=pmap(fresh))
@@ -444,11 +500,11 @@ def _on_items(state: JobState, event: Event) -> Moves:
     ]
     if state.cancel_signal is not None:
         # CancelRequested came while the items were loading: stop now (the list is saved)
-        state, more = _interrupted(state)
+        state, more = interrupted(state)
         return state, [*effects, *more]
     if not items:
         effects.append(Print(text="No work items to process"))
-        state, more = _job_completed(state)
+        state, more = job_completed(state)
         return state, [*effects, *more]
     state, more = _enter_map(state)
     return state, [*effects, *more]
@@ -474,75 +530,11 @@ def _enter_map(state: JobState) -> Moves:
     state, more = ja.dispatch(state)
     effects += more
     state = attrs.evolve(state, map_started=state.mono if state.mono else None)
-    state = _note_starts(state)
-    state, more = _arm_ticker(state)
+    state = job_report.note_starts(state)
+    state, more = job_report.arm_ticker(state)
     effects += more
     state, more = _map_maybe_done(state)
     return state, [*effects, *more]
-
-
-# --- progress (spec 05 §18) ----------------------------------------------------------
-
-
-def _arm_ticker(state: JobState) -> Moves:
-    interval = state.ctx.progress_interval
-    if interval is None or state.ticker is not None or state.phase != "map":
-        return state, []
-    state, cid = _id(state)
-    return attrs.evolve(state, ticker=cid), [Sleep(command_id=cid, seconds=interval)]
-
-
-def _on_tick(state: JobState) -> Moves:
-    state = attrs.evolve(state, ticker=None)
-    if state.phase != "map" or state.cancel_signal is not None:
-        return state, []
-    interval = state.ctx.progress_interval or 0.0
-    if state.map_started is None:
-        state = attrs.evolve(state, map_started=state.mono - interval)
-    # agents that started before any clock reading: count from one tick ago
-    started = state.agent_started
-    for index in state.agents:
-        if index not in started:
-            started = started.set(index, state.mono - interval)
-    state = attrs.evolve(state, agent_started=started)
-    effects: list[Effect] = [Print(text=progress_line(state), level="progress")]
-    state, more = _arm_ticker(state)
-    return state, [*effects, *more]
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-def progress_line(state: JobState) -> str:
-    """``Map: 3/10 done, 1 failed, 2 running, 4 pending · 1m20s · ETA 2m10s · $0.12``."""
-    done, failed = state.count("succeeded"), state.count("failed")
-    running = len(state.agents)
-    merging = state.count("merging")
-    pending = state.count("pending")
-    parts = [f"Map: {done + failed}/{state.total} done, {failed} failed, {running} running, "
-             f"{pending} pending" + (f", {merging} merging" if merging else "")]
-    if state.map_started is not None:
-        elapsed = state.mono - state.map_started
-        parts.append(_duration(elapsed))
-        finished = state.finished_this_run
-        left = pending + running + merging
-        if finished and left:
-            parts.append(f"ETA {_duration(elapsed / finished * left)}")
-    parts.append(f"${state.cost:.2f}")
-    agents = sorted(state.agents.values(), key=lambda a: a.index)
-    if agents:
-        shown = ", ".join(
-            f"{state.item_id(a.index)} {_duration(state.mono - state.agent_started[a.index])}"
-            if a.index in state.agent_started else state.item_id(a.index) for a in agents[:6])
-        more = f" +{len(agents) - 6}" if len(agents) > 6 else ""
-        parts.append(f"running: {shown}{more}")
-    return " · ".join(parts)
 
 
 def _on_map_event(state: JobState, event: Event) -> Moves:
@@ -553,7 +545,7 @@ def _on_map_event(state: JobState, event: Event) -> Moves:
     elif state.merge_request is not None and cid == state.merge_request and \
             isinstance(event, BranchMerged | MergeConflicted | MergeFailed):
         state, effects = ja.on_merge_event(state, event)
-        state, more = _checkpoint(state)
+        state, more = checkpoint(state)
         effects += more
     else:
         index = ja.owner(state, cid)
@@ -565,65 +557,42 @@ def _on_map_event(state: JobState, event: Event) -> Moves:
         state, effects = ja.on_agent_event(state, index, event)
         if state.item_state.get(index) != before and \
                 state.item_state.get(index) in ("succeeded", "failed", "merging", "pending"):
-            state, more = _checkpoint(state)
+            state, more = checkpoint(state)
             effects += more
+    return _map_settle(state, effects)
+
+
+def _map_settle(state: JobState, effects: list[Effect]) -> Moves:
+    """After any change in the map phase: start what may start; end the phase when done."""
     state, more = ja.dispatch(state)
     effects += more
-    state = _note_starts(state)
+    state = job_report.note_starts(state)
     if state.ctx.progress_interval is not None and \
             any(isinstance(e, LogEvent) and e.event_type in ("agent_completed", "agent_failed")
                 for e in effects):
-        effects.append(Print(text=progress_line(state), level="progress"))
+        effects.append(Print(text=job_report.progress_line(state), level="progress"))
     state, more = _map_maybe_done(state)
     return state, [*effects, *more]
-
-
-def checkpoint_stride(total: int) -> int:
-    """Item transitions between job state versions in the map phase.
-
-    Small jobs save after every transition (spec 05 §14).  Large ones save every few
-    items: the document holds every item and result, so saving it after each of 2,000
-    items would write gigabytes.  Nothing is lost in between — every final status is in
-    the journal first, and resume applies the completion events logged after the newest
-    version; an agent branch that was waiting for the merge queue when the process died
-    is run again.
-    """
-    return max(1, min(25, total // 50))
-
-
-def _checkpoint(state: JobState) -> Moves:
-    finals = state.count("succeeded") + state.count("failed")
-    quiet = not state.agents and not state.queue and state.merging is None
-    if quiet or finals - state.saved_finals >= checkpoint_stride(state.total) or \
-            checkpoint_stride(state.total) == 1:
-        state = attrs.evolve(state, saved_finals=finals)
-        return state, [SaveJobState(doc=job_doc(state))]
-    return state, []
-
-
-def _note_starts(state: JobState) -> JobState:
-    started = state.agent_started
-    for index in state.agents:
-        if index not in started and state.mono:
-            started = started.set(index, state.mono)
-    for index in list(started):
-        if index not in state.agents:
-            started = started.remove(index)
-    return attrs.evolve(state, agent_started=started)
 
 
 def _map_maybe_done(state: JobState) -> Moves:
     if state.agents or state.merging is not None:
         return state, []
     if state.cancel_signal is not None:
-        return _interrupted(state)  # the queue, if any, is saved as pending_merges
+        return interrupted(state)  # the queue, if any, is saved as pending_merges
     if state.queue:
         return state, []  # cannot happen: next_merge starts it
     pending = state.count("pending")
     if pending and state.stop_reason is None:
-        return state, []  # items waiting for their retry delay (dispatch starts the rest)
+        # items waiting for their retry delay, or for the job circuit breaker's open
+        # period to end (dispatch starts the rest)
+        return state, []
+    state, effects = job_report.flush_failures(state)
+    timer = state.dispatch_breaker.timer
+    if timer is not None and timer in state.timers:
+        effects.append(CancelCommands(command_ids=(timer,)))  # nothing waits for it now
     ok, failed = state.count("succeeded"), state.count("failed")
-    effects: list[Effect] = [
+    effects += [
         Print(text=f"Map phase completed: {ok} successful, {failed} failed (total: "
                    f"{state.total})"),
         LogEvent(event_type="phase_completed", fields=(
@@ -631,7 +600,7 @@ def _map_maybe_done(state: JobState) -> Moves:
                                           "pending": pending}))),
     ]
     if state.stop_reason is not None:
-        state, more = _job_failed(state, f"map phase stopped: {state.stop_reason}", "E6008")
+        state, more = job_failed(state, f"map phase stopped: {state.stop_reason}", "E6008")
         return state, [*effects, *more]
     if failed:
         effects.append(Print(text=f"{failed} failed items are in the DLQ: prodigy dlq list "
@@ -674,13 +643,15 @@ def _reduce_ctx(state: JobState) -> RunContext:
 def _enter_reduce(state: JobState) -> Moves:
     steps = _reduce_steps(state)
     if state.reduce_index >= len(steps):
-        return _job_completed(state)
+        return job_completed(state)
     state = attrs.evolve(state, phase="reduce")
     effects: list[Effect] = []
     if state.reduce_index == 0:
         results: list[JSON] = list(ja.results_in_order(state))
         effects += [SaveJobFile(name="map-results.json", content=results),
                     LogEvent(event_type="phase_started", fields=(("phase", "reduce"),))]
+    state, more = jt.arm(state, "reduce")
+    effects += more
     state, more = _start_reduce_step(state)
     return state, [*effects, *more]
 
@@ -702,224 +673,19 @@ def _reduce_step_done(state: JobState, outcome: Outcome) -> Moves:
     state = attrs.evolve(state, cost=state.cost + state.reduce.step_usage.total_cost_usd)
     if outcome.status == "failed":
         if state.cancel_signal is not None:
-            return _interrupted(state)
-        return _job_failed(state, f"Reduce phase failed: {outcome.error or 'step failed'}",
-                           outcome.error_code or "E6007")
+            return interrupted(state)
+        return job_failed(state, f"Reduce phase failed: {outcome.error or 'step failed'}",
+                          outcome.error_code or "E6009")
     state = attrs.evolve(state, reduce_index=state.reduce_index + 1)
     effects: list[Effect] = [SaveJobState(doc=job_doc(state))]
     if state.cancel_signal is not None:
-        state, more = _interrupted(state)
+        state, more = interrupted(state)
         return state, [*effects, *more]
     if state.reduce_index < len(_reduce_steps(state)):
         state, more = _start_reduce_step(state)
         return state, [*effects, *more]
-    effects += [Print(text="Reduce phase completed"),
+    state, more = jt.disarm(state)
+    effects += [*more, Print(text="Reduce phase completed"),
                 LogEvent(event_type="phase_completed", fields=(("phase", "reduce"),))]
-    state, more = _job_completed(state)
+    state, more = job_completed(state)
     return state, [*effects, *more]
-
-
-# --- endings -------------------------------------------------------------------------
-
-
-def exit_code(state: JobState) -> int:
-    return 3 if state.count("failed") else 0
-
-
-def _job_completed(state: JobState) -> Moves:
-    ok, failed = state.count("succeeded"), state.count("failed")
-    state = attrs.evolve(state, status="completed")
-    effects: list[Effect] = [
-        LogEvent(event_type="job_completed", fields=(
-            ("duration_ms", 0), ("success_count", ok), ("failure_count", failed),
-            ("job_id", state.config.job_id))),
-        SaveJobState(doc=job_doc(state)),
-        Print(text="MapReduce job completed" + (f" ({failed} failed)" if failed else ""),
-              level="result"),
-        *_summary_prints(state),
-    ]
-    if not state.config.final_merge:
-        # a reprocess job working in the original job's session worktree: that worktree
-        # is merged with the original job (or `prodigy worktree merge`), not here
-        code = exit_code(state)
-        state = attrs.evolve(state, phase="done")
-        return state, [*effects, SaveSession(session=session_doc(state)),
-                       Finish(outcome=summary(state, code), exit_code=code)]
-    machine = merge_machine.MergeMachine(
-        ctx=state.ctx, workflow=state.workflow, ask=not state.ctx.auto_yes,
-        stepper=Stepper(vars=state.variables, next_id=state.next_id),
-        breakers=state.breakers)
-    moved = merge_machine.begin(machine)
-    state = attrs.evolve(state, phase="merge", merge=moved.machine)
-    state, more = _after_merge(state, list(moved.effects))
-    return state, [*effects, *more]
-
-
-def _on_merge_event(state: JobState, event: Event) -> Moves:
-    machine = state.merge
-    if machine is None:
-        raise InvalidTransition("merge phase without a merge machine")
-    moved = merge_machine.on_event(machine, event)
-    state = attrs.evolve(state, merge=moved.machine)
-    return _after_merge(state, list(moved.effects))
-
-
-def _after_merge(state: JobState, effects: list[Effect]) -> Moves:
-    machine = state.merge
-    if machine is None or machine.outcome is None:
-        return state, effects
-    outcome = machine.outcome
-    state = attrs.evolve(state, merge_outcome=outcome, phase="done",
-                         next_id=machine.stepper.next_id, breakers=machine.breakers)
-    code = 1 if outcome.failed else exit_code(state)
-    if outcome.failed:
-        state = attrs.evolve(state, error=outcome.error, error_code=outcome.error_code)
-    if state.cancel_signal is not None and not outcome.merged:
-        code = 143 if state.cancel_signal == "SIGTERM" else 130
-    effects += [
-        LogEvent(event_type="merge_finished", fields=(
-            ("merged", outcome.merged), ("target", outcome.target),
-            ("reason", outcome.reason), ("error_code", outcome.error_code))),
-        SaveSession(session=session_doc(state)),
-        Finish(outcome=summary(state, code), exit_code=code),
-    ]
-    return state, effects
-
-
-def _job_failed(state: JobState, error: str, code: str,
-                effects: list[Effect] | None = None) -> Moves:
-    state = attrs.evolve(state, status="failed", phase="done", error=error, error_code=code)
-    wt = state.ctx.worktree
-    done = state.count("succeeded") + state.count("failed")
-    out = list(effects or [])
-    out += [
-        LogEvent(event_type="job_failed", fields=(
-            ("error", error), ("error_code", code), ("partial_results", done),
-            ("job_id", state.config.job_id))),
-        SaveJobState(doc=job_doc(state)),
-        SaveWorktreeMeta(doc=merge_machine.meta_doc(state.ctx, "failed", error=error)
-                         | {"job_id": state.config.job_id}),
-        SaveSession(session=session_doc(state)),
-        Print(text=f"error[{code}]: {error}", level="result", stream="err"),
-        Print(text=f"Resume with: prodigy resume-job {state.config.job_id}", level="result",
-              stream="err"),
-    ]
-    if wt is not None:
-        out.append(Print(text=f"The worktree is kept at {wt.path}", stream="err"))
-    out += [*_summary_prints(state), Finish(outcome=summary(state, 1), exit_code=1)]
-    return state, out
-
-
-def _on_cancel(state: JobState, event: CancelRequested) -> Moves:
-    if state.cancel_signal is not None:
-        return state, []
-    state = attrs.evolve(state, cancel_signal=event.signal)
-    if state.phase == "merge" and state.merge is not None:
-        state = attrs.evolve(state, merge=merge_machine.cancel(state.merge))
-        return state, [CancelCommands()]
-    if state.phase in ("worktree", "items"):
-        return state, []  # the answer comes; then the job stops
-    if state.phase == "map" and not state.agents and state.merging is None:
-        return _interrupted(state)
-    return state, [CancelCommands()]
-
-
-def _interrupted(state: JobState) -> Moves:
-    signal = state.cancel_signal or "SIGINT"
-    code = 143 if signal == "SIGTERM" else 130
-    # running items go back to pending (the attempt is not counted)
-    back: dict[int, ItemStatus] = {i: ("pending" if s == "running" else s)
-                                   for i, s in state.item_state.items()}
-    item_state = pmap(back)
-    attempts = state.attempts
-    for index in state.agents:
-        attempts = attempts.set(index, max(0, attempts.get(index, 1) - 1))
-    state = attrs.evolve(state, status="interrupted", phase="done", item_state=item_state,
-                         attempts=attempts, agents=pmap(), backoff=pmap())
-    job = state.config.job_id
-    return state, [
-        LogEvent(event_type="job_paused", fields=(("checkpoint_version", 0),
-                                                  ("reason", "interrupted"),
-                                                  ("job_id", job))),
-        SaveJobState(doc=job_doc(state)),
-        SaveWorktreeMeta(doc=merge_machine.meta_doc(
-            state.ctx, "interrupted",
-            interruption="termination" if signal == "SIGTERM" else "user_interrupt")
-            | {"job_id": job}),
-        SaveSession(session=session_doc(state)),
-        Print(text=f"Job interrupted. Resume with: prodigy resume-job {job}", level="result",
-              stream="err"),
-        Finish(outcome=summary(state, code), exit_code=code),
-    ]
-
-
-def _summary_prints(state: JobState) -> list[Effect]:
-    ok, failed = state.count("succeeded"), state.count("failed")
-    pending = state.count("pending")
-    lines = ["Summary", f"  Items: {ok} successful, {failed} failed, {pending} pending "
-                        f"(total {state.total})"]
-    if state.cost:
-        lines.append(f"  Claude: ${state.cost:.2f}")
-    return [Print(text="\n".join(lines))]
-
-
-# --- documents -----------------------------------------------------------------------
-
-
-def summary(state: JobState, code: int) -> dict[str, JSON]:
-    status = {"completed": "completed", "failed": "failed",
-              "interrupted": "interrupted"}.get(state.status, "failed")
-    wt = state.ctx.worktree
-    merge: dict[str, JSON] = state.merge_outcome.to_json() if state.merge_outcome else \
-        {"target": None, "merged": False, "reason": None}
-    return {
-        "status": status, "exit_code": code, "session_id": state.ctx.session_id,
-        "job_id": state.config.job_id, "workflow": state.ctx.workflow_path,
-        "worktree": None if wt is None else {"name": wt.name, "path": wt.path,
-                                             "branch": wt.branch},
-        "merge": merge, "steps": None,
-        "items": {"total": state.total, "successful": state.count("succeeded"),
-                  "failed": state.count("failed"), "pending": state.count("pending")},
-        "cost_usd": round(state.cost, 6), "duration_ms": 0,
-        "error": state.error, "error_code": state.error_code,
-    }
-
-
-def session_doc(state: JobState) -> dict[str, JSON]:
-    ctx = state.ctx
-    wt = ctx.worktree
-    status = {"running": "Running", "completed": "Completed", "failed": "Failed",
-              "interrupted": "Paused"}[state.status]
-    if state.status == "completed" and state.merge_outcome is None:
-        status = "Running"
-    return {
-        "id": ctx.session_id, "session_type": "MapReduce", "status": status,
-        "started_at": state.started_at,
-        "completed_at": state.last_time if status == "Completed" else None,
-        "repo_name": ctx.repo_name, "repo_path": ctx.repo_root,
-        "worktree": None if wt is None else {
-            "name": wt.name, "path": wt.path, "branch": wt.branch,
-            "original_branch": wt.original_branch, "base_commit": wt.base_commit,
-            "named": wt.named, "subdir": wt.subdir},
-        "metadata": {"workflow_type": "mapreduce", "job_id": state.config.job_id},
-        "timings": {}, "error": state.error,
-        "workflow_data": {"workflow_id": ctx.session_id, "workflow_name": state.workflow.name,
-                          "workflow_path": ctx.workflow_path, "current_step": 0,
-                          "total_steps": 0, "completed_steps": [],
-                          "iterations_completed": 0, "files_changed": 0,
-                          "worktree_name": wt.name if wt else None},
-        "mapreduce_data": {"job_id": state.config.job_id, "total_items": state.total,
-                           "successful": state.count("succeeded"),
-                           "failed": state.count("failed"),
-                           "pending": state.count("pending"), "phase": state.phase},
-        "merge": state.merge_outcome.to_json() if state.merge_outcome else
-        {"target": None, "merged": False, "reason": None},
-        "analytics": Usage().to_json() | {"total_cost_usd": round(state.cost, 6)},
-        "dry_run": ctx.dry_run,
-    }
-
-
-def job_doc(state: JobState) -> dict[str, JSON]:
-    from prodigy_core.job_docs import job_doc as build
-
-    return build(state)

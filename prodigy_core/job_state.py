@@ -3,7 +3,8 @@
 ``JobState`` holds everything the job machine knows: the phase, the setup and reduce step
 machines, the final item list with each item's status, the running agents (each with its
 own step machine), the items waiting for their retry delay, the merge queue, the agent
-results, the circuit breakers shared by every scope and the final merge.  Everything is
+results, the circuit breakers shared by every scope, the job circuit breaker that pauses
+dispatch (``DispatchBreaker``), the job's own timers and the final merge.  Everything is
 immutable (attrs frozen classes, tuples, pyrsistent maps); transitions use
 ``attrs.evolve``.
 """
@@ -27,6 +28,10 @@ from prodigy_core.work_items import FailureKind
 JobPhase = Literal["worktree", "setup", "items", "map", "reduce", "merge", "done"]
 ItemStatus = Literal["pending", "running", "merging", "succeeded", "failed"]
 AgentStage = Literal["create", "steps", "release"]
+BreakerStatus = Literal["closed", "open", "half_open"]
+# what a job-level ``Sleep`` is for: a phase limit (spec 05 §4.2, §12.3) or the open
+# period of the job circuit breaker (spec 05 §10.5)
+TimerUse = Literal["setup", "reduce", "breaker"]
 
 
 @attrs.frozen(kw_only=True)
@@ -105,6 +110,22 @@ class Queued:
 
 
 @attrs.frozen(kw_only=True)
+class DispatchBreaker:
+    """The job circuit breaker (``prodigy_core.job_breaker`` explains it).
+
+    ``failures`` counts consecutive item failures while closed, ``successes`` consecutive
+    successes while half-open; ``timer`` is the ``Sleep`` of the open period; ``trials``
+    are the items started while half-open whose result is not in yet.
+    """
+
+    status: BreakerStatus = "closed"
+    failures: int = 0
+    successes: int = 0
+    timer: int | None = None
+    trials: frozenset[int] = frozenset()
+
+
+@attrs.frozen(kw_only=True)
 class JobState:
     workflow: Workflow
     ctx: RunContext
@@ -160,6 +181,19 @@ class JobState:
     ticker: int | None = None
     map_started: float | None = None
     agent_started: PMap[int, float] = pmap()
+    # the job's own ``Sleep`` timers still outstanding, by id; one whose end means nothing
+    # any more (its phase is over) stays here until its ``Slept`` is ignored
+    timers: PMap[int, TimerUse] = pmap()
+    # the limit of the running setup or reduce phase (spec 05 §4.2, §12.3): its timer,
+    # and whether it expired (the phase's command was cancelled; the job fails next)
+    phase_timer: int | None = None
+    phase_timed_out: bool = False
+    # the job circuit breaker (spec 05 §10.5); not saved: a resumed job starts closed
+    dispatch_breaker: DispatchBreaker = DispatchBreaker()
+    # ``error_collection: batched:N`` (spec 05 §10.6): failures not printed yet, and how
+    # many were printed so far
+    unreported: tuple[str, ...] = ()
+    reported: int = 0
 
     @property
     def total(self) -> int:

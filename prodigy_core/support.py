@@ -47,18 +47,6 @@ def runtime_gaps(workflow: Workflow, *, file: str = "") -> tuple[Problem, ...]:
             found.append(_gap(f"$.{key}", "worktree pools (`worktree_config`)", file))
     if workflow.mode != "mapreduce":
         return tuple(found)
-    if workflow.setup is not None and workflow.setup.capture_outputs:
-        found.append(_gap("$.setup.capture_outputs", "`setup.capture_outputs`", file))
-    if workflow.setup is not None and workflow.setup.timeout is not None:
-        found.append(_gap("$.setup.timeout", "a setup phase timeout", file))
-    if workflow.reduce is not None and workflow.reduce.timeout is not None:
-        found.append(_gap("$.reduce.timeout", "a reduce phase timeout", file))
-    policy = workflow.error_policy
-    if policy.circuit_breaker is not None:
-        found.append(_gap("$.error_policy.circuit_breaker", "the job circuit breaker", file))
-    if policy.error_collection != "aggregate":
-        found.append(_gap("$.error_policy.error_collection",
-                          f"`error_collection: {policy.error_collection}`", file))
     for key, value in workflow.extra:
         if key == "merge_conflicts" and isinstance(value, tuple) and \
                 dict(value).get("strategy") == "claude":

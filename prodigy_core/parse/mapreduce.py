@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyrsistent import pmap
+
 from prodigy_core.model import (
     CaptureOutputSpec,
     ErrorPolicy,
@@ -138,13 +140,21 @@ def _capture_output(ctx: Ctx, spec: object, at: str, count: int) -> CaptureOutpu
         if mode is not None:
             fields["multiline"] = mode
     if "default" in data:
-        from prodigy_core.parse.step_parts import freeze
-
-        fields["default"] = freeze(data["default"])
+        fields["default"] = _freeze_json(data["default"])
         fields["has_default"] = True
     if index is None:
         return None
     return CaptureOutputSpec(command_index=index, **fields)
+
+
+def _freeze_json(value: object) -> object:
+    """A JSON value made immutable without losing its shape: mappings become ``PMap``s,
+    lists tuples (``prodigy_core.job_capture.thaw`` turns it back)."""
+    if isinstance(value, dict):
+        return pmap({str(k): _freeze_json(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze_json(v) for v in value)
+    return value
 
 
 def _command_index(ctx: Ctx, value: object, path: str, count: int) -> int | None:

@@ -296,14 +296,17 @@ class JobDriver:
         """Answer everything in order until ``Finish``: commands exit 0 unless listed in
         ``exits`` (by command text), agents commit when ``commits``, merges succeed unless
         listed in ``merges`` (by item index), timers never fire — except the retry delays
-        of items (``state.backoff``), when nothing else is left to answer."""
+        of items (``state.backoff``) and the job breaker's open period, when nothing else
+        is left to answer."""
         for _ in range(limit):
             if self.finished:
                 return self.finish
             busy: dict[int, Effect] = {cid: e for cid, e in sorted(self.outstanding.items())
                                        if not isinstance(e, Sleep)}
             if not busy and self.state is not None:
-                delays = set(self.state.backoff.values())
+                # retry delays, and the open period of the job circuit breaker
+                delays = set(self.state.backoff.values()) | {
+                    cid for cid, use in self.state.timers.items() if use == "breaker"}
                 busy = {cid: e for cid, e in sorted(self.outstanding.items())
                         if cid in delays}
             assert busy, f"nothing to answer: {self.outstanding}"

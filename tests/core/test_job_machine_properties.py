@@ -2,7 +2,8 @@
 
 A ``RuleBasedStateMachine`` drives ``job_machine`` through random workflows (items,
 ``max_parallel``, one or two template steps, optional setup and reduce, agent timeout,
-error policy) and any interleaving of: answering any outstanding effect (session
+setup and reduce limits, error policy including the job circuit breaker) and any
+interleaving of: answering any outstanding effect (session
 worktree, items, agent worktree created or failed, command exit 0 / non-zero / cancelled,
 agent released with or without commits, merge merged / conflicted / failed, timers,
 the final merge), ``CancelRequested``, stale events, and crashes — the process dies
@@ -21,6 +22,8 @@ Invariants (DESIGN.md "Testing in layers", spec 05 §7–§16):
   once, and is never started again after that;
 * a failed item is in the DLQ (policy ``dlq``/``stop``/``retry``), a succeeded one is not;
 * an agent whose timer fired before its steps were over never succeeds;
+* while the job circuit breaker is open no agent starts, and half-open it runs at most
+  ``half_open_requests`` trials;
 * the job state document round-trips through JSON and ``restore``;
 * ``Finish`` comes once per run, with no agent work outstanding, and every item final —
   or pending / waiting in ``pending_merges`` when the job was interrupted or stopped.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -40,7 +44,7 @@ from prodigy_core.events import CancelRequested, CommandFinished, Slept
 from prodigy_core.job_docs import job_doc, restore
 from prodigy_core.job_ops import FinishAgent, LoadWorkItems
 from prodigy_core.job_state import ItemStatus, JobState
-from prodigy_core.model import ErrorPolicy, ItemRetry, OnFailure, RetrySpec
+from prodigy_core.model import ErrorPolicy, ItemRetry, JobBreaker, OnFailure, RetrySpec, StepList
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.worktree_ops import (
     CreateWorktree,
@@ -82,13 +86,15 @@ class JobMachine(RuleBasedStateMachine):
         max_parallel=st.integers(1, 3),
         steps=st.integers(1, 2),
         timeout=st.sampled_from([None, 10.0]),
-        policy=st.sampled_from(["dlq", "skip", "stop", "retry", "max_failures"]),
+        policy=st.sampled_from(["dlq", "skip", "stop", "retry", "max_failures", "breaker"]),
         with_setup=st.booleans(),
         with_reduce=st.booleans(),
         recovery=st.sampled_from(["none", "retry", "handler"]),
+        limits=st.booleans(),
     )
     def begin(self, n_items: int, max_parallel: int, steps: int, timeout: float | None,
-              policy: str, with_setup: bool, with_reduce: bool, recovery: str) -> None:
+              policy: str, with_setup: bool, with_reduce: bool, recovery: str,
+              limits: bool) -> None:
         extras: dict[str, dict[str, Any]] = {
             "none": {},
             "retry": {"retry": RetrySpec(attempts=2, initial_delay=1.0)},
@@ -104,12 +110,17 @@ class JobMachine(RuleBasedStateMachine):
             "retry": ErrorPolicy(on_item_failure="retry",
                                  retry_config=ItemRetry(max_attempts=2)),
             "max_failures": ErrorPolicy(max_failures=2),
+            "breaker": ErrorPolicy(circuit_breaker=JobBreaker(
+                failure_threshold=1, success_threshold=1, half_open_requests=1)),
         }[policy]
         wf = mapreduce(template, max_parallel=max_parallel, agent_timeout_secs=timeout,
                        setup=(shell("make items", **extra),) if with_setup else (),
                        reduce=(shell("echo ${map.successful}/${map.total}", **extra),)
                        if with_reduce else (),
                        error_policy=error_policy)
+        if limits:
+            wf = attrs.evolve(wf, setup=wf.setup and StepList(steps=wf.setup.steps, timeout=30),
+                              reduce=wf.reduce and StepList(steps=wf.reduce.steps, timeout=30))
         self.items = list(range(n_items))
         self.max_parallel = max_parallel
         self.policy = policy
@@ -278,6 +289,16 @@ class JobMachine(RuleBasedStateMachine):
         working = {p for e in self.d.outstanding.values() if (p := _agent_path(e))}
         assert len(working) <= self.max_parallel, working
         assert self.state.max_in_use <= self.max_parallel
+
+    @invariant()
+    def breaker_holds_dispatch(self) -> None:
+        if self.d.state is None or self.policy != "breaker" or not self.d.batches:
+            return
+        breaker = self.state.dispatch_breaker
+        assert len(breaker.trials) <= 1
+        if breaker.status == "open":
+            assert not [e for e in self.d.batches[-1]
+                        if isinstance(e, CreateWorktree) and e.mode == "agent"]
 
     @invariant()
     def item_statuses(self) -> None:
