@@ -109,4 +109,7 @@ def cmd_validate(
         out.write(f"  mode: {workflow.mode}\n")
         if workflow.description:
             out.write(mask(f"  description: {workflow.description}") + "\n")
+        for profile in workflow.profiles:  # spec 11 §5.1: descriptions are shown here
+            about = f" — {profile.description}" if profile.description else ""
+            out.write(mask(f"  profile {profile.name}{about}") + "\n")
     return exit_code

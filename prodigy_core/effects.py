@@ -156,10 +156,13 @@ class SquashCommits:
 
 @attrs.frozen(kw_only=True)
 class Sleep:
-    """Wait ``seconds`` (retry backoff).
+    """Wait ``seconds``: the core's only timer.
 
-    Emitted by the step machine between attempts.  Performed *spawned* on the
-    environment's clock; completes with ``Slept``.
+    Emitted for retry backoff between attempts (step machine), a ``foreach`` step's time
+    limit, agent timeouts, item retry delays, setup/reduce phase limits, the job circuit
+    breaker's open period and the MapReduce progress ticker.  Performed *spawned* on the
+    environment's clock; completes with ``Slept`` (also when cancelled by
+    ``CancelCommands``).
     """
 
     command_id: int

@@ -521,7 +521,10 @@ def run_dry(req: RunRequest, ctx: RunContext, out: TextIO) -> RunResult:
     if not req.json_mode:
         out.write(f"Dry run: {req.workflow.name} (standard workflow)\n")
         out.write(f"  workflow: {req.workflow_path}\n")
-        out.write(f"  profile: {req.profile or '-'}\n")
+        described = {p.name: p.description for p in req.workflow.profiles}
+        note = f" ({described[req.profile]})" if req.profile and described.get(req.profile) \
+            else ""
+        out.write(masker(f"  profile: {req.profile or '-'}{note}") + "\n")
         wt = ctx.worktree
         if wt is not None:
             action = "reuse or create" if wt.named else "create"

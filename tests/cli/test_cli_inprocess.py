@@ -314,6 +314,14 @@ def test_dry_run_masks_sensitive_env_and_credentials(cli: Cli) -> None:
     assert "visible" in out
 
 
+def test_dry_run_shows_the_active_profile_description(cli: Cli) -> None:
+    cli.write("wf.yml", "profiles:\n  prod: {description: production settings, A: b}\n"
+                        "steps:\n  - shell: 'echo $A'\n")
+    code, out, _ = cli("run", "wf.yml", "--dry-run", "--profile", "prod")
+    assert code == 0
+    assert "  profile: prod (production settings)\n" in out
+
+
 def test_resume_from_a_masked_snapshot_is_refused(cli: Cli) -> None:
     cli.write("wf.yml", "env:\n  PW: {value: realpw12345, secret: true}\n"
                         "steps:\n  - shell: 'test -f go'\n  - shell: 'echo $PW'\n")

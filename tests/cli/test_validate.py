@@ -180,6 +180,14 @@ def test_unknown_profile(tmp_path: Path) -> None:
     assert run(path, environ={"PRODIGY_PROFILE": "nope"})[0] == 1
 
 
+def test_profile_descriptions_are_shown(tmp_path: Path) -> None:  # 11 §5.1
+    path = write(tmp_path, "profiles:\n  prod: {description: production settings, A: b}\n"
+                           "  dev: {A: c}\nsteps: [{shell: x}]\n")
+    code, out, _ = run(path)
+    assert code == 0
+    assert "  profile prod — production settings\n  profile dev\n" in out
+
+
 def test_unresolved_numeric_reference(tmp_path: Path) -> None:  # 01 §9 #12
     text = "name: m\nmode: mapreduce\nmap:\n  input: x.json\n  max_parallel: \"${NOPE}\"\n  agent_template: [{shell: x}]\n"
     code, _, err = run(write(tmp_path, text))
