@@ -361,6 +361,11 @@ def prepare(tx: Tx) -> None:
         step_env[name] = res.text
         if is_sensitive(name) and len(res.text) >= 4 and res.text not in tx.ctx.secret_values:
             tx.emit(RegisterSecret(value=res.text))  # masked from now on (spec 11 §9.1)
+        elif is_sensitive(name) and 0 < len(res.text) < 4 and res.text != raw:
+            # a literal value is warned about at start; this one came from interpolation
+            tx.emit(Print(text=f"warning[W1013]: the value of '{name}' in '{display}' is "
+                               "shorter than 4 characters and cannot be masked",
+                          stream="err"))
     wd = None
     if step.working_dir is not None:
         res = interpolate(step.working_dir, visible, environ=tx.ctx.environ_map)

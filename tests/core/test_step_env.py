@@ -256,3 +256,13 @@ def test_a_failing_cached_command_stops_the_run_at_start_with_exit_2() -> None:
     assert d.commands == ["boom"]
     assert "error[E2005]: dynamic env 'N' command failed with exit code 1: boom" in d.printed
     assert d.state.error_code == "E2005"
+
+
+def test_a_short_sensitive_value_from_interpolation_warns_w1013() -> None:
+    workflow = wf(shell("echo ${short}", capture="short"),
+                  shell("x", env=(("API_TOKEN", "${short}"),)))
+    d = start(workflow)
+    d.run({"echo ${short}": R(stdout="ab\n")})
+    assert "warning[W1013]: the value of 'API_TOKEN' in 'shell: x' is shorter than 4 " \
+           "characters and cannot be masked" in d.printed
+    assert not d.of(RegisterSecret)
