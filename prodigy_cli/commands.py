@@ -424,6 +424,10 @@ def _job_plan(workflow: Any, ctx: Any, out: TextIO, *, json_mode: bool) -> int:
     if json_mode:
         out.write(json.dumps(plan, indent=2) + "\n")
         return 0
+    from prodigy_core.job_pool import agent_limit
+
+    pool = workflow.worktree_config
+    strategy = pool.allocation_strategy if pool is not None else "on_demand"
     out.write(f"Dry run: {workflow.name} (MapReduce workflow)\n")
     if wt is not None:
         out.write(f"  worktree: would create {wt.path}\n    branch {wt.branch} from "
@@ -432,7 +436,8 @@ def _job_plan(workflow: Any, ctx: Any, out: TextIO, *, json_mode: bool) -> int:
         out.write(f"  setup {i}: {name}\n")
     out.write(f"  map: items from {spec.input}"
               + (f" ({spec.json_path})" if spec.json_path else "")
-              + f", up to {spec.max_parallel} agents at once\n")
+              + f", up to {agent_limit(workflow)} agents at once"
+              + f" ({strategy} agent worktrees)\n")
     for i, s in enumerate(spec.agent_template, start=1):
         out.write(f"    agent step {i}: {display_name(s)}\n")
     for i, name in enumerate(plan["reduce"], start=1):  # type: ignore[arg-type]

@@ -320,6 +320,7 @@ from prodigy_core.worktree_ops import (  # noqa: E402  (members of the union)
     CreateWorktree,
     InspectMerge,
     MergeBranch,
+    RemovePool,
     RemoveWorktree,
     SaveWorktreeMeta,
     VerifyMerged,
@@ -350,6 +351,7 @@ Effect = (
     | ConcludeMerge
     | VerifyMerged
     | RemoveWorktree
+    | RemovePool
     | SaveWorktreeMeta
     | LoadWorkItems
     | FinishAgent
@@ -388,6 +390,7 @@ EFFECT_TAGS: dict[type, str] = {
     ConcludeMerge: "conclude_merge",
     VerifyMerged: "verify_merged",
     RemoveWorktree: "remove_worktree",
+    RemovePool: "remove_pool",
     SaveWorktreeMeta: "save_worktree_meta",
     LoadWorkItems: "load_work_items",
     FinishAgent: "finish_agent",

@@ -3,13 +3,16 @@
 Theory of operation
 -------------------
 ``dispatch`` starts agents for pending items, in item order, while fewer than
-``max_parallel`` run (the core alone decides how many run).  An agent moves through
+``max_parallel`` (capped by ``parallel_worktrees``) run (the core alone decides how many
+run).  An agent moves through
 three stages, each waiting for one answer:
 
-``create``   ``CreateWorktree`` (mode ``agent``) from the session worktree's ``HEAD``
+``create``   ``CreateWorktree`` from the session worktree's ``HEAD``: a fresh worktree or
+             one of a pool (``prodigy_core.job_pool`` decides, per ``worktree_config``)
 ``steps``    the agent template, one step at a time, on the agent's own step machine
              (every step event is routed to it by command id)
-``release``  ``FinishAgent``: its commits, files and leftovers; the worktree goes
+``release``  ``FinishAgent``: its commits, files and leftovers; the worktree is removed,
+             kept, or goes back to its pool
 
 A successful agent with commits joins the merge queue; one ``MergeBranch`` runs at a
 time, into the session worktree, in the order agents finished.  An item reaches a final
@@ -40,6 +43,7 @@ import attrs
 from pyrsistent import PMap
 
 from prodigy_core import job_breaker as jb
+from prodigy_core import job_pool as jp
 from prodigy_core import job_report
 from prodigy_core import stepper as stepper_mod
 from prodigy_core import work_items as wi
@@ -48,7 +52,7 @@ from prodigy_core.display import display_name
 from prodigy_core.effects import CancelCommands, Effect, LogEvent, Print, Sleep
 from prodigy_core.events import ClaudeLine, Event, Slept
 from prodigy_core.interpolate import Var
-from prodigy_core.job_ops import AgentReleased, FinishAgent, ForgetDLQ, RecordDLQ
+from prodigy_core.job_ops import AgentReleased, ForgetDLQ, RecordDLQ
 from prodigy_core.job_state import Agent, Failure, JobState, Queued
 from prodigy_core.json_values import JSON
 from prodigy_core.model import ItemRetry
@@ -58,7 +62,6 @@ from prodigy_core.retry import delay_for, format_delay
 from prodigy_core.step_frames import Outcome, Stepper
 from prodigy_core.worktree_ops import (
     BranchMerged,
-    CreateWorktree,
     MergeBranch,
     MergeConflicted,
     MergeFailed,
@@ -74,9 +77,8 @@ def _id(state: JobState) -> tuple[JobState, int]:
 
 
 def max_parallel(state: JobState) -> int:
-    spec = state.workflow.map
-    limit = spec.max_parallel if spec is not None else 1
-    return max(1, limit)
+    """Agents at once: ``max_parallel``, capped by ``worktree_config.parallel_worktrees``."""
+    return jp.concurrency(state)
 
 
 def agent_timeout(state: JobState) -> float | None:
@@ -126,21 +128,18 @@ def dispatch(state: JobState) -> Step:
 def _start_agent(state: JobState, index: int) -> Step:
     attempt = state.attempts.get(index, 0) + 1
     agent_id = wi.agent_id(state.config.job_id, index, attempt)
-    name = wi.agent_worktree_name(agent_id)
-    path = f"{state.config.agents_dir}/{name}"
     branch = wi.agent_branch(agent_id)
     state, cid = _id(state)
-    agent = Agent(index=index, agent_id=agent_id, attempt=attempt, path=path, branch=branch,
+    agent = Agent(index=index, agent_id=agent_id, attempt=attempt, path="", branch=branch,
                   pending=cid, started_at=state.last_time)
+    # its worktree: a fresh one, or one of a pool (``prodigy_core.job_pool``)
+    state, agent, create = jp.claim(state, agent, cid)
     state = attrs.evolve(
         state, agents=state.agents.set(index, agent),
         item_state=state.item_state.set(index, "running"),
         attempts=state.attempts.set(index, attempt),
         max_in_use=max(state.max_in_use, len(state.agents) + 1))
-    wt = _wt(state)
-    effects: list[Effect] = [CreateWorktree(
-        command_id=cid, repo_root=wt.path, path=path, branch=branch, base_commit="",
-        mode="agent", lock_path=state.config.repo_lock)]
+    effects: list[Effect] = [create]
     timeout = agent_timeout(state)
     if timeout is not None:
         state, tid = _id(state)
@@ -173,6 +172,8 @@ def on_agent_event(state: JobState, index: int, event: Event) -> Step:
     if agent.stage == "create" and cid == agent.pending:
         if isinstance(event, WorktreeCreated):
             return _created(state, index, event)
+        if isinstance(event, WorktreeFailed):
+            state = jp.lost(state, agent)
         if isinstance(event, WorktreeFailed) and state.cancel_signal is not None:
             # interrupted (git may have got the signal too): back to pending (§15.1)
             return _back_to_pending(state, index, [])
@@ -218,8 +219,8 @@ def item_file(state: JobState, index: int) -> str:
 
 
 def _agent_ctx(state: JobState, agent: Agent) -> RunContext:
-    wt = WorktreeSpec(name=wi.agent_worktree_name(agent.agent_id), path=agent.path,
-                      branch=agent.branch, base_commit=agent.base or "")
+    wt = WorktreeSpec(name=agent.worktree or wi.agent_worktree_name(agent.agent_id),
+                      path=agent.path, branch=agent.branch, base_commit=agent.base or "")
     env = (*state.ctx.extra_env,
            ("PRODIGY_AGENT_ID", agent.agent_id),
            ("PRODIGY_ITEM_ID", state.item_id(agent.index)),
@@ -246,18 +247,17 @@ def _created(state: JobState, index: int, event: WorktreeCreated) -> Step:
     agent = state.agents[index]
     agent = attrs.evolve(agent, stage="steps", pending=None, base=event.head,
                          stepper=Stepper(next_id=state.next_id))
-    state = attrs.evolve(_put(state, agent), worktrees_created=state.worktrees_created + 1)
+    state, agent, logged = jp.created(state, agent, event)
+    state = _put(state, agent)
     if state.cancel_signal is not None:
         # the job is stopping: this agent never starts its steps
         state = _put(state, attrs.evolve(agent, cancelled=True))
-        return _release(state, index)
+        state, more = _release(state, index)
+        return state, [*logged, *more]
     effects: list[Effect] = [LogEvent(event_type="agent_started", fields=(
         ("agent_id", agent.agent_id), ("item_id", state.item_id(index)),
         ("worktree", agent.path), ("attempt", agent.attempt),
-        ("session_id", state.ctx.session_id))),
-        LogEvent(event_type="worktree_created", fields=(
-            ("worktree_name", wi.agent_worktree_name(agent.agent_id)),
-            ("branch", agent.branch), ("path", agent.path), ("agent_id", agent.agent_id)))]
+        ("session_id", state.ctx.session_id))), *logged]
     state, more = _next_step(state, index)
     return state, [*effects, *more]
 
@@ -358,22 +358,11 @@ def _step_done(state: JobState, index: int, outcome: Outcome) -> Step:
 def _release(state: JobState, index: int) -> Step:
     agent = state.agents[index]
     state, cid = _id(state)
-    keep = agent.failure is not None and _keep_failed(state)
+    # removed, kept, or back to the pool (``prodigy_core.job_pool``)
+    agent, finish = jp.finish(state, agent, cid)
     agent = attrs.evolve(agent, stage="release", pending=cid)
     state = _put(state, agent)
-    return state, [FinishAgent(command_id=cid, repo_root=_wt(state).path, path=agent.path,
-                               branch=agent.branch, base=agent.base or "", keep=keep,
-                               discard=agent.cancelled, lock_path=state.config.repo_lock)]
-
-
-def _keep_failed(state: JobState) -> bool:
-    for key, value in state.workflow.extra:
-        if key == "worktree_config" and isinstance(value, tuple):
-            cfg = dict(value)
-            policy = cfg.get("cleanup_policy")
-            if isinstance(policy, tuple):
-                return bool(dict(policy).get("keep_failed", False))
-    return False
+    return state, [finish]
 
 
 def _released(state: JobState, index: int, event: AgentReleased) -> Step:
@@ -381,13 +370,16 @@ def _released(state: JobState, index: int, event: AgentReleased) -> Step:
     effects: list[Effect] = []
     if event.warning:
         effects.append(Print(text=f"warning[W4005]: {event.warning}", stream="err"))
+    state = jp.released(state, agent)
     if agent.cancelled:
         return _back_to_pending(state, index, effects)
     state = attrs.evolve(state, agents=state.agents.remove(index))
     if agent.failure is not None:
         failure = agent.failure
-        if event.commits and failure.kind != "timeout":
+        if (event.commits and failure.kind != "timeout") or agent.kept:
             failure = attrs.evolve(failure, branch=agent.branch)
+        if agent.kept:
+            failure = attrs.evolve(failure, kept_worktree=agent.kept)
         state, more = _item_failed(state, agent, failure, release=False)
         return state, [*effects, *more]
     if event.uncommitted:
@@ -597,8 +589,9 @@ def _item_failed(state: JobState, agent: Agent, failure: Failure, *, release: bo
     skip = policy.on_item_failure == "skip" or timeout_action == "skip"
     if not skip:
         artifacts: JSON = None
-        if failure.branch:
-            artifacts = {"worktree_path": agent.path, "branch_name": failure.branch,
+        if failure.branch or failure.kept_worktree:
+            artifacts = {"worktree_path": failure.kept_worktree or agent.path,
+                         "branch_name": failure.branch,
                          "uncommitted_changes": None, "error_logs": None}
         signature = wi.error_signature(type_name, failure.message)
         # into the DLQ before the final ``agent_failed`` is logged: after a crash between

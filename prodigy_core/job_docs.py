@@ -115,7 +115,8 @@ def job_doc(state: JobState) -> dict[str, JSON]:
                            for a in sorted(state.agents.values(), key=lambda a: a.index)],
         "stop_reason": state.stop_reason,
         "worktree_stats": {"worktrees_created": state.worktrees_created,
-                           "worktrees_reused": 0, "max_worktrees_in_use": state.max_in_use},
+                           "worktrees_reused": state.worktrees_reused,
+                           "max_worktrees_in_use": state.max_in_use},
         "positional_args": list(state.ctx.args),
         "profile": state.ctx.profile,
         "parameters": {},
@@ -253,6 +254,7 @@ def restore(state: JobState, doc: dict[str, JSON],
     reduce_index = len(_ints(reduce.get("executed_commands"))) \
         if isinstance(reduce, dict) else 0
     cost = doc.get("cost_usd")
+    state = _restore_worktree_stats(state, doc.get("worktree_stats"))
     return attrs.evolve(
         state, items=items, items_loaded=loaded, item_state=pmap(status),
         results=pmap(results), attempts=pmap(attempts), queue=tuple(queue),
@@ -260,3 +262,13 @@ def restore(state: JobState, doc: dict[str, JSON],
         setup_base=base if isinstance(base, str) else None, reduce_index=reduce_index,
         cost=float(cost) if isinstance(cost, int | float) else 0.0,
         started_at=str(doc.get("started_at") or state.started_at), item_ids=item_ids)
+
+
+def _restore_worktree_stats(state: JobState, stats: JSON) -> JobState:
+    """The agent worktree counters go on across resumes (spec 06 §9.3)."""
+    counts: dict[str, int] = {}
+    if isinstance(stats, dict):
+        counts = {k: v for k, v in stats.items() if isinstance(v, int)}
+    return attrs.evolve(state, worktrees_created=counts.get("worktrees_created", 0),
+                        worktrees_reused=counts.get("worktrees_reused", 0),
+                        max_in_use=counts.get("max_worktrees_in_use", 0))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import attrs
 from pyrsistent import pmap
 
-from prodigy_core import job_report, merge_machine
+from prodigy_core import job_pool, job_report, merge_machine
 from prodigy_core.analytics import Usage
 from prodigy_core.effects import CancelCommands, Effect, Finish, LogEvent, Print, SaveSession
 from prodigy_core.events import CancelRequested, Event
@@ -36,7 +36,9 @@ def exit_code(state: JobState) -> int:
 def job_completed(state: JobState) -> Moves:
     ok, failed = state.count("succeeded"), state.count("failed")
     state = attrs.evolve(state, status="completed")
+    state, pool = job_pool.cleanup(state)  # the agents' worktree pool goes (spec 06 §9)
     effects: list[Effect] = [
+        *pool,
         LogEvent(event_type="job_completed", fields=(
             ("duration_ms", 0), ("success_count", ok), ("failure_count", failed),
             ("job_id", state.config.job_id))),
@@ -97,9 +99,10 @@ def job_failed(state: JobState, error: str, code: str,
                effects: list[Effect] | None = None) -> Moves:
     state, flushed = job_report.flush_failures(state)
     state = attrs.evolve(state, status="failed", phase="done", error=error, error_code=code)
+    state, pool = job_pool.cleanup(state)  # the agents' worktree pool goes (spec 06 §9)
     wt = state.ctx.worktree
     done = state.count("succeeded") + state.count("failed")
-    out = [*(effects or []), *flushed]
+    out = [*(effects or []), *flushed, *pool]
     out += [
         LogEvent(event_type="job_failed", fields=(
             ("error", error), ("error_code", code), ("partial_results", done),
@@ -145,9 +148,11 @@ def interrupted(state: JobState) -> Moves:
         attempts = attempts.set(index, max(0, attempts.get(index, 1) - 1))
     state = attrs.evolve(state, status="interrupted", phase="done", item_state=item_state,
                          attempts=attempts, agents=pmap(), backoff=pmap())
+    state, pool = job_pool.cleanup(state)  # the agents' worktree pool goes (spec 06 §9)
     job = state.config.job_id
     return state, [
         *flushed,
+        *pool,
         LogEvent(event_type="job_paused", fields=(("checkpoint_version", 0),
                                                   ("reason", "interrupted"),
                                                   ("job_id", job))),

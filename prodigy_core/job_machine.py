@@ -10,8 +10,9 @@ job walks its phases:
 ``setup``     the setup steps, one at a time, in the session worktree (scope ``setup``)
 ``items``     ``LoadWorkItems`` → the pure item pipeline of ``prodigy_core.work_items``;
               the final list is saved (job state and ``items/<item_id>.json``)
-``map``       agents and the merge queue (``prodigy_core.job_agents``) until every item
-              is final — or no agent runs any more after the phase was stopped
+``map``       agents and the merge queue (``prodigy_core.job_agents``; Claude resolves
+              a conflict in ``prodigy_core.agent_merges``) until every item is final
+              — or no agent runs any more after the phase was stopped
 ``reduce``    the reduce steps in the session worktree, with ``map.*`` (scope ``reduce``)
 ``merge``     the final merge of the session worktree (``prodigy_core.merge_machine``)
 
@@ -40,6 +41,7 @@ from typing import Literal
 import attrs
 from pyrsistent import PMap, pmap
 
+from prodigy_core import agent_merges as am
 from prodigy_core import job_agents as ja
 from prodigy_core import job_breaker as jb
 from prodigy_core import job_capture, job_report, merge_machine
@@ -59,7 +61,7 @@ from prodigy_core.effects import (
 )
 from prodigy_core.events import CancelRequested, ClaudeLine, Event, Slept
 from prodigy_core.interpolate import Var, interpolate
-from prodigy_core.job_docs import checkpoint, job_doc
+from prodigy_core.job_docs import job_doc
 from prodigy_core.job_endings import (
     exit_code,
     interrupted,
@@ -106,7 +108,7 @@ class Transition:
 
 
 def _t(moves: Moves) -> Transition:
-    return Transition(state=moves[0], effects=tuple(moves[1]))
+    return Transition(state=moves[0], effects=am.keep_conflicts(*moves))
 
 
 def _id(state: JobState) -> tuple[JobState, int]:
@@ -150,6 +152,7 @@ def resume(workflow: Workflow, ctx: RunContext, config: JobConfig, doc: dict[str
             item_state = item_state.set(index, "pending")
             results = results.discard(index)
         state = attrs.evolve(state, item_state=item_state, results=results)
+    state = am.prepare(state, am.recovery(later))  # roll back a crashed resolution first
     return _t(_create_worktree(state, "resume"))
 
 
@@ -172,7 +175,7 @@ def step(state: JobState, event: Event) -> Transition:
         raise InvalidTransition(f"the job is over but received {type(event).__name__}")
     state = _clock(state, event)
     if isinstance(event, CancelRequested):
-        return _t(on_cancel(state, event))
+        return _t(am.on_cancel(state, event) if am.busy(state) else on_cancel(state, event))
     if isinstance(event, Slept) and state.ticker is not None and \
             event.command_id == state.ticker:
         return _t(job_report.on_tick(state))
@@ -295,7 +298,8 @@ def _on_worktree(state: JobState, event: Event) -> Moves:
                 ("profile", state.ctx.profile)))]
     effects.append(SaveSession(session=session_doc(state)))
     if state.cancel_signal is not None:
-        state, more = interrupted(state)
+        # (after restoring the session worktree, if a crash cut a resolution short)
+        state, more = am.start_recovery(state) if am.busy(state) else interrupted(state)
         return state, [*effects, *more]
     state, more = _continue(state)
     return state, [*effects, *more]
@@ -525,10 +529,13 @@ def _enter_map(state: JobState) -> Moves:
     again: dict[int, ItemStatus] = {i: ("pending" if s == "running" else s)
                                     for i, s in state.item_state.items()}
     state = attrs.evolve(state, item_state=pmap(again))
-    state, more = ja.next_merge(state)
+    state, more = am.start_recovery(state)
     effects += more
-    state, more = ja.dispatch(state)
-    effects += more
+    if not am.busy(state):
+        state, more = ja.next_merge(state)
+        effects += more
+        state, more = ja.dispatch(state)
+        effects += more
     state = attrs.evolve(state, map_started=state.mono if state.mono else None)
     state = job_report.note_starts(state)
     state, more = job_report.arm_ticker(state)
@@ -542,10 +549,14 @@ def _on_map_event(state: JobState, event: Event) -> Moves:
     waiting = ja.waits_for_backoff(state, cid) if isinstance(event, Slept) else None
     if waiting is not None:
         state, effects = ja.backoff_over(state, waiting)
+    elif am.owns(state, cid):
+        state, effects = am.on_event(state, event)
+        state, more = am.checkpoint(state)
+        effects += more
     elif state.merge_request is not None and cid == state.merge_request and \
             isinstance(event, BranchMerged | MergeConflicted | MergeFailed):
-        state, effects = ja.on_merge_event(state, event)
-        state, more = checkpoint(state)
+        state, effects = am.on_merge_event(state, event)
+        state, more = am.checkpoint(state)
         effects += more
     else:
         index = ja.owner(state, cid)
@@ -557,15 +568,17 @@ def _on_map_event(state: JobState, event: Event) -> Moves:
         state, effects = ja.on_agent_event(state, index, event)
         if state.item_state.get(index) != before and \
                 state.item_state.get(index) in ("succeeded", "failed", "merging", "pending"):
-            state, more = checkpoint(state)
+            state, more = am.checkpoint(state)
             effects += more
     return _map_settle(state, effects)
 
 
 def _map_settle(state: JobState, effects: list[Effect]) -> Moves:
-    """After any change in the map phase: start what may start; end the phase when done."""
-    state, more = ja.dispatch(state)
-    effects += more
+    """After any change in the map phase: start what may start (no agent while a
+    conflict resolution owns the session worktree); end the phase when done."""
+    if not am.busy(state):
+        state, more = ja.dispatch(state)
+        effects += more
     state = job_report.note_starts(state)
     if state.ctx.progress_interval is not None and \
             any(isinstance(e, LogEvent) and e.event_type in ("agent_completed", "agent_failed")
@@ -576,7 +589,7 @@ def _map_settle(state: JobState, effects: list[Effect]) -> Moves:
 
 
 def _map_maybe_done(state: JobState) -> Moves:
-    if state.agents or state.merging is not None:
+    if state.agents or state.merging is not None or am.busy(state):
         return state, []
     if state.cancel_signal is not None:
         return interrupted(state)  # the queue, if any, is saved as pending_merges

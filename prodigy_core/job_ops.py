@@ -46,8 +46,17 @@ class FinishAgent:
     and the uncommitted paths left in ``path``; then removes the worktree
     (``git worktree remove --force``, agent worktrees only) unless ``keep``, and deletes
     ``branch`` when it has no new commits — or, with ``discard`` (an interrupted agent
-    whose partial work is dropped, spec 05 §15.1), in any case.  Completes with
-    ``AgentReleased``.
+    whose partial work is dropped, spec 05 §15.1), in any case.
+
+    A kept worktree (spec 06 §9): with ``detach`` its ``HEAD`` is detached
+    (``git checkout --detach``) so that ``branch`` is free to be merged and deleted (pool
+    and ``dedicated`` worktrees; a branch without new commits is deleted as for a removed
+    worktree); with ``move_to`` it is moved there (``git worktree move``: a failed
+    agent's pool worktree kept with ``keep_failed`` leaves the pool).  ``lock_file`` is
+    the lock of a repository pool worktree (``reuse``), removed last; before that, a
+    worktree older than ``max_age_secs`` (0: no limit) that would go back to the pool is
+    removed instead, and unlocked pool worktrees idle longer than ``idle_timeout_secs``
+    are removed.  Completes with ``AgentReleased``.
     """
 
     command_id: int
@@ -58,6 +67,11 @@ class FinishAgent:
     keep: bool = False
     discard: bool = False
     lock_path: str = ""
+    detach: bool = False
+    move_to: str = ""
+    lock_file: str = ""
+    max_age_secs: float = 0.0
+    idle_timeout_secs: float = 0.0
 
 
 @attrs.frozen(kw_only=True)

@@ -4,7 +4,8 @@
 machines, the final item list with each item's status, the running agents (each with its
 own step machine), the items waiting for their retry delay, the merge queue, the agent
 results, the circuit breakers shared by every scope, the job circuit breaker that pauses
-dispatch (``DispatchBreaker``), the job's own timers and the final merge.  Everything is
+dispatch (``DispatchBreaker``), the job's own timers, the worktree pool of its agents
+(``PoolWorktree``, ``prodigy_core.job_pool``) and the final merge.  Everything is
 immutable (attrs frozen classes, tuples, pyrsistent maps); transitions use
 ``attrs.evolve``.
 """
@@ -46,6 +47,8 @@ class JobConfig:
     job_dir: str
     agents_dir: str
     repo_lock: str = ""
+    # ``<storage>/worktrees/<repo>/.pool``: the repository's pool (``reuse``, spec 06 §9.2)
+    pool_dir: str = ""
     # a DLQ reprocess job (spec 05 §17): its items keep the ids of the original job, a
     # success removes the item's DLQ entry, and the final merge only happens when the job
     # made its own session worktree
@@ -64,6 +67,8 @@ class Failure:
     step_index: int | None = None
     conflicting_files: tuple[str, ...] = ()
     branch: str | None = None
+    # the failed agent's worktree, kept for inspection (``keep_failed``, ``dedicated``)
+    kept_worktree: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -75,6 +80,16 @@ class Agent:
     attempt: int
     path: str
     branch: str
+    # the worktree's name: ``mapreduce-agent-<agent_id>``, or ``pool-<n>`` of a pool
+    worktree: str = ""
+    # the job pool's worktree it holds (``pooled``), or the lock file of the repository
+    # pool's worktree (``reuse``)
+    slot: str | None = None
+    lock_file: str | None = None
+    # decided when its steps end: the pool worktree goes back to the pool; the worktree
+    # kept for inspection (spec 06 §9)
+    slot_back: bool = False
+    kept: str | None = None
     stage: AgentStage = "create"
     pending: int | None = None
     base: str | None = None
@@ -89,6 +104,22 @@ class Agent:
     failure: Failure | None = None
     outputs: tuple[str, ...] = ()
     transcript: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PoolWorktree:
+    """A worktree of the job's pool (``allocation_strategy: pooled``, spec 06 §9.2).
+
+    ``user`` is the item whose agent holds it (None: idle); ``born`` the ``monotonic``
+    reading when this process created or first took it, ``idle_since`` when it was last
+    given back (both 0.0 when no reading was known yet).
+    """
+
+    name: str
+    path: str
+    user: int | None = None
+    born: float = 0.0
+    idle_since: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -162,8 +193,12 @@ class JobState:
     failed_this_run: int = 0
     finished_this_run: int = 0
     stop_reason: str | None = None
+    # agent worktrees (spec 06 §9.3): made, recycled from a pool, most held at once; and
+    # the job's pool (``pooled``) by worktree name
     worktrees_created: int = 0
+    worktrees_reused: int = 0
     max_in_use: int = 0
+    pool: PMap[str, PoolWorktree] = pmap()
     # reduce (spec 05 §12)
     reduce_index: int = 0
     reduce: Stepper = Stepper()

@@ -24,11 +24,17 @@ Every phase waits for exactly one answer (``pending``); steps (the custom workfl
 resolving Claude call, ``verify``) run on the ordinary step machine, so they have the
 full step schema, transcripts and usage accounting.  Nothing here touches the user's
 checkout except ``MergeBranch``, which is plain ``git merge`` (spec 06 §10).
+
+A MapReduce job also uses this machine for the *agent* merges that conflict under
+``merge_conflicts.strategy: claude`` (``prodigy_core.agent_merges``): ``source`` is then
+the agent branch, the target the session branch, and only the phases ``resolve`` →
+``conclude`` → ``verify`` (or ``rollback``) run, entered with ``begin_resolution``; the
+outcome says merged or not and the job does everything else (``begin_rollback`` restores
+the session worktree after a resolution that a crash interrupted).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 import attrs
@@ -41,7 +47,15 @@ from prodigy_core.display import display_name
 from prodigy_core.effects import CancelCommands, Effect, Finish, LogEvent, Print
 from prodigy_core.events import CancelRequested, Event
 from prodigy_core.interpolate import Var
-from prodigy_core.json_values import JSON, dumps_compact
+from prodigy_core.json_values import JSON
+from prodigy_core.merge_conflicts import (
+    resolve_step,
+    strategy,
+    verify_command,
+    verify_step,
+)
+from prodigy_core.merge_docs import merge_variables as _merge_variables
+from prodigy_core.merge_docs import meta_doc
 from prodigy_core.model import Step, Workflow
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.results import cut
@@ -66,11 +80,9 @@ from prodigy_core.worktree_ops import (
 Phase = Literal["idle", "inspect", "ask", "merge", "custom", "custom_verify", "resolve",
                 "conclude", "verify", "finalize", "rollback", "cleanup", "done"]
 
-DEFAULT_RESOLVE_PROMPT = (
-    "The git merge of branch ${merge.source_branch} into ${merge.target_branch} stopped "
-    "with conflicts in: ${merge.conflicting_files}. Resolve every conflict, keeping the "
-    "intent of both sides. Stage the resolved files and finish the merge with "
-    "`git commit --no-edit`. Do not abort the merge, reset, rebase or switch branches.")
+__all__ = ["MergeMachine", "MergeOutcome", "Moved", "begin", "begin_resolution",
+           "begin_rollback", "cancel", "merge_variables", "meta_doc", "on_event",
+           "start_alone", "step_alone", "strategy"]
 
 
 @attrs.frozen(kw_only=True)
@@ -119,6 +131,18 @@ class MergeMachine:
     # the run's circuit breakers (spec 10 §3), handed over by the run or job machine and
     # shared with the steps of the merge (the custom workflow, resolve, verify)
     breakers: Breakers = Breakers()
+    # an agent merge of a MapReduce job: the agent branch merged into the session branch
+    # (``target``) in the session worktree; None for the final merge
+    source: str | None = None
+
+    @property
+    def source_branch(self) -> str:
+        """The branch being merged: the agent branch, or the session branch."""
+        return self.source if self.source is not None else self.wt.branch
+
+    @property
+    def for_agent(self) -> bool:
+        return self.source is not None
 
     @property
     def wt(self) -> WorktreeSpec:
@@ -140,74 +164,15 @@ class Moved:
 # --- helpers -------------------------------------------------------------------------
 
 
-def _settings(workflow: Workflow) -> Mapping[str, object]:
-    for key, value in workflow.extra:
-        if key == "merge_conflicts" and isinstance(value, tuple):
-            return {str(k): v for k, v in value}
-    return {}
-
-
-def strategy(workflow: Workflow) -> str:
-    return str(_settings(workflow).get("strategy", "abort"))
-
-
 def _next(m: MergeMachine) -> tuple[MergeMachine, int]:
     cid = m.stepper.next_id
     return attrs.evolve(m, stepper=attrs.evolve(m.stepper, next_id=cid + 1), pending=cid), cid
 
 
-def meta_doc(ctx: RunContext, status: str, *, merged: bool = False,
-             merged_at: str | None = None, error: str | None = None,
-             prompt_shown: bool = False, prompt_response: str | None = None,
-             interruption: str | None = None, iterations: int = 0,
-             head: str | None = None) -> dict[str, JSON]:
-    """The worktree metadata document (spec 09 §4.6); ``updated_at`` is set by the store."""
-    wt = ctx.worktree
-    if wt is None:
-        raise InvalidTransition("worktree metadata without a worktree")
-    return {
-        "session_id": ctx.session_id, "worktree_name": wt.name, "branch": wt.branch,
-        "original_branch": wt.original_branch, "created_at": ctx.started_at,
-        "updated_at": ctx.started_at, "status": status,
-        "iterations": {"completed": iterations, "max": ctx.max_iterations},
-        "stats": {"files_changed": 0, "commits": 0, "last_commit_sha": head},
-        "merged": merged, "merged_at": merged_at, "error": error,
-        "merge_prompt_shown": prompt_shown, "merge_prompt_response": prompt_response,
-        "interrupted_at": None, "interruption_type": interruption,
-        "resumable": status in ("in_progress", "failed", "interrupted"),
-        "path": wt.path, "repo_path": ctx.repo_root, "workflow_path": ctx.workflow_path,
-        "kind": "named" if wt.named else "session", "job_id": None,
-        "base_commit": wt.base_commit,
-    }
-
-
 def merge_variables(m: MergeMachine, conflicting: tuple[str, ...] = ()) -> dict[str, Var]:
-    """The ``merge.*`` variables of spec 06 §7.7."""
-    wt = m.wt
-    info = m.info
-    commits = list(info.commits) if info is not None else []
-    files = list(info.modified_files) if info is not None else []
-    out: dict[str, Var] = {
-        "merge.worktree": Var(value=wt.name),
-        "merge.worktree_path": Var(value=wt.path),
-        "merge.repo_path": Var(value=m.ctx.repo_root),
-        "merge.source_branch": Var(value=wt.branch),
-        "merge.target_branch": Var(value=m.target or "", trusted=False),
-        "merge.session_id": Var(value=m.ctx.session_id),
-        "merge.commits": Var(value=dumps_compact(commits), trusted=False),
-        "merge.commit_count": Var(value=info.commit_count if info is not None else 0),
-        "merge.commit_ids": Var(value=", ".join(
-            str(c.get("short_id", "")) for c in commits if isinstance(c, dict)),
-            trusted=False),
-        "merge.modified_files": Var(value=dumps_compact(files), trusted=False),
-        "merge.file_count": Var(value=info.file_count if info is not None else 0),
-        "merge.file_list": Var(value=", ".join(
-            str(f.get("path", "")) for f in files if isinstance(f, dict)), trusted=False),
-    }
-    if conflicting:
-        out["merge.conflicting_files"] = Var(value=list(conflicting), trusted=False,
-                                             git_list=True)
-    return out
+    """The ``merge.*`` variables of spec 06 §7.7, as this merge sees them."""
+    return _merge_variables(m.ctx, m.info, source=m.source_branch, target=m.target,
+                            conflicting=conflicting)
 
 
 def _base(m: MergeMachine, conflicting: tuple[str, ...] = ()) -> PMap[str, Var]:
@@ -400,6 +365,8 @@ def _start_merge(m: MergeMachine) -> tuple[MergeMachine, list[Effect]]:
 
 
 def _temp_path(m: MergeMachine) -> str:
+    if m.for_agent:
+        return ""  # an agent merge happens in the session worktree itself
     parent = m.wt.path.rsplit("/", 1)[0]
     return f"{parent}/.merge-{m.wt.name}"
 
@@ -476,27 +443,50 @@ def _conflicted(m: MergeMachine, event: MergeConflicted) -> tuple[MergeMachine, 
         ("source_branch", m.wt.branch), ("target_branch", m.target),
         ("conflicting_files", list(event.paths)), ("strategy", strategy(m.workflow)),
         ("session_id", m.ctx.session_id))))
-    m = attrs.evolve(m, conflict=event)
     if event.aborted:
-        m, more = _conflict_outcome(m, event)
+        m, more = _conflict_outcome(attrs.evolve(m, conflict=event), event)
         return m, [*effects, *more]
-    # Claude resolution (spec 06 §6.3), in the directory where the merge stopped
-    settings = _settings(m.workflow)
-    prompt = str(settings.get("claude") or DEFAULT_RESOLVE_PROMPT)
-    timeout = settings.get("timeout")
-    step = Step(kind="claude", command=prompt, name="resolve merge conflicts",
-                timeout=float(timeout) if isinstance(timeout, int | float) else 900.0,
-                source="$.merge_conflicts.claude")
     effects.append(Print(text=f"Merge conflicts in: {', '.join(event.paths)}; asking Claude "
                               f"to resolve them"))
-    m = attrs.evolve(m, phase="resolve")
-    m, more = _begin_step(m, step, "merge_conflicts.claude")
+    m, more = _resolve(m, event)
     return m, [*effects, *more]
+
+
+def _resolve(m: MergeMachine, event: MergeConflicted) -> tuple[MergeMachine, list[Effect]]:
+    """Claude resolution (spec 06 §6.3), in the directory where the merge stopped."""
+    m = attrs.evolve(m, conflict=event, phase="resolve")
+    return _begin_step(m, resolve_step(m.workflow), "merge_conflicts.claude")
+
+
+def begin_resolution(m: MergeMachine, event: MergeConflicted) -> Moved:
+    """Resolve a conflicted merge left in ``event.merge_dir`` (not aborted): the entry
+    of agent merges, whose ``MergeBranch`` the job issued itself."""
+    if event.aborted:
+        raise InvalidTransition("an aborted merge has nothing to resolve")
+    m, effects = _resolve(m, event)
+    return Moved(machine=m, effects=tuple(effects))
+
+
+def begin_rollback(m: MergeMachine, merge_dir: str, pre: str) -> Moved:
+    """Restore ``merge_dir`` to ``pre`` (``git merge --abort`` while a merge is in
+    progress, else ``git reset --keep``): a resolution there was cut short by a crash."""
+    m, cid = _next(m)
+    conflict = MergeConflicted(command_id=0, paths=(), merge_dir=merge_dir, pre=pre,
+                               aborted=False)
+    m = attrs.evolve(m, conflict=conflict, phase="rollback")
+    return Moved(machine=m, effects=(ConcludeMerge(
+        command_id=cid, merge_dir=merge_dir, repo_root=m.ctx.repo_root,
+        source=m.source_branch, pre=pre, action="rollback", temp_path=_temp_path(m),
+        lock_path=_lock(m)),))
 
 
 def _conflict_outcome(m: MergeMachine,
                       event: MergeConflicted | None) -> tuple[MergeMachine, list[Effect]]:
     paths = ", ".join(event.paths) if event is not None else ""
+    if m.for_agent:  # the job records the item's failure
+        return _finish(m, MergeOutcome(merged=False, target=m.target, reason="conflict",
+                                       error=f"merge conflict in {paths}",
+                                       error_code="E4004"), [])
     target = m.target or ""
     text = (f"Merge of {m.wt.branch} into {target} has conflicts in: {paths}\n"
             f"The merge was aborted; {target} is unchanged. The worktree is kept at "
@@ -521,21 +511,19 @@ def _concluded(m: MergeMachine, event: MergeConcluded) -> tuple[MergeMachine, li
         m, more = _conflict_outcome(m, m.conflict)
         return m, [*effects, *more]
     m = attrs.evolve(m, merged_sha=event.sha)
-    verify = _verify(m)
+    verify = verify_command(m.workflow)
+    if verify is not None and m.cancelled and m.conflict is not None:
+        # interrupted: nothing new starts, and an unverified resolution is not accepted
+        return _rollback(m, m.conflict, "the run was interrupted before it was verified")
     if verify is not None:
-        step = Step(kind="shell", command=verify, name="verify merge resolution",
-                    source="$.merge_conflicts.verify")
         m = attrs.evolve(m, phase="verify")
-        return _begin_step(m, step, "merge_conflicts.verify")
+        return _begin_step(m, verify_step(verify), "merge_conflicts.verify")
     return _resolved(m)
 
 
-def _verify(m: MergeMachine) -> str | None:
-    verify = _settings(m.workflow).get("verify")
-    return verify if isinstance(verify, str) and verify else None
-
-
 def _resolved(m: MergeMachine) -> tuple[MergeMachine, list[Effect]]:
+    if m.for_agent:  # the job logs the resolution and completes the item
+        return _finish(m, MergeOutcome(merged=True, target=m.target), [])
     effects: list[Effect] = [LogEvent(event_type="merge_conflict_resolved", fields=(
         ("source_branch", m.wt.branch), ("target_branch", m.target), ("resolver", "claude"),
         ("json_log_location", m.transcript), ("session_id", m.ctx.session_id)))]
@@ -645,10 +633,10 @@ def _step_outcome(m: MergeMachine,
             effects.append(Print(text=f"The conflict resolution failed: "
                                       f"{outcome.error or 'Claude call failed'}", stream="err"))
         # a temporary merge worktree must outlive ``verify``, which runs in it
-        keep_temp = passed and _verify(m) is not None
+        keep_temp = passed and verify_command(m.workflow) is not None
         effects.append(ConcludeMerge(
             command_id=cid, merge_dir=conflict.merge_dir, repo_root=m.ctx.repo_root,
-            source=m.wt.branch, pre=conflict.pre, conflicting=conflict.paths, action=action,
+            source=m.source_branch, pre=conflict.pre, conflicting=conflict.paths, action=action,
             temp_path="" if keep_temp else _temp_path(m), lock_path=_lock(m)))
         return m, effects
     if m.phase == "verify":
@@ -659,20 +647,24 @@ def _step_outcome(m: MergeMachine,
             m = attrs.evolve(m, phase="finalize")
             return m, [ConcludeMerge(
                 command_id=cid, merge_dir=conflict.merge_dir, repo_root=m.ctx.repo_root,
-                source=m.wt.branch, pre=conflict.pre, action="accept",
+                source=m.source_branch, pre=conflict.pre, action="accept",
                 temp_path=_temp_path(m), lock_path=_lock(m))]
         if passed:
             return _resolved(m)
-        m, cid = _next(m)
-        m = attrs.evolve(m, phase="rollback")
-        return m, [
-            Print(text="The conflict resolution was rejected: merge_conflicts.verify failed",
-                  stream="err"),
-            ConcludeMerge(command_id=cid, merge_dir=conflict.merge_dir,
-                          repo_root=m.ctx.repo_root, source=m.wt.branch, pre=conflict.pre,
-                          conflicting=conflict.paths, action="rollback",
-                          temp_path=_temp_path(m), lock_path=_lock(m))]
+        return _rollback(m, conflict, "merge_conflicts.verify failed")
     raise InvalidTransition(f"merge step ended in phase {m.phase!r}")
+
+
+def _rollback(m: MergeMachine, conflict: MergeConflicted,
+              why: str) -> tuple[MergeMachine, list[Effect]]:
+    """Undo an accepted resolution (its merge commit) that is rejected after all."""
+    m, cid = _next(m)
+    m = attrs.evolve(m, phase="rollback")
+    return m, [
+        Print(text=f"The conflict resolution was rejected: {why}", stream="err"),
+        ConcludeMerge(command_id=cid, merge_dir=conflict.merge_dir, repo_root=m.ctx.repo_root,
+                      source=m.source_branch, pre=conflict.pre, conflicting=conflict.paths,
+                      action="rollback", temp_path=_temp_path(m), lock_path=_lock(m))]
 
 
 # --- the merge alone (``prodigy worktree merge``) ------------------------------------

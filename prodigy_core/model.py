@@ -398,6 +398,41 @@ class MapSpec:
     timeout_config: TimeoutConfig | None = None
 
 
+PoolStrategy = Literal["on_demand", "pooled", "reuse", "dedicated"]
+
+
+@attrs.frozen(kw_only=True)
+class PoolCleanup:
+    """``worktree_config.cleanup_policy`` (spec 06 §9.1); durations in seconds."""
+
+    idle_timeout_secs: float = 300.0
+    max_age_secs: float = 3600.0
+    cleanup_on_complete: bool = True
+    keep_failed: bool = False
+    clean_ignored: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ResourceLimits:
+    """``worktree_config.resource_limits`` (spec 06 §9.4)."""
+
+    max_disk_mb: int | None = None
+    max_memory_mb: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WorktreeConfig:
+    """``worktree_config``: how MapReduce agents get their worktrees (spec 06 §9).
+
+    ``parallel_worktrees`` None is unlimited; ``resource_limits`` None when absent.
+    """
+
+    parallel_worktrees: int | None = None
+    allocation_strategy: PoolStrategy = "on_demand"
+    cleanup_policy: PoolCleanup = PoolCleanup()
+    resource_limits: ResourceLimits | None = None
+
+
 @attrs.frozen(kw_only=True)
 class Workflow:
     """A validated workflow. ``steps`` is the standard step list (empty for MapReduce)."""
@@ -419,4 +454,5 @@ class Workflow:
     map: MapSpec | None = None
     reduce: StepList | None = None
     error_policy: ErrorPolicy = ErrorPolicy()
+    worktree_config: WorktreeConfig | None = None
     extra: tuple[tuple[str, object], ...] = ()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from prodigy_core.merge_conflicts import strategy
 from prodigy_core.model import OnFailure, Step, Workflow
 from prodigy_core.problems import Problem
 
@@ -42,17 +43,24 @@ def _gap(path: str, what: str, file: str) -> Problem:
 def runtime_gaps(workflow: Workflow, *, file: str = "") -> tuple[Problem, ...]:
     """E1016 problems for every feature of ``workflow`` this version cannot run yet."""
     found: list[Problem] = []
-    for key, _value in workflow.extra:
-        if key == "worktree_config":
-            found.append(_gap(f"$.{key}", "worktree pools (`worktree_config`)", file))
-    if workflow.mode != "mapreduce":
-        return tuple(found)
-    for key, value in workflow.extra:
-        if key == "merge_conflicts" and isinstance(value, tuple) and \
-                dict(value).get("strategy") == "claude":
-            found.append(_gap("$.merge_conflicts.strategy",
-                              "Claude conflict resolution for agent merges", file))
+    found += _worktree_config_gaps(workflow, file)
     return tuple(found)
+
+
+def _worktree_config_gaps(workflow: Workflow, file: str) -> list[Problem]:
+    """``worktree_config`` (spec 06 §9): MapReduce agents only; no resource limits yet."""
+    cfg = workflow.worktree_config
+    if cfg is None:
+        return []
+    if workflow.mode != "mapreduce":
+        return [_gap("$.worktree_config", "`worktree_config` in a standard workflow (it "
+                     "configures the worktrees of MapReduce agents)", file)]
+    found: list[Problem] = []
+    if cfg.resource_limits is not None:
+        found.append(_gap("$.worktree_config.resource_limits",
+                          "`worktree_config.resource_limits` (worktree disk and memory limits)",
+                          file))
+    return found
 
 
 def all_steps(workflow: Workflow) -> Iterator[Step]:
@@ -66,8 +74,10 @@ def all_steps(workflow: Workflow) -> Iterator[Step]:
 
 
 def uses_claude(workflow: Workflow) -> bool:
-    """Whether the workflow can run Claude anywhere (spec 07 §10)."""
-    return any(step.kind == "claude" for step in all_steps(workflow))
+    """Whether the workflow can run Claude anywhere (spec 07 §10): a Claude step in any
+    scope, or Claude conflict resolution (``merge_conflicts.strategy: claude``)."""
+    return any(step.kind == "claude" for step in all_steps(workflow)) or \
+        strategy(workflow) == "claude"
 
 
 def claude_config(workflow: Workflow) -> dict[str, object]:

@@ -4,10 +4,11 @@ These classes are members of the ``Effect`` union (``prodigy_core.effects``) and
 ``Event`` union (``prodigy_core.events``); they live here to keep those modules small.
 Every effect is emitted by the run machine (``prodigy_core.run_machine``) or the merge
 machine (``prodigy_core.merge_machine``) and performed *spawned* by the environment's
-``Git`` (production: ``prodigy_effects.worktrees``), except ``AskUser`` (the console)
-and ``SaveWorktreeMeta`` (the store, inline, in order).  Every git operation that
-changes shared repository state (worktrees, branches, the merge into the user's branch)
-is performed while holding the per-repository lock at ``lock_path``.
+``Git`` (production: ``prodigy_effects.worktrees``), except ``AskUser`` (the console),
+``SaveWorktreeMeta`` (the store, inline, in order) and ``RemovePool`` (inline, in
+order).  The job machine emits ``CreateWorktree`` for agents and ``RemovePool``.  Every
+git operation that changes shared repository state (worktrees, branches, the merge into
+the user's branch) is performed while holding the per-repository lock at ``lock_path``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ class CreateWorktree:
     ``agent`` (MapReduce, spec 06 §5.1) creates ``branch`` at the ``HEAD`` of
     ``repo_root`` — the session worktree — replacing a stale one of an interrupted
     attempt; ``head`` of the answer is that base commit.
+    ``pool`` (``allocation_strategy: pooled``, spec 06 §9.2) recycles the pool worktree at
+    ``path`` when it is one — ``git checkout --detach``, ``git reset --hard``,
+    ``git clean -fd`` (``-fdx`` with ``clean_ignored``), then ``git checkout -b <branch>``
+    at the ``HEAD`` of ``repo_root`` — and answers ``created`` false; otherwise (absent,
+    broken, or ``fresh``: idle too long) it removes what is there and creates it as
+    ``agent`` does.  A stale ``branch`` of an interrupted attempt is replaced, also when
+    another pool worktree still has it checked out (that one is detached first).
+    ``shared_pool`` (``reuse``) takes a worktree of the repository's pool in the
+    directory ``path``: first removing unlocked ones idle longer than
+    ``idle_timeout_secs`` or older than ``max_age_secs`` (0: no limit), then locking the
+    first free one (a lock file ``<name>.lock`` next to it naming this process; one whose
+    process is gone is free) and recycling it as ``pool`` does, or creating and locking a
+    new ``pool-<n>``; the answer's ``path`` is the worktree taken and ``lock_file`` its lock.
     ``user_dir`` is the user's checkout, inspected for uncommitted changes (W4001).
     Completes with ``WorktreeCreated`` or ``WorktreeFailed``.
     """
@@ -41,9 +55,14 @@ class CreateWorktree:
     path: str
     branch: str
     base_commit: str
-    mode: Literal["create", "reuse", "resume", "agent"] = "create"
+    mode: Literal["create", "reuse", "resume", "agent", "pool", "shared_pool"] = "create"
     user_dir: str = ""
     lock_path: str = ""
+    clean_ignored: bool = False
+    fresh: bool = False
+    idle_timeout_secs: float = 0.0
+    max_age_secs: float = 0.0
+    owner: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -158,6 +177,24 @@ class RemoveWorktree:
 
 
 @attrs.frozen(kw_only=True)
+class RemovePool:
+    """Remove the job's worktree pool (``pooled`` with ``cleanup_on_complete``, spec 06 §9).
+
+    Emitted by the job machine when the job ends (completed, failed or interrupted).
+    Performed *inline, in order* by the environment's ``Git``: every ``pool-<n>``
+    directory in ``directory`` — also ones a crashed earlier process left — is removed
+    with ``git worktree remove --force`` (pool worktrees are the job's alone; their
+    agents' branches were detached when released), then ``git worktree prune``, under the
+    per-repository lock.  A failure is a warning (W4005) printed by the interpreter;
+    nothing is reported back.
+    """
+
+    repo_root: str
+    directory: str
+    lock_path: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class SaveWorktreeMeta:
     """Write the worktree's metadata document (spec 09 §4.6) atomically.
 
@@ -177,8 +214,10 @@ class WorktreeCreated:
     """Answer to ``CreateWorktree``.
 
     ``head`` is the worktree's ``HEAD``; ``created`` false when an existing worktree was
-    used; ``recreated`` true when a resume rebuilt it from its branch; ``dirty`` lists
-    uncommitted paths of the user's checkout (W4001).  ``planned`` in a dry run.
+    used (or a pool worktree recycled); ``recreated`` true when a resume rebuilt it from
+    its branch; ``dirty`` lists uncommitted paths of the user's checkout (W4001);
+    ``lock_file`` is the lock taken on a repository pool worktree (``shared_pool``).
+    ``planned`` in a dry run.
     """
 
     command_id: int
@@ -189,6 +228,7 @@ class WorktreeCreated:
     recreated: bool = False
     dirty: tuple[str, ...] = ()
     planned: bool = False
+    lock_file: str = ""
 
 
 @attrs.frozen(kw_only=True)

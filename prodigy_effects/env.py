@@ -55,6 +55,7 @@ from prodigy_core.worktree_ops import (
     MergeFailed,
     MergeInspected,
     MergeVerified,
+    RemovePool,
     RemoveWorktree,
     UserAnswered,
     VerifyMerged,
@@ -173,6 +174,10 @@ class Worktrees(Protocol):
     def save_meta(self, doc: dict[str, Any]) -> None: ...
 
     async def finish_agent(self, effect: FinishAgent) -> AgentReleased: ...
+
+    async def remove_pool(self, effect: RemovePool) -> tuple[str, ...]:
+        """Remove a job's worktree pool; the warnings (W4005) of what was left."""
+        ...
 
 
 class Jobs(Protocol):

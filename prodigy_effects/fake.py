@@ -51,6 +51,7 @@ from prodigy_core.worktree_ops import (
     MergeFailed,
     MergeInspected,
     MergeVerified,
+    RemovePool,
     RemoveWorktree,
     UserAnswered,
     VerifyMerged,
@@ -448,7 +449,7 @@ def FakeEnv(
 # --- session worktrees and the merge prompt (spec 06 §3, §7) ---------------------------
 
 WorktreeEffect = (CreateWorktree | InspectMerge | MergeBranch | ConcludeMerge | VerifyMerged
-                  | RemoveWorktree)
+                  | RemoveWorktree | RemovePool)
 
 
 @attrs.define
@@ -465,9 +466,9 @@ class FakeWorktrees:
     ``MergeBranch`` is refused with E4005 and ``refuse`` when set, conflicts in
     ``conflicts`` when non-empty (aborted unless the effect keeps the conflict), else it
     merges.  ``ConcludeMerge(action=accept)`` is accepted when ``accept``; a rollback is
-    never accepted.  ``VerifyMerged`` answers ``verified``; ``RemoveWorktree`` warns
-    ``remove_warning``.  ``calls`` records every effect received, ``metas`` every
-    document given to ``save_meta``.
+    never accepted.  ``VerifyMerged`` answers ``verified``; ``RemoveWorktree`` (and
+    ``RemovePool``) warns ``remove_warning``.  ``calls`` records every effect received,
+    ``metas`` every document given to ``save_meta``.
     """
 
     target: str | None = None
@@ -552,6 +553,11 @@ class FakeWorktrees:
         self.calls.append(effect)
         await trio.lowlevel.checkpoint()
         return WorktreeRemoved(command_id=effect.command_id, warning=self.remove_warning)
+
+    async def remove_pool(self, effect: RemovePool) -> tuple[str, ...]:
+        self.calls.append(effect)
+        await trio.lowlevel.checkpoint()
+        return (self.remove_warning,) if self.remove_warning else ()
 
     def save_meta(self, doc: dict[str, Any]) -> None:
         self.metas.append(json.loads(json.dumps(doc)))

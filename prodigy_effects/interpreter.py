@@ -75,6 +75,7 @@ from prodigy_core.worktree_ops import (
     MergeConcluded,
     MergeFailed,
     MergeVerified,
+    RemovePool,
     RemoveWorktree,
     SaveWorktreeMeta,
     UserAnswered,
@@ -235,6 +236,8 @@ async def _perform(
         case SaveWorktreeMeta():
             if env.worktrees is not None:
                 env.worktrees.save_meta(dict(effect.doc))
+        case RemovePool():
+            await perform_remove_pool(effect, env)
         case LoadWorkItems() | FinishAgent():
             nursery.start_soon(perform_job_effect, effect, env, send)
         case SaveJobState():
@@ -308,6 +311,14 @@ async def perform_job_effect(effect: LoadWorkItems | FinishAgent, env: Env,
         case _:
             assert_never(effect)
     await send.send(event)
+
+
+async def perform_remove_pool(effect: RemovePool, env: Env) -> None:
+    """Inline, in order: a job's worktree pool goes (spec 06 §9); failures are W4005."""
+    if env.worktrees is None:
+        return
+    for warning in await env.worktrees.remove_pool(effect):
+        env.console.show(Print(text=f"warning[W4005]: {warning}", stream="err"))
 
 
 async def perform_ask_user(effect: AskUser, env: Env, send: trio.MemorySendChannel[Event],

@@ -44,7 +44,8 @@ def new_job_id(storage: Storage, repo: str, now: datetime | None = None) -> str:
 def job_config(storage: Storage, repo: str, job_id: str, session_id: str) -> JobConfig:
     return JobConfig(job_id=job_id, job_dir=str(job_dir(storage.root, repo, job_id)),
                      agents_dir=str(storage.root / "worktrees" / session_id),
-                     repo_lock=str(storage.repo_lock_file(repo)))
+                     repo_lock=str(storage.repo_lock_file(repo)),
+                     pool_dir=str(storage.root / "worktrees" / repo / ".pool"))
 
 
 class DLQWriter:

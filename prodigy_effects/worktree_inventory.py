@@ -326,6 +326,8 @@ def _remove_empty_scope(storage: Storage, scope: str) -> None:
     for path in (directory / ".metadata", directory):
         try:
             path.rmdir()
+        except FileNotFoundError:
+            continue  # agent worktrees have no metadata directory of their own
         except OSError:
             return
 

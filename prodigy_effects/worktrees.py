@@ -36,6 +36,7 @@ from prodigy_core.worktree_ops import (
     MergeFailed,
     MergeInspected,
     MergeVerified,
+    RemovePool,
     RemoveWorktree,
     UserAnswered,
     VerifyMerged,
@@ -43,6 +44,7 @@ from prodigy_core.worktree_ops import (
     WorktreeFailed,
     WorktreeRemoved,
 )
+from prodigy_effects import worktree_pool
 from prodigy_effects.fsutil import (
     atomic_write_bytes,
     dumps_json,
@@ -325,10 +327,32 @@ class RealWorktrees:
         return WorktreeCreated(command_id=effect.command_id, path=effect.path,
                                branch=effect.branch, head=base)
 
+    async def _create_pooled(self, effect: CreateWorktree
+                             ) -> WorktreeCreated | WorktreeFailed:
+        """A pool worktree for an agent (spec 06 §9.2): recycled, or made anew."""
+        try:
+            async with _locked(effect.lock_path):
+                if effect.mode == "shared_pool":
+                    return await worktree_pool.take_shared(effect)
+                made = await worktree_pool.take(effect, effect.path)
+        except worktree_pool.PoolError as error:
+            return WorktreeFailed(command_id=effect.command_id, code="E4003",
+                                  message=f"cannot prepare the pool worktree {effect.path}: "
+                                          f"{error.message}")
+        except OSError as error:
+            return WorktreeFailed(command_id=effect.command_id, code="E4003",
+                                  message=f"cannot prepare the pool worktree {effect.path}: "
+                                          f"{error}")
+        return WorktreeCreated(command_id=effect.command_id, path=effect.path,
+                               branch=effect.branch, head=await head(effect.path),
+                               created=made)
+
     async def _create(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
         cid = effect.command_id
         if effect.mode == "agent":
             return await self._create_agent(effect)
+        if effect.mode in ("pool", "shared_pool"):
+            return await self._create_pooled(effect)
         dirty = await status_paths(effect.user_dir) if effect.user_dir else ()
         if effect.mode in ("reuse", "resume") and await _is_worktree(effect.path):
             return WorktreeCreated(command_id=cid, path=effect.path, branch=effect.branch,
@@ -593,10 +617,21 @@ class RealWorktrees:
                                  effect.path, check=False)
                 if gone.returncode != 0:
                     problems.append(f"{effect.path}: {_message(gone)}")
-            if effect.discard or (not commits and not effect.keep):
+            problems += await worktree_pool.keep(effect)
+            if effect.discard or (not commits and (not effect.keep or effect.detach)):
                 await git(effect.repo_root, "branch", "-D", "-q", effect.branch, check=False)
+            if effect.lock_file:
+                try:
+                    problems += await worktree_pool.give_back(effect)
+                except OSError as error:
+                    problems.append(f"cannot give {effect.path} back to the pool: {error}")
         return AgentReleased(command_id=cid, commits=commits, files=files,
                              uncommitted=uncommitted, warning="; ".join(problems) or None)
+
+    async def remove_pool(self, effect: RemovePool) -> tuple[str, ...]:
+        """Remove a job's worktree pool (spec 06 §9); the warnings of what was left."""
+        async with _locked(effect.lock_path):
+            return tuple(await worktree_pool.remove_pool(effect))
 
     def save_meta(self, doc: dict[str, Any]) -> None:
         if self.meta_file is None:

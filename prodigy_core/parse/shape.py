@@ -36,10 +36,10 @@ from prodigy_core.parse.retry import parse_retry
 from prodigy_core.parse.settings import (
     parse_claude_config,
     parse_merge_conflicts,
-    parse_worktree_config,
 )
 from prodigy_core.parse.steps import parse_step_list
 from prodigy_core.parse.suggest import unknown_key
+from prodigy_core.parse.worktree_config import parse_worktree_config
 from prodigy_core.problems import Problem, sorted_problems
 
 COMMON_KEYS = frozenset(
@@ -160,6 +160,8 @@ def _mapping(ctx: Ctx, data: dict[object, object], stem: str) -> Workflow | None
     if data.get("merge") is not None:
         fields["merge"] = parse_phase_steps(ctx, data["merge"], "$.merge", "merge")
     fields["extra"] = _extra(ctx, data)
+    if data.get("worktree_config") is not None:
+        fields["worktree_config"] = parse_worktree_config(ctx, data["worktree_config"], "$.worktree_config")
     if mode == "standard":
         _standard(ctx, data, fields)
     else:
@@ -262,7 +264,6 @@ def _extra(ctx: Ctx, data: dict[object, object]) -> tuple[tuple[str, object], ..
     extra: list[tuple[str, object]] = []
     parsers = {
         "merge_conflicts": parse_merge_conflicts,
-        "worktree_config": parse_worktree_config,
         "claude_config": parse_claude_config,
     }
     for key, parser in parsers.items():

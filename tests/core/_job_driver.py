@@ -69,6 +69,9 @@ AGENT_HEAD = "b" * 40
 AGENTS_DIR = f"/store/worktrees/{SESSION}"
 JOB_DIR = f"/store/state/repo/mapreduce/jobs/{JOB}"
 
+# the ``CreateWorktree`` modes of agent worktrees (fresh, job pool, repository pool)
+AGENT_MODES = ("agent", "pool", "shared_pool")
+
 WT = WorktreeSpec(name=SESSION, path=PATH, branch=BRANCH, base_commit=BASE,
                   original_branch="main", user_dir="/home/u/repo")
 CONFIG = JobConfig(job_id=JOB, job_dir=JOB_DIR, agents_dir=AGENTS_DIR)
@@ -241,7 +244,7 @@ class JobDriver:
     # --- answering one effect ------------------------------------------------------
 
     def session_created(self) -> tuple[Effect, ...]:
-        effect = self.one(CreateWorktree, lambda e: e.mode != "agent")
+        effect = self.one(CreateWorktree, lambda e: e.mode not in AGENT_MODES)
         return self.send(WorktreeCreated(command_id=effect.command_id, path=effect.path,
                                          branch=effect.branch, head=HEAD,
                                          created=effect.mode == "create"))
@@ -312,7 +315,7 @@ class JobDriver:
             assert busy, f"nothing to answer: {self.outstanding}"
             effect = next(iter(busy.values()))
             if isinstance(effect, CreateWorktree):
-                if effect.mode == "agent":
+                if effect.mode in AGENT_MODES:
                     self.agent_created(effect)
                 else:
                     self.session_created()

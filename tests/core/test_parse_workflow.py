@@ -471,7 +471,10 @@ def test_workflow_level_settings() -> None:
     assert outcome.problems == ()
     assert outcome.workflow is not None
     assert outcome.workflow.merge is not None and outcome.workflow.merge.timeout == 900
-    assert dict(outcome.workflow.extra).keys() == {"merge_conflicts", "worktree_config", "claude_config"}
+    assert dict(outcome.workflow.extra).keys() == {"merge_conflicts", "claude_config"}
+    pool = outcome.workflow.worktree_config
+    assert pool is not None and pool.parallel_worktrees == 8
+    assert pool.allocation_strategy == "pooled" and pool.cleanup_policy.keep_failed
 
 
 def test_mapreduce_keys_in_standard_workflow() -> None:
