@@ -298,16 +298,18 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
         json_mode=args.json,
     )
     mapreduce = workflow.mode == "mapreduce"
+    claude = _claude_settings(workflow, environ, repo.root, dry_run=args.dry_run, err=err)
+    if claude is None:
+        return 2
+    storage = storage_for(environ)
     if mapreduce:
         from prodigy_effects import job_runner
 
         session_id = job_runner.new_session_id()
     else:
-        session_id = runner.new_session_id()
-    claude = _claude_settings(workflow, environ, repo.root, dry_run=args.dry_run, err=err)
-    if claude is None:
-        return 2
-    storage = storage_for(environ)
+        # reserved in the storage (runs started in the same millisecond get different
+        # ids); a dry run writes nothing
+        session_id = runner.new_session_id(None if args.dry_run else storage)
     try:
         worktree = runner.worktree_spec(storage, checkout, named or session_id,
                                         named=bool(named), environ=environ)

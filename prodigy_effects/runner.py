@@ -8,6 +8,7 @@ users can call these directly; the CLI is a thin layer over them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -199,8 +200,28 @@ def workflow_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def new_session_id() -> str:
-    return f"workflow-{int(time.time() * 1000)}"
+def new_session_id(storage: Storage | None = None) -> str:
+    """``workflow-<unix ms>`` (spec 09 §2).  Given the storage, the id is reserved there:
+    runs started in the same millisecond (several ``prodigy run`` at once) take the next
+    free millisecond instead of sharing an id.  The reservation (an empty
+    ``resume_locks/<id>.id`` file, created exclusively) is removed once the session lock
+    is held (``execute``)."""
+    ms = int(time.time() * 1000)
+    if storage is None:
+        return f"workflow-{ms}"
+    folder = storage.root / "resume_locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    for candidate in range(ms, ms + 10_000):
+        sid = f"workflow-{candidate}"
+        if storage.session_file(sid).exists() or storage.lock_file(sid).exists():
+            continue
+        try:
+            os.close(os.open(folder / f"{sid}.id", os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                             0o600))
+        except FileExistsError:
+            continue
+        return sid
+    return f"workflow-{ms}"
 
 
 def _run_dynamic(cwd: str) -> Any:
@@ -574,6 +595,8 @@ def execute(transition: Any, ctx: RunContext, storage: Storage,
     """Drive a machine (by default a run) with the production environment, holding its
     session lock and journal."""
     lock = acquire_lock(storage, ctx.session_id)
+    with contextlib.suppress(OSError):  # the id's reservation (new_session_id)
+        (storage.root / "resume_locks" / f"{ctx.session_id}.id").unlink()
     named = None
     try:
         if ctx.worktree is not None and ctx.worktree.named:

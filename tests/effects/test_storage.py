@@ -546,3 +546,16 @@ def test_snapshot_round_trip_and_missing(tmp_path: Path) -> None:
         storage.read_snapshot(SID)
     assert corrupt.value.code == "E5002"
     assert str(path) in corrupt.value.message
+
+
+def test_session_ids_started_in_the_same_millisecond_differ(tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
+    import time as time_module
+
+    from prodigy_effects import runner
+
+    monkeypatch.setattr(time_module, "time", lambda: 1_700_000_000.123)
+    storage = Storage(tmp_path / "home")
+    ids = [runner.new_session_id(storage) for _ in range(4)]
+    assert ids == [f"workflow-{1_700_000_000_123 + i}" for i in range(4)]
+    assert runner.new_session_id() == "workflow-1700000000123"  # without storage: no check
