@@ -55,10 +55,22 @@ from prodigy_core.json_values import JSON
 from prodigy_core.model import Workflow
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.results import cut
+from prodigy_core.run_docs import (
+    CHECKPOINT_VERSION,
+    checkpoint_doc,
+    elapsed,
+    needs_worktree,
+    session_doc,
+    summary,
+    summary_prints,
+    transcript_of,
+)
 from prodigy_core.run_records import (
     StepRecord,
     as_int,
+    foreach_done,
     opt_int,
+    positions,
     restore_records,
     restore_vars,
     str_list,
@@ -72,7 +84,6 @@ from prodigy_core.worktree_ops import (
 )
 
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
-CHECKPOINT_VERSION = 1
 
 
 @attrs.frozen(kw_only=True)
@@ -140,14 +151,10 @@ class Transition:
 
 def start(workflow: Workflow, ctx: RunContext) -> Transition:
     state = RunState(workflow=workflow, ctx=ctx, last_time=ctx.started_at)
-    if _needs_worktree(ctx):
+    if needs_worktree(ctx):
         return _create_worktree(state, "reuse" if ctx.worktree and ctx.worktree.reuse
                                 else "create")
     return _started(state)
-
-
-def _needs_worktree(ctx: RunContext) -> bool:
-    return ctx.worktree is not None and not ctx.dry_run
 
 
 def _create_worktree(state: RunState, mode: Literal["create", "reuse", "resume"]) -> Transition:
@@ -204,7 +211,7 @@ def _worktree_failed(state: RunState, event: WorktreeFailed) -> Transition:
     state = attrs.evolve(state, status="failed", error=event.message, error_code=event.code)
     effects: list[Effect] = [
         Print(text=f"error[{event.code}]: {event.message}", level="result", stream="err"),
-        SaveSession(session=_session(state)),
+        SaveSession(session=session_doc(state)),
         Finish(outcome=summary(state, code), exit_code=code),
     ]
     return Transition(state=state, effects=tuple(effects))
@@ -214,7 +221,7 @@ def _started(state: RunState) -> Transition:
     workflow, ctx = state.workflow, state.ctx
     wt = ctx.worktree
     effects: list[Effect] = [
-        SaveSession(session=_session(state)),
+        SaveSession(session=session_doc(state)),
         LogEvent(event_type="workflow_started", fields=(
             ("workflow_name", workflow.name), ("workflow_path", ctx.workflow_path),
             ("mode", "standard"), ("total_steps", len(workflow.steps)),
@@ -240,7 +247,7 @@ def _cache_env(state: RunState) -> tuple[RunState, list[Effect]]:
                              stepper=attrs.evolve(state.stepper, next_id=cid + 1))
         return state, [command]
     state = attrs.evolve(state, env_request=None)
-    if state.resumed and state.resume_to_merge and _needs_worktree(state.ctx):
+    if state.resumed and state.resume_to_merge and needs_worktree(state.ctx):
         # every step had completed; only the merge was left (spec 06 §7.1)
         state = attrs.evolve(state, status="completed")
         return _begin_merge(state)
@@ -284,8 +291,8 @@ def resume(
         failed_inputs = tuple(as_int(i, 0) for i in inputs["failed_inputs"])  # type: ignore[union-attr]
     # the input being resumed runs again: it has not failed (yet); inputs that failed
     # earlier are queued to run again from the step where they stopped
-    failed_at = _positions(inputs.get("failed_at") if isinstance(inputs, dict) else None)
-    queue = _positions(inputs.get("retry_queue") if isinstance(inputs, dict) else None)
+    failed_at = positions(inputs.get("failed_at") if isinstance(inputs, dict) else None)
+    queue = positions(inputs.get("retry_queue") if isinstance(inputs, dict) else None)
     known = {i for i, _, _ in failed_at}
     failed_at += tuple((i, 1, 0) for i in failed_inputs if i not in known)
     retry_queue = (*queue, *(p for p in failed_at if p[0] != input_index))
@@ -322,68 +329,29 @@ def resume(
             completed_at=str(event.get("timestamp", "")),
         ))
         step_index += 1
-    foreach_done = _foreach_done(checkpoint, later_events, step_index=step_index,
-                                 iteration=iteration, input_index=input_index)
+    finished_items = foreach_done(checkpoint, later_events, step_index=step_index,
+                                  iteration=iteration, input_index=input_index)
     state = RunState(
         workflow=workflow, ctx=ctx, input_index=input_index, iteration=iteration,
         step_index=step_index, records=records, failed_inputs=failed_inputs,
         retry_queue=retry_queue, retrying=retrying,
-        stepper=stepper.Stepper(vars=variables, foreach_done=foreach_done,
+        stepper=stepper.Stepper(vars=variables, foreach_done=finished_items,
                                 usage=analytics.from_json(checkpoint.get("analytics"))),
         resumed=True, last_time=ctx.started_at,
         head_at_iteration_start=exec_state.get("iteration_start_head")  # type: ignore[arg-type]
         if isinstance(exec_state.get("iteration_start_head"), str) else None,
         resume_to_merge=exec_state.get("status") == "Completed",
     )
-    if _needs_worktree(ctx):
+    if needs_worktree(ctx):
         return _create_worktree(state, "resume")
     return _resumed(state)
-
-
-def _foreach_done(
-    checkpoint: dict[str, JSON], later_events: Sequence[dict[str, JSON]], *,
-    step_index: int, iteration: int, input_index: int,
-) -> tuple[tuple[int, bool, str, str], ...]:
-    """The finished items of the ``foreach`` step the run stopped in: the checkpoint's
-    ``foreach_state`` plus items logged as finished after it (spec 12 §3.5), with the key
-    of each item's value (matched again when the step's items are listed anew)."""
-    done: dict[int, tuple[bool, str, str]] = {}
-    saved = checkpoint.get("foreach_state")
-    if isinstance(saved, dict) and as_int(saved.get("step_index"), -1) == step_index and \
-            as_int(saved.get("iteration"), 1) == iteration and \
-            as_int(saved.get("input_index"), 0) == input_index:
-        errors = saved.get("errors")
-        errors = errors if isinstance(errors, dict) else {}
-        keys = saved.get("item_keys")
-        keys = keys if isinstance(keys, dict) else {}
-        for field, ok in (("completed_items", True), ("failed_items", False)):
-            items = saved.get(field)
-            for i in items if isinstance(items, list) else ():
-                index = as_int(i, -1)
-                if index >= 0:
-                    done[index] = (ok, "" if ok else str(errors.get(str(index), "failed")),
-                                   str(keys.get(str(index)) or ""))
-    path = f"steps[{step_index}]"
-    for event in later_events:
-        body = event.get("event")
-        if not isinstance(body, dict) or body.get("event_type") != "foreach_item_finished":
-            continue
-        if body.get("step_path") != path or \
-                as_int(body.get("iteration"), 1) != iteration or \
-                as_int(body.get("input_index"), 0) != input_index:
-            continue
-        index = as_int(body.get("index"), -1)
-        if index >= 0:
-            done[index] = (body.get("success") is True, str(body.get("error") or ""),
-                           str(body.get("item_key") or ""))
-    return tuple((i, ok, err, key) for i, (ok, err, key) in sorted(done.items()))
 
 
 def _resumed(state: RunState) -> Transition:
     workflow, ctx = state.workflow, state.ctx
     total = len(workflow.steps)
     effects: list[Effect] = [
-        SaveSession(session=_session(state)),
+        SaveSession(session=session_doc(state)),
         LogEvent(event_type="workflow_resumed", fields=(
             ("from_step", state.step_index), ("checkpoint_version", CHECKPOINT_VERSION),
             ("session_id", ctx.session_id),
@@ -529,7 +497,7 @@ def _step_finished(
         step_id=step_def.id,
         analytics=state.stepper.step_usage.to_json()
         if state.stepper.step_usage.claude_calls else None,
-        json_log_location=_transcript(assigned),
+        json_log_location=transcript_of(assigned),
     ).with_doc()
     counts = state.counts
     key = {"succeeded": "succeeded", "recovered": "succeeded", "skipped": "skipped"}.get(
@@ -559,7 +527,7 @@ def _step_finished(
         })
     if state.stepper.step_usage.claude_calls:
         fields["cost_usd"] = round(state.stepper.step_usage.total_cost_usd, 6)
-        fields["json_log_location"] = _transcript(assigned)
+        fields["json_log_location"] = transcript_of(assigned)
     effects: list[Effect] = [LogEvent(event_type=event_type, fields=tuple(fields.items()))]
     if outcome.status == "failed":
         state = attrs.evolve(state, error=outcome.error, error_code=outcome.error_code)
@@ -630,7 +598,7 @@ def _input_finished(state: RunState, success: bool) -> tuple[RunState, list[Effe
             state, f"{len(state.failed_inputs)} input(s) failed: {failed}")]
     state = attrs.evolve(state, status="completed")
     effects += _completed_effects(state)
-    if _needs_worktree(state.ctx):
+    if needs_worktree(state.ctx):
         state, more = _begin_merge(state)
         effects += more
     return state, effects
@@ -658,83 +626,26 @@ def _input_failed(state: RunState, effects: list[Effect]) -> tuple[RunState, lis
 # --- endings ---------------------------------------------------------------------------
 
 
-def summary(state: RunState, exit_code: int) -> dict[str, JSON]:
-    status = {"completed": "completed", "failed": "failed", "interrupted": "interrupted"}.get(
-        state.status, "failed")
-    return {
-        "status": status,
-        "exit_code": exit_code,
-        "session_id": state.ctx.session_id,
-        "job_id": None,
-        "workflow": state.ctx.workflow_path,
-        "worktree": _worktree_json(state.ctx),
-        "merge": _merge_json(state),
-        "steps": {"total": max(len(state.workflow.steps), sum(state.counts.values())),
-                  "succeeded": state.counts["succeeded"], "failed": state.counts["failed"],
-                  "skipped": state.counts["skipped"]},
-        "items": None,
-        "cost_usd": round(state.stepper.usage.total_cost_usd, 6),
-        "duration_ms": int(_elapsed(state) * 1000),
-        "error": state.error,
-        "error_code": state.error_code,
-        "goal": _goal_json(state),
-    }
-
-
-def _elapsed(state: RunState) -> float:
-    """The run's duration: the span of its timed events (sleeps and waits included), at
-    least the sum of its steps' durations."""
-    span = state.last_mono - state.first_mono if state.first_mono is not None else 0.0
-    return max(state.total_duration, span)
-
-
-def _goal_json(state: RunState) -> JSON:
-    """The latest ``goal_seek`` step's verdict (an extension of spec 08 §2.1.4)."""
-    found = {name: state.stepper.vars.get(f"goal_seek.{name}")
-             for name in ("status", "score", "attempts")}
-    if found["status"] is None:
-        return None
-    return {name: var.value if var is not None else None for name, var in found.items()}
-
-
-def _worktree_json(ctx: RunContext) -> dict[str, JSON] | None:
-    wt = ctx.worktree
-    if wt is None:
-        return None
-    return {"name": wt.name, "path": wt.path, "branch": wt.branch,
-            "original_branch": wt.original_branch, "base_commit": wt.base_commit,
-            "named": wt.named, "subdir": wt.subdir}
-
-
-def _merge_json(state: RunState) -> dict[str, JSON]:
-    if state.ctx.worktree is None:
-        return {"target": None, "merged": False, "reason": "no_worktree"}
-    if state.merge_outcome is not None:
-        return state.merge_outcome.to_json()
-    # not merged because the run did not complete (or is a dry run): no merge reason
-    return {"target": None, "merged": False, "reason": None}
-
-
 def _completed_effects(state: RunState) -> list[Effect]:
     effects: list[Effect] = [
         LogEvent(event_type="workflow_completed", fields=(
-            ("duration_ms", int(_elapsed(state) * 1000)),
+            ("duration_ms", int(elapsed(state) * 1000)),
             ("steps_succeeded", state.counts["succeeded"]),
             ("steps_failed", state.counts["failed"]),
             ("cost_usd", round(state.stepper.usage.total_cost_usd, 6)),
             ("session_id", state.ctx.session_id))),
         SaveCheckpoint(checkpoint=checkpoint_doc(state, "Completed")),
     ]
-    if _needs_worktree(state.ctx):
+    if needs_worktree(state.ctx):
         # the session stays Running until the merge step is over: a crash during the
         # merge is resumed straight into the merge (which git makes idempotent)
         return [*effects, Print(text="Workflow completed successfully", level="result"),
-                *_summary_prints(state)]
+                *summary_prints(state)]
     return [
         *effects,
-        SaveSession(session=_session(state)),
+        SaveSession(session=session_doc(state)),
         Print(text="Workflow completed successfully", level="result"),
-        *_summary_prints(state),
+        *summary_prints(state),
         Finish(outcome=summary(state, 0), exit_code=0),
     ]
 
@@ -790,7 +701,7 @@ def _after_merge_move(state: RunState,
             ("merged", outcome.merged), ("target", outcome.target),
             ("reason", outcome.reason), ("error_code", outcome.error_code),
             ("session_id", state.ctx.session_id))),
-        SaveSession(session=_session(state)),
+        SaveSession(session=session_doc(state)),
         Finish(outcome=summary(state, code), exit_code=code),
     ]
     return state, effects
@@ -804,11 +715,11 @@ def _failed_effects(state: RunState, error: str, exit_code: int = 1) -> list[Eff
             ("error", error), ("error_code", state.error_code),
             ("step_index", state.step_index), ("session_id", sid))),
         SaveCheckpoint(checkpoint=checkpoint_doc(state, "Failed")),
-        SaveSession(session=_session(state)),
+        SaveSession(session=session_doc(state)),
         *_keep_worktree(state, "failed"),
         Print(text=f"Workflow failed: {first}", level="result", stream="err"),
         Print(text=f"Resume with: prodigy resume {sid}", level="result", stream="err"),
-        *_summary_prints(state),
+        *summary_prints(state),
         Finish(outcome=summary(state, exit_code), exit_code=exit_code),
     ]
 
@@ -816,7 +727,7 @@ def _failed_effects(state: RunState, error: str, exit_code: int = 1) -> list[Eff
 def _keep_worktree(state: RunState, status: str) -> list[Effect]:
     """A failed or interrupted run keeps its worktree for resume (spec 06 §8.1)."""
     wt = state.ctx.worktree
-    if wt is None or not _needs_worktree(state.ctx):
+    if wt is None or not needs_worktree(state.ctx):
         return []
     kind = {"SIGINT": "user_interrupt", "SIGTERM": "termination"}.get(state.cancel_signal or "") if status == "interrupted" else None
     return [
@@ -848,157 +759,17 @@ def _interrupted(state: RunState) -> Transition:
         LogEvent(event_type="workflow_interrupted", fields=(("signal", signal),
                                                             ("session_id", sid))),
         SaveCheckpoint(checkpoint=checkpoint),
-        SaveSession(session=_session(state)),
+        SaveSession(session=session_doc(state)),
         *_keep_worktree(state, "interrupted"),
         Print(text=f"Session interrupted. Resume with: prodigy resume {sid}", level="result",
               stream="err"),
-        *_summary_prints(state),
+        *summary_prints(state),
         Finish(outcome=summary(state, code), exit_code=code),
     ]
     return Transition(state=state, effects=tuple(effects))
 
 
 # --- documents -------------------------------------------------------------------------
-
-
-def _positions(value: object) -> tuple[tuple[int, int, int], ...]:
-    """``[[input, iteration, step], …]``; an older ``[input, step]`` pair is iteration 1."""
-    if not isinstance(value, list):
-        return ()
-    out: list[tuple[int, int, int]] = []
-    for p in value:
-        if not isinstance(p, list) or len(p) not in (2, 3) or \
-                not all(isinstance(x, int) and not isinstance(x, bool) for x in p):
-            continue
-        out.append((p[0], p[1], p[2]) if len(p) == 3 else (p[0], 1, p[1]))
-    return tuple(out)
-
-
-def _tokens(n: int) -> str:
-    if n >= 1_000_000:
-        return f"{n / 1_000_000:.1f}M"
-    if n >= 1000:
-        return f"{n // 1000}k"
-    return str(n)
-
-
-def _summary_prints(state: RunState) -> list[Effect]:
-    """The end-of-run summary of spec 14 §5 (info level: hidden by -q)."""
-    secs = int(_elapsed(state))
-    lines = ["Summary", f"  Duration: {secs // 60}m {secs % 60}s",
-             f"  Steps: {state.counts['succeeded']} succeeded, {state.counts['skipped']} "
-             f"skipped, {state.counts['failed']} failed"]
-    usage = state.stepper.usage
-    if usage.claude_calls:
-        cached = usage.cache_read_input_tokens
-        total_in = usage.input_tokens + cached + usage.cache_creation_input_tokens
-        hit = f", cache hit {round(100 * cached / total_in)}%" if total_in else ""
-        lines.append(f"  Claude: {usage.claude_calls} calls, {usage.num_turns} turns, "
-                     f"${usage.total_cost_usd:.2f} (input {_tokens(usage.input_tokens)}, "
-                     f"output {_tokens(usage.output_tokens)} tokens{hit})")
-        if usage.tool_uses:
-            top = sorted(usage.tool_uses.items(), key=lambda kv: (-kv[1], kv[0]))
-            errors = sum(usage.tool_errors.values())
-            tools = ", ".join(f"{name} {count}" for name, count in top[:5])
-            lines.append(f"  Tools: {tools}" + (f" ({errors} errors)" if errors else ""))
-    return [Print(text="\n".join(lines))]
-
-
-def _transcript(assigned: PMap[str, Var]) -> str | None:
-    var = assigned.get("claude.json_log_location")
-    return var.value if var is not None and isinstance(var.value, str) else None
-
-
-def checkpoint_doc(state: RunState, status: str) -> dict[str, JSON]:
-    """The standard checkpoint (spec 09 §4.2) as JSON-ready data."""
-    ctx = state.ctx
-    variables = state.stepper.vars
-    return {
-        "workflow_id": ctx.session_id,
-        "version": CHECKPOINT_VERSION,
-        "workflow_name": state.workflow.name,
-        "workflow_path": ctx.workflow_path,
-        "workflow_hash": ctx.workflow_hash,
-        "total_steps": len(state.workflow.steps),
-        "execution_state": {
-            "current_step_index": state.step_index,
-            "total_steps": len(state.workflow.steps),
-            "status": status,
-            "start_time": ctx.started_at,
-            "current_iteration": state.iteration,
-            "total_iterations": ctx.max_iterations,
-            "iteration_start_head": state.head_at_iteration_start,
-        },
-        "completed_steps": [r.checkpoint_json() for r in state.records],
-        "variable_state": {k: v.value for k, v in sorted(variables.items())},
-        "variable_meta": {"untrusted": [k for k, v in sorted(variables.items())
-                                        if not v.trusted]},
-        "mapreduce_state": None,
-        "session_id": ctx.session_id,
-        "inputs": {"args": list(ctx.args),
-                   "map_patterns": [i.file_path for i in ctx.inputs if i.file_path],
-                   "current_input_index": state.input_index,
-                   "failed_inputs": list(state.failed_inputs),
-                   "failed_at": [list(p) for p in state.failed_at],
-                   "retry_queue": [list(p) for p in state.retry_queue],
-                   "retrying": state.retrying,
-                   "fail_fast": ctx.fail_fast},
-        "profile": ctx.profile,
-        "parameters": {},
-        "foreach_state": _foreach_state(state),
-        "nested_state": {},
-        "analytics": state.stepper.usage.to_json(),
-        "error": state.error,
-        "error_code": state.error_code,
-    }
-
-
-def _foreach_state(state: RunState) -> JSON:
-    """The items of a running top-level ``foreach`` step that finished (spec 09 §4.2)."""
-    done = step_foreach.progress(state.stepper)
-    if done is None:
-        return None
-    return {"step_index": state.step_index, "iteration": state.iteration,
-            "input_index": state.input_index,
-            "completed_items": [i for i, ok, _, _ in done if ok],
-            "failed_items": [i for i, ok, _, _ in done if not ok],
-            "errors": {str(i): err for i, ok, err, _ in done if not ok},
-            "item_keys": {str(i): key for i, _, _, key in done}}
-
-
-def _session(state: RunState) -> dict[str, JSON]:
-    ctx = state.ctx
-    status = {"running": "Running", "completed": "Completed", "failed": "Failed",
-              "interrupted": "Paused"}[state.status]
-    if state.phase == "merge" or (state.status == "completed" and state.merge_outcome is None
-                                  and _needs_worktree(ctx)):
-        status = "Running"  # the merge step is not over yet
-    return {
-        "id": ctx.session_id,
-        "session_type": "Workflow",
-        "status": status,
-        "started_at": ctx.started_at,
-        "completed_at": state.last_time if state.status == "completed" else None,
-        "repo_name": ctx.repo_name,
-        "repo_path": ctx.repo_root,
-        "worktree": _worktree_json(ctx),
-        "metadata": {"workflow_type": "standard", "total_steps": len(state.workflow.steps),
-                     "current_step": state.step_index},
-        "timings": {},
-        "error": state.error,
-        "workflow_data": {
-            "workflow_id": ctx.session_id, "workflow_name": state.workflow.name,
-            "workflow_path": ctx.workflow_path, "current_step": state.step_index,
-            "total_steps": len(state.workflow.steps),
-            "completed_steps": [r.step_index for r in state.records],
-            "iterations_completed": state.iteration - 1, "files_changed": 0,
-            "worktree_name": ctx.worktree.name if ctx.worktree else None,
-        },
-        "mapreduce_data": None,
-        "merge": _merge_json(state),
-        "analytics": state.stepper.usage.to_json(),
-        "dry_run": ctx.dry_run,
-    }
 
 
 def _event_time(event: Event) -> str:

@@ -7,6 +7,8 @@ from a checkpoint document when a run resumes.  Pure data and functions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 from pyrsistent import PMap, pmap
 
@@ -110,3 +112,55 @@ def restore_records(checkpoint: dict[str, JSON]) -> tuple[StepRecord, ...]:
             doc=dict(item),  # stored as it was: duration, retry_state and analytics kept
         ))
     return tuple(out)
+
+
+def positions(value: object) -> tuple[tuple[int, int, int], ...]:
+    """``[[input, iteration, step], …]``; an older ``[input, step]`` pair is iteration 1."""
+    if not isinstance(value, list):
+        return ()
+    out: list[tuple[int, int, int]] = []
+    for p in value:
+        if not isinstance(p, list) or len(p) not in (2, 3) or \
+                not all(isinstance(x, int) and not isinstance(x, bool) for x in p):
+            continue
+        out.append((p[0], p[1], p[2]) if len(p) == 3 else (p[0], 1, p[1]))
+    return tuple(out)
+
+
+def foreach_done(
+    checkpoint: dict[str, JSON], later_events: Sequence[dict[str, JSON]], *,
+    step_index: int, iteration: int, input_index: int,
+) -> tuple[tuple[int, bool, str, str], ...]:
+    """The finished items of the ``foreach`` step the run stopped in: the checkpoint's
+    ``foreach_state`` plus items logged as finished after it (spec 12 §3.5), with the key
+    of each item's value (matched again when the step's items are listed anew)."""
+    done: dict[int, tuple[bool, str, str]] = {}
+    saved = checkpoint.get("foreach_state")
+    if isinstance(saved, dict) and as_int(saved.get("step_index"), -1) == step_index and \
+            as_int(saved.get("iteration"), 1) == iteration and \
+            as_int(saved.get("input_index"), 0) == input_index:
+        errors = saved.get("errors")
+        errors = errors if isinstance(errors, dict) else {}
+        keys = saved.get("item_keys")
+        keys = keys if isinstance(keys, dict) else {}
+        for field, ok in (("completed_items", True), ("failed_items", False)):
+            items = saved.get(field)
+            for i in items if isinstance(items, list) else ():
+                index = as_int(i, -1)
+                if index >= 0:
+                    done[index] = (ok, "" if ok else str(errors.get(str(index), "failed")),
+                                   str(keys.get(str(index)) or ""))
+    path = f"steps[{step_index}]"
+    for event in later_events:
+        body = event.get("event")
+        if not isinstance(body, dict) or body.get("event_type") != "foreach_item_finished":
+            continue
+        if body.get("step_path") != path or \
+                as_int(body.get("iteration"), 1) != iteration or \
+                as_int(body.get("input_index"), 0) != input_index:
+            continue
+        index = as_int(body.get("index"), -1)
+        if index >= 0:
+            done[index] = (body.get("success") is True, str(body.get("error") or ""),
+                           str(body.get("item_key") or ""))
+    return tuple((i, ok, err, key) for i, (ok, err, key) in sorted(done.items()))

@@ -210,17 +210,20 @@ def new_session_id(storage: Storage | None = None) -> str:
     if storage is None:
         return f"workflow-{ms}"
     folder = storage.root / "resume_locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    for candidate in range(ms, ms + 10_000):
-        sid = f"workflow-{candidate}"
-        if storage.session_file(sid).exists() or storage.lock_file(sid).exists():
-            continue
-        try:
-            os.close(os.open(folder / f"{sid}.id", os.O_CREAT | os.O_EXCL | os.O_WRONLY,
-                             0o600))
-        except FileExistsError:
-            continue
-        return sid
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for candidate in range(ms, ms + 10_000):
+            sid = f"workflow-{candidate}"
+            if storage.session_file(sid).exists() or storage.lock_file(sid).exists():
+                continue
+            try:
+                os.close(os.open(folder / f"{sid}.id",
+                                 os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                continue
+            return sid
+    except OSError:
+        pass  # an unusable storage root is reported (E5001) when the run writes to it
     return f"workflow-{ms}"
 
 
