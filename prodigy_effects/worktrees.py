@@ -514,6 +514,14 @@ class RealWorktrees:
                     await git(where, "merge", "--abort", check=False)
                 else:
                     await git(where, "reset", "--keep", effect.pre, check=False)
+                now = await head(where)
+                if effect.pre and now != effect.pre:
+                    # `reset --keep` refuses to overwrite local changes: say so, never
+                    # claim a rollback that did not happen
+                    reason = (f"{reason + '; ' if reason else ''}the rollback did not "
+                              f"restore {effect.pre[:12]} in {where} (HEAD is "
+                              f"{(now or '?')[:12]}; local changes are in the way): save "
+                              f"them, then run `git -C {where} reset --keep {effect.pre}`")
                 if where == effect.temp_path:
                     await self._drop_temp(effect.repo_root, where)
                 return MergeConcluded(command_id=cid, accepted=False,
