@@ -275,12 +275,12 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     except runner.RunError as exc:
         _run_error(exc, err)
         return exc.exit_code
-    # dynamic env values run in the session worktree, per step (spec 11 §2.2); a MapReduce
-    # job still computes them at start, for its map input
+    # dynamic env values run in the session worktree (spec 11 §2.2): per step, and the
+    # ``cache: true`` ones once when the run or job starts
     resolved = runner.resolve_env(workflow, repo_root=checkout.top, project_dir=str(project),
                                   environ=environ, profile=profile, args=tuple(args.args),
                                   file=args.workflow, dry_run=args.dry_run,
-                                  dynamic_at_start=workflow.mode == "mapreduce",
+                                  dynamic_at_start=False,
                                   positions=loaded.positions)
     if print_env_problems(resolved, workflow, environ, err):
         return 2

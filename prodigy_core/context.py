@@ -80,6 +80,8 @@ class RunContext:
     # (``prodigy_core.step_env``); ``env_cache`` holds the values of ``cache: true``
     # dynamic entries that were computed before the run (they are not run again)
     late_env: tuple[tuple[str, EnvDynamic | EnvConditional], ...] = ()
+    # where each ``late_env`` entry is defined (``file:line:column  at $.path``)
+    env_sources: tuple[tuple[str, str], ...] = ()
     env_cache: tuple[tuple[str, str], ...] = ()
     secret_values: tuple[str, ...] = ()
     inherit_env: bool = True

@@ -46,6 +46,9 @@ class ResolvedEnv:
     warnings: tuple[Problem, ...] = ()
     late: tuple[LateEntry, ...] = ()
     cached: tuple[tuple[str, str], ...] = ()
+    # where each late entry is defined: ``file:line:column  at $.path`` (for run-time
+    # errors such as E2005)
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 def position(positions: Positions | None, path: str) -> tuple[int, int]:
@@ -285,10 +288,17 @@ def resolve_environment(
                 severity="warning", code="W1013", file=file,
                 message=f"secret '{name}' is shorter than 4 characters and cannot be "
                         "masked"), paths.child("$.secrets", name), positions))
+    late = late_entries(workflow, active.values if active else ())
+    profile_names = {name for name, _ in active.values} if active else set()
+    sources: list[tuple[str, str]] = []
+    for name, _entry in late:
+        at = paths.child(paths.child("$.profiles", active.name), name) \
+            if active is not None and name in profile_names else paths.child("$.env", name)
+        line, column = position(positions, at)
+        sources.append((name, f"{file}:{line}:{column}  at {at}" if line else f"{file}  at {at}"))
     return ResolvedEnv(values=tuple(values.items()), secret_values=tuple(secrets),
-                       problems=tuple(problems), warnings=tuple(warnings),
-                       late=late_entries(workflow, active.values if active else ()),
-                       cached=tuple(cached.items()))
+                       problems=tuple(problems), warnings=tuple(warnings), late=late,
+                       cached=tuple(cached.items()), sources=tuple(sources))
 
 
 def late_entries(workflow: Workflow,

@@ -96,7 +96,7 @@ def _after_merge(state: JobState, effects: list[Effect]) -> Moves:
 
 
 def job_failed(state: JobState, error: str, code: str,
-               effects: list[Effect] | None = None) -> Moves:
+               effects: list[Effect] | None = None, exit_code: int = 1) -> Moves:
     state, flushed = job_report.flush_failures(state)
     state = attrs.evolve(state, status="failed", phase="done", error=error, error_code=code)
     state, pool = job_pool.cleanup(state)  # the agents' worktree pool goes (spec 06 §9)
@@ -117,7 +117,8 @@ def job_failed(state: JobState, error: str, code: str,
     ]
     if wt is not None:
         out.append(Print(text=f"The worktree is kept at {wt.path}", stream="err"))
-    out += [*job_report.summary_prints(state), Finish(outcome=summary(state, 1), exit_code=1)]
+    out += [*job_report.summary_prints(state),
+            Finish(outcome=summary(state, exit_code), exit_code=exit_code)]
     return state, out
 
 
@@ -128,7 +129,7 @@ def on_cancel(state: JobState, event: CancelRequested) -> Moves:
     if state.phase == "merge" and state.merge is not None:
         state = attrs.evolve(state, merge=merge_machine.cancel(state.merge))
         return state, [CancelCommands()]
-    if state.phase in ("worktree", "items"):
+    if state.phase in ("worktree", "items", "env"):
         return state, []  # the answer comes; then the job stops
     if state.phase == "map" and not state.agents and state.merging is None:
         return interrupted(state)

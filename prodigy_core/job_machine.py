@@ -44,7 +44,7 @@ from pyrsistent import PMap, pmap
 from prodigy_core import agent_merges as am
 from prodigy_core import job_agents as ja
 from prodigy_core import job_breaker as jb
-from prodigy_core import job_capture, job_report, merge_machine
+from prodigy_core import job_capture, job_report, merge_machine, step_env
 from prodigy_core import job_timers as jt
 from prodigy_core import stepper as stepper_mod
 from prodigy_core import work_items as wi
@@ -59,7 +59,14 @@ from prodigy_core.effects import (
     Print,
     SaveSession,
 )
-from prodigy_core.events import CancelRequested, ClaudeLine, Event, Slept
+from prodigy_core.events import (
+    CancelRequested,
+    ClaudeLine,
+    CommandFinished,
+    CommandNotStarted,
+    Event,
+    Slept,
+)
 from prodigy_core.interpolate import Var, interpolate
 from prodigy_core.job_docs import job_doc
 from prodigy_core.job_endings import (
@@ -186,6 +193,8 @@ def step(state: JobState, event: Event) -> Transition:
     match state.phase:
         case "worktree":
             return _t(_on_worktree(state, event))
+        case "env":
+            return _t(_on_cached_env(state, event))
         case "setup":
             return _t(_on_setup_event(state, event))
         case "items":
@@ -321,6 +330,14 @@ def _resume_banner(state: JobState) -> list[Effect]:
 
 def _continue(state: JobState) -> Moves:
     """Go on with whatever comes next, from the state (start and resume alike)."""
+    found = step_env.next_cached(state.ctx, state.variables, state.env_index, state.next_id)
+    if found is not None and not state.items_loaded:
+        # a ``cache: true`` env value: once per job, in the session worktree, before
+        # setup (spec 11 §2.2); kept with the job's variables, so resume-job reuses it
+        index, command = found
+        state = attrs.evolve(state, phase="env", env_index=index, pending=command.command_id,
+                             next_id=state.next_id + 1)
+        return state, [command]
     setup = state.workflow.setup.steps if state.workflow.setup is not None else ()
     if state.setup_index < len(setup) and not state.items_loaded:
         state, effects = jt.arm(attrs.evolve(state, phase="setup"), "setup")
@@ -335,12 +352,30 @@ def _continue(state: JobState) -> Moves:
     return _enter_map(state)
 
 
+def _on_cached_env(state: JobState, event: Event) -> Moves:
+    if not isinstance(event, CommandFinished | CommandNotStarted) or \
+            event.command_id != state.pending:
+        raise InvalidTransition(f"the job waits for a dynamic env command, not "
+                                f"{type(event).__name__}")
+    state = attrs.evolve(state, pending=None)
+    if state.cancel_signal is not None:
+        return interrupted(state)
+    found = step_env.cached_value(state.ctx, state.env_index, event)
+    if isinstance(found, str):
+        return job_failed(state, found, "E2005", exit_code=2)
+    name, var = found
+    state = attrs.evolve(state, env_index=state.env_index + 1,
+                         variables=state.variables.set(name, var))
+    return _continue(state)
+
+
 # --- setup ---------------------------------------------------------------------------
 
 
 def _base(state: JobState) -> PMap[str, Var]:
     base: PMap[str, Var] = builtin_variables(state.ctx, iteration=1, input_index=None)
-    merged: PMap[str, Var] = base.update(state.variables)
+    merged: PMap[str, Var] = base.update(step_env.cached_names(state.variables))
+    merged = merged.update(state.variables)
     return merged
 
 
@@ -458,7 +493,9 @@ def _load_items(state: JobState) -> Moves:
     if spec is None:
         raise InvalidTransition("a MapReduce workflow without map")
     text = interpolate(spec.input, _base(state), environ=state.ctx.environ_map).text
-    env = child_environment(state.ctx, step_env={}, clear=False, iteration=1, attempt=1,
+    cached = {name: str(var.value) for name, var in
+              step_env.cached_names(state.variables).items()}
+    env = child_environment(state.ctx, step_env=cached, clear=False, iteration=1, attempt=1,
                             input_index=None, timeout=300)
     state, cid = _id(state)
     state = attrs.evolve(state, phase="items", pending=cid)

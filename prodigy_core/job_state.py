@@ -26,7 +26,7 @@ from prodigy_core.model import Workflow
 from prodigy_core.step_frames import Stepper
 from prodigy_core.work_items import FailureKind
 
-JobPhase = Literal["worktree", "setup", "items", "map", "reduce", "merge", "done"]
+JobPhase = Literal["worktree", "env", "setup", "items", "map", "reduce", "merge", "done"]
 ItemStatus = Literal["pending", "running", "merging", "succeeded", "failed"]
 AgentStage = Literal["create", "steps", "release"]
 BreakerStatus = Literal["closed", "open", "half_open"]
@@ -161,6 +161,8 @@ class JobState:
     workflow: Workflow
     ctx: RunContext
     config: JobConfig
+    # the ``cache: true`` env entry being computed before setup (``step_env``)
+    env_index: int = 0
     phase: JobPhase = "worktree"
     status: Literal["running", "completed", "failed", "interrupted"] = "running"
     next_id: int = 1

@@ -107,6 +107,7 @@ def on_command(tx: Tx, frame: StepFrame, event: CommandFinished | CommandNotStar
         detail = event.stderr.strip() if isinstance(event, CommandFinished) else ""
         if detail:
             message += "\n" + "\n".join(detail.splitlines()[:5])
+        message += _where(tx.ctx, name)
         step_handlers.finish(tx, fail_outcome(message, "E2005", "command_failed", code),
                              print_failure=True)
         return
@@ -158,5 +159,19 @@ def cached_value(ctx: RunContext, index: int,
             why = f"failed with exit code {event.exit_code}"
         message = f"dynamic env '{name}' command {why}: {entry.command}"
         detail = event.stderr.strip() if isinstance(event, CommandFinished) else ""
-        return message + ("\n" + "\n".join(detail.splitlines()[:5]) if detail else "")
+        return message + ("\n" + "\n".join(detail.splitlines()[:5]) if detail else "") + \
+            _where(ctx, name)
     return CACHE_PREFIX + name, Var(value=event.stdout.rstrip("\n"))
+
+
+def _where(ctx: RunContext, name: str) -> str:
+    """The ``  --> file:line:column  at $.path`` line of an env entry, if known."""
+    source = dict(ctx.env_sources).get(name)
+    return f"\n  --> {source}" if source else ""
+
+
+def cached_names(variables: Mapping[str, Var]) -> dict[str, Var]:
+    """The ``cache: true`` values kept in ``variables``, under their own names (a
+    MapReduce job's map input is interpolated and run with them)."""
+    return {name[len(CACHE_PREFIX):]: var for name, var in variables.items()
+            if name.startswith(CACHE_PREFIX)}

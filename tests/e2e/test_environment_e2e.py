@@ -220,3 +220,33 @@ steps:
                             text=True, timeout=60)
     assert inside.returncode == 0, inside.stderr
     assert json.loads(inside.stdout)["warnings"] == []
+
+
+def test_mapreduce_cached_value_runs_once_in_the_session_worktree(project: Project,
+                                                                   tmp_path: Path) -> None:
+    project.write("items.json", '["a", "b", "c"]\n')
+    project.write("mr.yml", f"""\
+name: mr-env
+mode: mapreduce
+env:
+  WHERE:
+    command: "echo ran >> {tmp_path}/count; pwd"
+    cache: true
+map:
+  input: items.json
+  json_path: "$[*]"
+  agent_template:
+    - shell: "echo $WHERE >> {tmp_path}/seen"
+reduce:
+  - shell: "echo reduce $WHERE >> {tmp_path}/seen"
+""")
+    project.commit()
+    out = project.run("run", "mr.yml", "-y")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "count").read_text() == "ran\n"  # once for the whole job
+    seen = (tmp_path / "seen").read_text().splitlines()
+    assert len(seen) == 4
+    where = {line.removeprefix("reduce ") for line in seen}
+    assert len(where) == 1
+    path = where.pop()
+    assert path.startswith(str(project.worktrees_dir)) and path != str(project.root)
