@@ -121,13 +121,15 @@ async def interpret(
     finish: Finish | None = None
     interrupts = 0
 
-    async with trio.open_nursery() as nursery:
-        sig_ctx: AbstractContextManager[Any] = (
-            trio.open_signal_receiver(signal_module.SIGINT, signal_module.SIGTERM)
-            if handle_signals
-            else nullcontext(None)
-        )
-        with sig_ctx as signals:
+    sig_ctx: AbstractContextManager[Any] = (
+        trio.open_signal_receiver(signal_module.SIGINT, signal_module.SIGTERM)
+        if handle_signals
+        else nullcontext(None)
+    )
+    # the signal receiver outlives the nursery: every task (the signal watcher too) has
+    # ended before the receiver closes, so none can iterate a closed receiver
+    with sig_ctx as signals:
+        async with trio.open_nursery() as nursery:
             if signals is not None:
 
                 async def watch_signals(
@@ -146,8 +148,6 @@ async def interpret(
                                 env.claude.hurry()
                         await send.send(CancelRequested(signal=name, at=env.clock.now_iso()))
 
-                # started (not just scheduled) inside the receiver's block, so it never
-                # iterates a receiver that was already closed
                 await nursery.start(watch_signals)
 
             while True:
@@ -169,7 +169,6 @@ async def interpret(
                 effects = transition.effects
             for flag in cancels.values():
                 flag.set()
-            # cancel while the signal receiver is still open: its task must not outlive it
             nursery.cancel_scope.cancel()
     return RunResult(exit_code=finish.exit_code, outcome=finish.outcome, state=state,
                      trace=tuple(trace))
