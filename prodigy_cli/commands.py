@@ -258,7 +258,15 @@ def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict
     workflow = loaded.workflow
     gaps = runtime_gaps(workflow, file=args.workflow)
     if gaps:
-        print_problems(gaps, err)
+        import attrs
+
+        from prodigy_core.envresolve import position
+
+        located = []
+        for gap in gaps:  # with the field's line and column
+            line, column = position(loaded.positions, gap.path)
+            located.append(attrs.evolve(gap, line=line, column=column) if line else gap)
+        print_problems(located, err)
         return 2
     verbosity, quiet = _verbosity(args)
     try:

@@ -106,6 +106,9 @@ class RunContext:
     # variables Prodigy sets for one scope (spec 11 §7): ``PRODIGY_JOB_ID`` in every
     # scope of a MapReduce job, the item's variables in an agent, the map counts in reduce
     extra_env: tuple[tuple[str, str], ...] = ()
+    # a step's failure report is detail (-v) rather than info: MapReduce agents, whose
+    # failures the job reports by its ``error_collection`` mode (spec 05 §10.6)
+    quiet_failures: bool = False
 
     @property
     def start_commit(self) -> str | None:

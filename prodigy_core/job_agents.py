@@ -226,8 +226,9 @@ def _agent_ctx(state: JobState, agent: Agent) -> RunContext:
            ("PRODIGY_ITEM_ID", state.item_id(agent.index)),
            ("PRODIGY_ITEM_INDEX", str(agent.index)),
            ("PRODIGY_ITEM_FILE", item_file(state, agent.index)))
+    quiet = state.workflow.error_policy.error_collection != "immediate"
     return attrs.evolve(state.ctx, project_dir=agent.path, worktree=wt,
-                        worktree_name=wt.name, extra_env=env)
+                        worktree_name=wt.name, extra_env=env, quiet_failures=quiet)
 
 
 def item_vars(state: JobState, agent: Agent) -> PMap[str, Var]:

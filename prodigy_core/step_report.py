@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prodigy_core.claude_config import invocation
 from prodigy_core.display import display_name
 from prodigy_core.effects import Print
@@ -98,16 +100,19 @@ def print_failure(tx: Tx, frame: StepFrame, outcome: Outcome) -> None:
         detail = first[len(prefix):] if first.startswith(prefix) else f": {first}"
         tx.emit(Print(text=f"  Step '{frame.display}' failed (allowed){detail}", stream="err"))
         return
+    # a MapReduce agent's step failure is collected for the job's report (spec 05 §10.6);
+    # its details show with -v
+    level: Literal["info", "detail"] = "detail" if tx.ctx.quiet_failures else "info"
     if outcome.error_code == "E3001" and outcome.exit_code not in (None, 0):
         # spec 02 §15's line, with the code every reported error carries (spec 10 §8.1)
         tx.emit(Print(text=f"error[E3001]: Step '{frame.display}' failed with exit code "
-                           f"{outcome.exit_code}", stream="err"))
+                           f"{outcome.exit_code}", stream="err", level=level))
     else:
-        tx.emit(Print(text=f"error[{outcome.error_code}]: {outcome.error}", stream="err"))
+        tx.emit(Print(text=f"error[{outcome.error_code}]: {outcome.error}", stream="err", level=level))
     if outcome.stderr.strip():
         body, label = outcome.stderr, "stderr"
     else:
         body, label = outcome.output, "stdout"
     if body.strip():
-        tx.emit(Print(text=f"=== Error Output ({label}) ===", stream="err"))
-        tx.emit(Print(text="\n".join(error_excerpt(body)), stream="err"))
+        tx.emit(Print(text=f"=== Error Output ({label}) ===", stream="err", level=level))
+        tx.emit(Print(text="\n".join(error_excerpt(body)), stream="err", level=level))

@@ -428,3 +428,15 @@ def test_goal_text_is_interpolated_and_nested_output_is_shown() -> None:
           R(stdout=command_text(e).removeprefix("echo ") + "\n"))
     assert "Goal 'fill me' achieved in 1 attempts (60%)" in d.printed
     assert "    attempt" in d.printed and "    item a" in d.printed
+
+
+def test_quiet_failures_make_the_failure_report_detail() -> None:
+    from prodigy_core.effects import Print
+
+    for quiet, level in ((True, "detail"), (False, "info")):
+        d = Driver(run_machine.start(Workflow(name="t", steps=(shell("bad"),)),
+                                     make_ctx(quiet_failures=quiet)))
+        d.run({"bad": R(exit_code=2, stderr="boom\n")})
+        report = [e for e in d.of(Print) if "failed with exit code 2" in e.text
+                  or e.text.startswith("=== Error Output")]
+        assert report and {e.level for e in report} == {level}
