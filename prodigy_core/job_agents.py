@@ -551,10 +551,7 @@ def _item_failed(state: JobState, agent: Agent, failure: Failure, *, release: bo
         conflicting_files=failure.conflicting_files))
     type_name = wi.error_type_name(error_type)
     manual = wi.manual_review_required(type_name, failure.message)
-    retry_cfg = policy.retry_config or ItemRetry()
-    can_retry = (policy.on_item_failure == "retry" and not manual
-                 and not (failure.kind == "merge_conflict" and failure.branch)
-                 and agent.attempt < retry_cfg.max_attempts)
+    can_retry = jp.will_retry(state, agent.attempt, failure)
     effects: list[Effect] = [LogEvent(event_type="agent_failed", fields=(
         ("agent_id", agent.agent_id), ("item_id", iid), ("error", failure.message),
         ("error_type", error_type), ("retry_eligible", can_retry), ("result", result),

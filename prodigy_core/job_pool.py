@@ -49,8 +49,8 @@ from pyrsistent import pmap
 from prodigy_core import work_items as wi
 from prodigy_core.effects import Effect, LogEvent
 from prodigy_core.job_ops import FinishAgent
-from prodigy_core.job_state import Agent, JobState, PoolWorktree
-from prodigy_core.model import PoolStrategy, Workflow, WorktreeConfig
+from prodigy_core.job_state import Agent, Failure, JobState, PoolWorktree
+from prodigy_core.model import ItemRetry, PoolStrategy, Workflow, WorktreeConfig
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.worktree_ops import CreateWorktree, RemovePool, WorktreeCreated
 
@@ -182,6 +182,19 @@ def lost(state: JobState, agent: Agent) -> JobState:
 # --- giving it back --------------------------------------------------------------------
 
 
+def will_retry(state: JobState, attempt: int, failure: Failure) -> bool:
+    """Whether a failed item runs again (``on_item_failure: retry``, spec 05 §10.3–10.4)."""
+    policy = state.workflow.error_policy
+    retry_cfg = policy.retry_config or ItemRetry()
+    type_name = wi.error_type_name(wi.error_type(wi.ItemFailure(
+        kind=failure.kind, message=failure.message, exit_code=failure.exit_code,
+        conflicting_files=failure.conflicting_files)))
+    return (policy.on_item_failure == "retry"
+            and not wi.manual_review_required(type_name, failure.message)
+            and not (failure.kind == "merge_conflict" and failure.branch)
+            and attempt < retry_cfg.max_attempts)
+
+
 def _too_old(state: JobState, slot: PoolWorktree) -> bool:
     limit = settings(state).cleanup_policy.max_age_secs
     return slot.born > 0 and state.mono > 0 and state.mono - slot.born > limit
@@ -194,9 +207,15 @@ def finish(state: JobState, agent: Agent, command_id: int) -> tuple[Agent, Finis
     policy = cfg.cleanup_policy
     failed = agent.failure is not None and not agent.cancelled
     keep_failed = failed and policy.keep_failed
+    # a failed attempt that is retried is re-run from scratch: its partial work is dropped
+    # like an interrupted agent's (spec 06 §10.2); the last attempt's branch is kept and
+    # named in the DLQ entry
+    superseded = failed and not keep_failed and agent.failure is not None and \
+        will_retry(state, agent.attempt, agent.failure)
     effect = FinishAgent(command_id=command_id, repo_root=_session_path(state),
                          path=agent.path, branch=agent.branch, base=agent.base or "",
-                         discard=agent.cancelled, lock_path=state.config.repo_lock)
+                         discard=agent.cancelled or superseded,
+                         lock_path=state.config.repo_lock)
     back = False
     kept: str | None = None
     match cfg.allocation_strategy:

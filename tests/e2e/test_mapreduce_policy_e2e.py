@@ -189,3 +189,26 @@ map:
     assert "item_0 failed (CommandFailed):" in result.stderr
     assert "item_1 failed (CommandFailed):" in result.stderr
     assert "Failed items:" not in result.stdout
+
+
+def test_retried_attempts_leave_no_branch_behind(project: Project) -> None:
+    project.write("mr.yml", """\
+name: kr
+mode: mapreduce
+map:
+  input: "printf 'a\\\\nb\\\\n'"
+  max_parallel: 1
+  agent_template:
+    - shell: |
+        echo ${item} > out_${item}.txt; git add .; git commit -qm "x ${item}"
+        test ${item} = b || echo $PRODIGY_AGENT_ID | grep -q attempt_3
+error_policy:
+  on_item_failure: retry
+  retry_config: {max_attempts: 3, backoff: fixed, initial_delay: 0s}
+""")
+    commit_all(project)
+    out = project.run("run", "mr.yml", "-y")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (project.root / "out_a.txt").read_text() == "a\n"  # the third attempt merged
+    assert git(project.root, "branch", "--list", "*agent*") == ""  # none of the attempts'
+    assert "retrying (attempt 3)" in out.stderr
