@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
-from prodigy_core.envresolve import env_file_problems
+from prodigy_core.envresolve import env_file_problems, position
 from prodigy_core.masking import known_secrets
 from prodigy_core.model import Workflow
 from prodigy_core.problems import Problem, sorted_problems, summary_line
+from prodigy_core.support import runtime_gaps
 from prodigy_effects.masker import Masker
 from prodigy_effects.workflow_io import LoadOutcome, load_workflow_file
 
@@ -104,6 +105,13 @@ def cmd_validate(
     for problem in problems:
         err.write(mask(problem.render()) + "\n")
     out.write(summary_line(problems, path) + "\n")
+    if workflow is not None and valid:
+        # valid, but `prodigy run` of this version refuses it: say so now (spec principle 1)
+        for gap in runtime_gaps(workflow, file=path):
+            line, column = position(outcome.positions, gap.path)
+            where = f"{path}:{line}:{column}" if line else path
+            err.write(mask(f"note: `prodigy run` refuses this (E1016): {gap.message}\n"
+                           f"  --> {where}  at {gap.path}") + "\n")
     if workflow is not None and valid:
         out.write(mask(f"  name: {workflow.name}") + "\n")
         out.write(f"  mode: {workflow.mode}\n")
