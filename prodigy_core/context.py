@@ -109,6 +109,8 @@ class RunContext:
     # a step's failure report is detail (-v) rather than info: MapReduce agents, whose
     # failures the job reports by its ``error_collection`` mode (spec 05 §10.6)
     quiet_failures: bool = False
+    # put before each streamed output line of a command (spec 05 §18: ``[<item_id>] ``)
+    output_prefix: str = ""
 
     @property
     def start_commit(self) -> str | None:

@@ -41,6 +41,8 @@ class RunCommand:
     stream_output: bool = False
     display: str = ""
     step_path: str = ""
+    # put before each streamed output line (``[<item_id>] `` in a MapReduce agent)
+    prefix: str = ""
 
 
 @attrs.frozen(kw_only=True)

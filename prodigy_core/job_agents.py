@@ -228,7 +228,8 @@ def _agent_ctx(state: JobState, agent: Agent) -> RunContext:
            ("PRODIGY_ITEM_FILE", item_file(state, agent.index)))
     quiet = state.workflow.error_policy.error_collection != "immediate"
     return attrs.evolve(state.ctx, project_dir=agent.path, worktree=wt,
-                        worktree_name=wt.name, extra_env=env, quiet_failures=quiet)
+                        worktree_name=wt.name, extra_env=env, quiet_failures=quiet,
+                        output_prefix=f"[{state.item_id(agent.index)}] ")
 
 
 def item_vars(state: JobState, agent: Agent) -> PMap[str, Var]:

@@ -512,7 +512,7 @@ def execute(tx: Tx) -> None:
         argv=("sh",) if long_text else ("sh", "-c", frame.text),
         script=frame.text if long_text else None,
         cwd=frame.cwd, env=env, timeout=frame.timeout, stream_output=True,
-        display=frame.display, step_path=frame.path,
+        display=frame.display, step_path=frame.path, prefix=tx.ctx.output_prefix,
     ))
 
 

@@ -351,7 +351,7 @@ async def perform_run_command(
 ) -> None:
     def on_output(stream: str, line: str) -> None:
         if effect.stream_output:
-            env.console.output_line(effect.display, stream, line)
+            env.console.output_line(effect.display, stream, effect.prefix + line)
 
     event = await env.commands.run(effect, cancel, on_output)
     await send.send(event)

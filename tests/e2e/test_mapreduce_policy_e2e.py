@@ -212,3 +212,18 @@ error_policy:
     assert (project.root / "out_a.txt").read_text() == "a\n"  # the third attempt merged
     assert git(project.root, "branch", "--list", "*agent*") == ""  # none of the attempts'
     assert "retrying (attempt 3)" in out.stderr
+
+
+def test_agent_output_is_prefixed_with_the_item_id_at_v(project: Project) -> None:
+    project.write("mr.yml", """\
+name: pf
+mode: mapreduce
+map:
+  input: "printf 'a\\\\nb\\\\n'"
+  agent_template:
+    - shell: "echo hello ${item}"
+""")
+    commit_all(project)
+    out = project.run("run", "mr.yml", "-y", "-v")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "    [item_0] hello a\n" in out.stdout and "    [item_1] hello b\n" in out.stdout
