@@ -393,10 +393,12 @@ def _setup_steps(state: JobState) -> tuple[Step, ...]:
 def _start_setup_step(state: JobState) -> Moves:
     steps = _setup_steps(state)
     step_def = steps[state.setup_index]
+    # the header first: a skipped step ends at once and the next one starts in this call
+    header = Print(text=f"Setup [{state.setup_index + 1}/{len(steps)}]: "
+                        f"{display_name(step_def)}")
     state, effects = _phase_step(state, "setup", step_def, f"setup[{state.setup_index}]",
                                  _base(state), _setup_step_done)
-    return state, [Print(text=f"Setup [{state.setup_index + 1}/{len(steps)}]: "
-                              f"{display_name(step_def)}"), *effects]
+    return state, [header, *effects]
 
 
 def _on_setup_event(state: JobState, event: Event) -> Moves:
@@ -709,10 +711,11 @@ def _enter_reduce(state: JobState) -> Moves:
 def _start_reduce_step(state: JobState) -> Moves:
     steps = _reduce_steps(state)
     step_def = steps[state.reduce_index]
+    header = Print(text=f"Reduce phase: Executing step {state.reduce_index + 1}"
+                        f"/{len(steps)}: {display_name(step_def)}")
     state, effects = _phase_step(state, "reduce", step_def, f"reduce[{state.reduce_index}]",
                                  _reduce_base(state), _reduce_step_done)
-    return state, [Print(text=f"Reduce phase: Executing step {state.reduce_index + 1}"
-                              f"/{len(steps)}: {display_name(step_def)}"), *effects]
+    return state, [header, *effects]
 
 
 def _on_reduce_event(state: JobState, event: Event) -> Moves:

@@ -227,3 +227,32 @@ map:
     out = project.run("run", "mr.yml", "-y", "-v")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "    [item_0] hello a\n" in out.stdout and "    [item_1] hello b\n" in out.stdout
+
+
+def test_skipped_setup_and_reduce_steps_keep_their_labels(project: Project) -> None:
+    project.write("mr.yml", """\
+name: sk
+mode: mapreduce
+setup:
+  - shell: "echo s0"
+  - shell: "echo s1"
+    when: "false"
+  - shell: "echo s2"
+map:
+  input: "printf 'a\\\\n'"
+  agent_template:
+    - shell: "true"
+reduce:
+  - shell: "echo r0"
+  - shell: "echo r1"
+    when: "false"
+  - shell: "echo r2"
+""")
+    commit_all(project)
+    out = project.run("run", "mr.yml", "-y")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ("Setup [2/3]: shell: echo s1\n  Skipped: when condition is false\n"
+            "Setup [3/3]: shell: echo s2\n") in out.stdout
+    assert ("Reduce phase: Executing step 2/3: shell: echo r1\n"
+            "  Skipped: when condition is false\n"
+            "Reduce phase: Executing step 3/3: shell: echo r2\n") in out.stdout
