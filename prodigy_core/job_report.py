@@ -163,6 +163,18 @@ def summary_prints(state: JobState) -> list[Effect]:
     pending = state.count("pending")
     lines = ["Summary", f"  Items: {ok} successful, {failed} failed, {pending} pending "
                         f"(total {state.total})"]
+    if state.resumed:
+        # spec 05 §16.12: a resumed job says how it ended overall
+        steps = state.workflow.reduce.steps if state.workflow.reduce is not None else ()
+        if not steps:
+            reduce = "none"
+        elif state.reduce_index >= len(steps):
+            reduce = "completed"
+        else:
+            reduce = f"stopped at step {state.reduce_index + 1}/{len(steps)}" \
+                if state.reduce_index else "not run"
+        lines = ["MapReduce Resume Summary", f"  Total: {state.total}, successful: {ok}, "
+                 f"failed: {failed}, reduce: {reduce}", *lines]
     if failed and collection(state)[0] == "aggregate":
         lines.append("  Failed items:")
         failures = [i for i, s in sorted(state.item_state.items()) if s == "failed"]

@@ -365,6 +365,8 @@ reduce:
     resumed = project.run("resume-job", job, "-y", timeout=120)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "reduced 5" in resumed.stdout
+    assert "MapReduce Resume Summary\n  Total: 5, successful: 5, failed: 0, reduce: " \
+           "completed\n" in resumed.stdout
     started = [e["item_id"] for e in events(project, job) if e["event_type"] ==
                "agent_started"]
     # items 0 and 1 ran once; item 2 was interrupted and ran again; 3 and 4 once
