@@ -67,7 +67,7 @@ def _nothing_to_do(pattern: str, *, as_json: bool, out: TextIO, err: TextIO) -> 
 def cmd_batch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],
               cwd: str) -> int:
     """``prodigy batch``: ``run`` of a generated MapReduce workflow; the merge is automatic."""
-    from prodigy_cli.commands import _abs, _run_error, cmd_run
+    from prodigy_cli.commands import _abs, _run_error, cmd_run, front_end_run_args
     from prodigy_effects import runner
     from prodigy_effects.batch_items import matching_files
     from prodigy_effects.workflow_io import load_workflow_text
@@ -101,9 +101,5 @@ def cmd_batch(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: di
     (err if args.json else out).write(
         f"Executing command on {len(paths)} file(s) matching {args.pattern}: "
         f"{args.batch_command}\n")
-    run_args = argparse.Namespace(
-        workflow=BATCH_PATH, path=args.path, param=[], param_file=None, worktree=None,
-        max_iterations=1, profile=None, strict=False, map=[], args=[], fail_fast=False,
-        strict_vars=False, dry_run=False, yes=True, json=args.json,
-        verbose=getattr(args, "verbose", 0), quiet=getattr(args, "quiet", False))
+    run_args = front_end_run_args(args, BATCH_PATH, yes=True)
     return cmd_run(run_args, out=out, err=err, environ=environ, cwd=cwd, preloaded=loaded)

@@ -51,7 +51,7 @@ def goal_workflow(args: argparse.Namespace) -> str:
 
 def cmd_goal_seek(args: argparse.Namespace, *, out: TextIO, err: TextIO,
                   environ: dict[str, str], cwd: str) -> int:
-    from prodigy_cli.commands import cmd_run
+    from prodigy_cli.commands import cmd_run, front_end_run_args
     from prodigy_core.parse.durations import parse_duration
     from prodigy_effects.workflow_io import load_workflow_text
 
@@ -83,12 +83,7 @@ def cmd_goal_seek(args: argparse.Namespace, *, out: TextIO, err: TextIO,
             return {**outcome, "status": "completed_with_failures", "exit_code": 1}
         return outcome
 
-    run_args = argparse.Namespace(
-        workflow=GOAL_PATH, path=args.path, param=[], param_file=None, worktree=None,
-        max_iterations=1, profile=None, strict=False, map=[], args=[], fail_fast=False,
-        strict_vars=False, dry_run=False, yes=args.yes, json=args.json,
-        verbose=getattr(args, "verbose", 0), quiet=getattr(args, "quiet", False),
-        on_outcome=keep)
+    run_args = front_end_run_args(args, GOAL_PATH, yes=args.yes, on_outcome=keep)
     code = cmd_run(run_args, out=out, err=err, environ=environ, cwd=cwd, preloaded=loaded)
     if code != 0:
         return code

@@ -219,12 +219,19 @@ def cmd_exec(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dic
                          model=args.model)
     loaded = load_workflow_text(text, display_path=EXEC_PATH, stem="exec", environ=environ)
     (err if args.json else out).write(f"Executing command: {args.exec_command}\n")
-    run_args = argparse.Namespace(
-        workflow=EXEC_PATH, path=args.path, param=[], param_file=None, worktree=None,
-        max_iterations=1, profile=None, strict=False, map=[], args=[], fail_fast=False,
-        strict_vars=False, dry_run=False, yes=True, json=args.json,
-        verbose=getattr(args, "verbose", 0), quiet=getattr(args, "quiet", False))
+    run_args = front_end_run_args(args, EXEC_PATH, yes=True)
     return cmd_run(run_args, out=out, err=err, environ=environ, cwd=cwd, preloaded=loaded)
+
+
+def front_end_run_args(args: argparse.Namespace, workflow: str, *, yes: bool,
+                       **more: Any) -> argparse.Namespace:
+    """The ``run`` options of a command that runs a generated workflow (``exec``,
+    ``batch``, ``goal-seek``): its own ``--path``, ``--json``, ``-v``/``-q``, nothing else."""
+    return argparse.Namespace(
+        workflow=workflow, path=args.path, param=[], param_file=None, worktree=None,
+        max_iterations=1, profile=None, strict=False, map=[], args=[], fail_fast=False,
+        strict_vars=False, dry_run=False, yes=yes, json=args.json,
+        verbose=getattr(args, "verbose", 0), quiet=getattr(args, "quiet", False), **more)
 
 
 def cmd_run(args: argparse.Namespace, *, out: TextIO, err: TextIO, environ: dict[str, str],

@@ -23,6 +23,7 @@ import attrs
 from pyrsistent import PMap, pmap
 
 from prodigy_core.json_values import JSON
+from prodigy_core.results import seconds_text
 
 NoticeKind = Literal["session_started", "tool_invoked", "api_retry", "assistant_text",
                      "tool_result", "result"]
@@ -242,7 +243,7 @@ def conclude(call: ClaudeCall, *, exit_code: int, stderr: str, prompt: str,
     if idle_timeout is not None:
         return ClaudeOutcome(
             passed=False, output=output, error_code="E7005",
-            message=f"Claude produced no output for {_num(idle_timeout)} seconds{suffix}",
+            message=f"Claude produced no output for {seconds_text(idle_timeout)} seconds{suffix}",
             classes=("timeout",))
     if "dangerously-skip-permissions" in stderr and "root" in stderr:
         return ClaudeOutcome(
@@ -267,7 +268,3 @@ def conclude(call: ClaudeCall, *, exit_code: int, stderr: str, prompt: str,
             message=f"Claude reported an error ({subtype_text or 'error'}): {text[:500]}{suffix}",
             classes=classify(evidence, status), subtype=subtype_text)
     return ClaudeOutcome(passed=True, output=output, subtype=subtype_text)
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)

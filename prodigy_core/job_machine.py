@@ -360,7 +360,7 @@ def _on_cached_env(state: JobState, event: Event) -> Moves:
     state = attrs.evolve(state, pending=None)
     if state.cancel_signal is not None:
         return interrupted(state)
-    found = step_env.cached_value(state.ctx, state.env_index, event)
+    found = step_env.dynamic_value(state.ctx, state.env_index, event)
     if isinstance(found, str):
         return job_failed(state, found, "E2005", exit_code=2)
     name, var = found
@@ -393,12 +393,9 @@ def _setup_steps(state: JobState) -> tuple[Step, ...]:
 def _start_setup_step(state: JobState) -> Moves:
     steps = _setup_steps(state)
     step_def = steps[state.setup_index]
-    # the header first: a skipped step ends at once and the next one starts in this call
-    header = Print(text=f"Setup [{state.setup_index + 1}/{len(steps)}]: "
-                        f"{display_name(step_def)}")
-    state, effects = _phase_step(state, "setup", step_def, f"setup[{state.setup_index}]",
-                                 _base(state), _setup_step_done)
-    return state, [header, *effects]
+    header = f"Setup [{state.setup_index + 1}/{len(steps)}]: {display_name(step_def)}"
+    return _phase_step(state, "setup", step_def, f"setup[{state.setup_index}]",
+                       _base(state), _setup_step_done, header)
 
 
 def _on_setup_event(state: JobState, event: Event) -> Moves:
@@ -420,13 +417,15 @@ def _phase_ctx(state: JobState, phase: Literal["setup", "reduce"]) -> RunContext
 
 
 def _phase_step(state: JobState, phase: Literal["setup", "reduce"], step_def: Step,
-                path: str, base: PMap[str, Var], on_done: _Done) -> Moves:
+                path: str, base: PMap[str, Var], on_done: _Done, header: str) -> Moves:
+    """Start a setup or reduce step; ``header`` is printed first (a step that ends at once,
+    e.g. skipped, starts the next one in this same call)."""
     current = state.setup if phase == "setup" else state.reduce
     st = attrs.evolve(current, vars=state.variables, next_id=state.next_id)
     done = stepper_mod.begin(st, _phase_ctx(state, phase), base, step_def, path,
                              state.breakers)
     state = attrs.evolve(_with_stepper(state, phase, done.stepper), breakers=done.breakers)
-    effects = list(done.effects)
+    effects: list[Effect] = [Print(text=header), *done.effects]
     if done.outcome is not None:
         state, more = on_done(state, done.outcome)
         effects += more
@@ -711,11 +710,10 @@ def _enter_reduce(state: JobState) -> Moves:
 def _start_reduce_step(state: JobState) -> Moves:
     steps = _reduce_steps(state)
     step_def = steps[state.reduce_index]
-    header = Print(text=f"Reduce phase: Executing step {state.reduce_index + 1}"
-                        f"/{len(steps)}: {display_name(step_def)}")
-    state, effects = _phase_step(state, "reduce", step_def, f"reduce[{state.reduce_index}]",
-                                 _reduce_base(state), _reduce_step_done)
-    return state, [header, *effects]
+    header = (f"Reduce phase: Executing step {state.reduce_index + 1}/{len(steps)}: "
+              f"{display_name(step_def)}")
+    return _phase_step(state, "reduce", step_def, f"reduce[{state.reduce_index}]",
+                       _reduce_base(state), _reduce_step_done, header)
 
 
 def _on_reduce_event(state: JobState, event: Event) -> Moves:

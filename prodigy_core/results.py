@@ -46,6 +46,13 @@ class CaptureError:
     message: str
 
 
+def seconds_text(value: float) -> str:
+    """``5``, ``0.47``: a number of seconds as messages print it."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
 def cut(text: str, limit: int = OUTPUT_LIMIT) -> str:
     """Cut text to ``limit`` bytes (UTF-8) keeping the end, for records and events."""
     data = text.encode("utf-8", errors="replace")

@@ -259,7 +259,7 @@ def _on_cached_env(state: RunState, event: Event) -> Transition:
         return _interrupted(attrs.evolve(state, env_request=None))
     if not isinstance(event, CommandFinished | CommandNotStarted):
         raise InvalidTransition(f"a dynamic env command cannot end with {type(event).__name__}")
-    found = step_env.cached_value(state.ctx, state.env_index, event)
+    found = step_env.dynamic_value(state.ctx, state.env_index, event)
     if isinstance(found, str):
         # a cached value that cannot be computed stops the run at its start (exit 2)
         state = attrs.evolve(state, env_request=None, status="failed", error=found,

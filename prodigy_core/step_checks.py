@@ -31,7 +31,12 @@ from prodigy_core.events import (
 )
 from prodigy_core.interpolate import Var, interpolate
 from prodigy_core.json_values import JSON
-from prodigy_core.results import ExecResult, capture_variables, result_variables
+from prodigy_core.results import (
+    ExecResult,
+    capture_variables,
+    result_variables,
+    seconds_text,
+)
 from prodigy_core.step_frames import StepFrame, Tx, last_result
 
 
@@ -49,7 +54,7 @@ def on_command(tx: Tx, frame: StepFrame, event: CommandFinished | CommandNotStar
         result = ExecResult(
             exit_code=-1, stdout=event.stdout, stderr=event.stderr, duration=event.duration,
             passed=False, error_class="timeout", error_code="E3002",
-            message=f"Command timed out after {_num(secs)} seconds",
+            message=f"Command timed out after {seconds_text(secs)} seconds",
             finished_at=event.finished_at,
         )
     elif event.exit_code != 0:
@@ -73,11 +78,6 @@ def on_command(tx: Tx, frame: StepFrame, event: CommandFinished | CommandNotStar
     tx.replace_top(attrs.evolve(top, last=result, mono=event.monotonic))
     _checks(tx, None)
 
-
-def _num(value: float) -> str:
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def on_file(tx: Tx, frame: StepFrame, event: FileWritten | FileWriteFailed) -> None:

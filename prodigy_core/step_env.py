@@ -80,14 +80,22 @@ def _cached(tx: Tx, name: str) -> str | None:
 
 
 def _run(tx: Tx, frame: StepFrame, name: str, entry: EnvDynamic) -> None:
-    env = child_environment(tx.ctx, step_env=dict(frame.wf_env), clear=False,
-                            iteration=tx.st.iteration, attempt=1,
-                            input_index=tx.st.input_index, timeout=None)
     cid = tx.new_id()
     tx.replace_top(attrs.evolve(frame, stage="env", pending=cid))
-    tx.emit(RunCommand(command_id=cid, argv=("sh", "-c", entry.command), cwd=tx.ctx.project_dir,
-                       env=env, timeout=DYNAMIC_TIMEOUT, stream_output=False,
-                       display=f"env {name}", step_path=f"{frame.path}.env.{name}"))
+    tx.emit(_command(tx.ctx, name, entry, cid, step_env=dict(frame.wf_env),
+                     iteration=tx.st.iteration, input_index=tx.st.input_index,
+                     path=f"{frame.path}.env.{name}"))
+
+
+def _command(ctx: RunContext, name: str, entry: EnvDynamic, command_id: int, *,
+             step_env: Mapping[str, str], iteration: int, input_index: int | None,
+             path: str) -> RunCommand:
+    """``sh -c CMD`` of a dynamic entry: in the session worktree, 60 s limit."""
+    env = child_environment(ctx, step_env=step_env, clear=False, iteration=iteration,
+                            attempt=1, input_index=input_index, timeout=None)
+    return RunCommand(command_id=command_id, argv=("sh", "-c", entry.command),
+                      cwd=ctx.project_dir, env=env, timeout=DYNAMIC_TIMEOUT,
+                      stream_output=False, display=f"env {name}", step_path=path)
 
 
 def on_command(tx: Tx, frame: StepFrame, event: CommandFinished | CommandNotStarted) -> None:
@@ -96,22 +104,14 @@ def on_command(tx: Tx, frame: StepFrame, event: CommandFinished | CommandNotStar
     assert isinstance(entry, EnvDynamic)
     frame = attrs.evolve(frame, stage="start")
     tx.replace_top(frame)
-    if isinstance(event, CommandNotStarted) or event.timed_out or event.exit_code != 0:
-        if isinstance(event, CommandNotStarted):
-            why, code = f"did not start: {event.message}", None
-        elif event.timed_out:
-            why, code = f"timed out after {int(DYNAMIC_TIMEOUT)} s", -1
-        else:
-            why, code = f"failed with exit code {event.exit_code}", event.exit_code
-        message = f"dynamic env '{name}' command {why}: {entry.command}"
-        detail = event.stderr.strip() if isinstance(event, CommandFinished) else ""
-        if detail:
-            message += "\n" + "\n".join(detail.splitlines()[:5])
-        message += _where(tx.ctx, name)
-        step_handlers.finish(tx, fail_outcome(message, "E2005", "command_failed", code),
+    found = dynamic_value(tx.ctx, frame.env_index, event)
+    if isinstance(found, str):
+        code = None if isinstance(event, CommandNotStarted) else \
+            (-1 if event.timed_out else event.exit_code)
+        step_handlers.finish(tx, fail_outcome(found, "E2005", "command_failed", code),
                              print_failure=True)
         return
-    value = event.stdout.rstrip("\n")
+    value = str(found[1].value)
     if entry.cache:
         tx.st = attrs.evolve(tx.st, vars=tx.st.vars.set(CACHE_PREFIX + name, Var(value=value)))
     values = {**dict(frame.wf_env), name: value}
@@ -136,18 +136,15 @@ def next_cached(ctx: RunContext, variables: Mapping[str, Var], start: int,
             continue
         if CACHE_PREFIX + name in variables or name in known:
             continue
-        env = child_environment(ctx, step_env={}, clear=False, iteration=1, attempt=1,
-                                input_index=None, timeout=None)
-        return index, RunCommand(command_id=command_id, argv=("sh", "-c", entry.command),
-                                 cwd=ctx.project_dir, env=env, timeout=DYNAMIC_TIMEOUT,
-                                 stream_output=False, display=f"env {name}",
-                                 step_path=f"env.{name}")
+        return index, _command(ctx, name, entry, command_id, step_env={}, iteration=1,
+                               input_index=None, path=f"env.{name}")
     return None
 
 
-def cached_value(ctx: RunContext, index: int,
-                 event: CommandFinished | CommandNotStarted) -> tuple[str, Var] | str:
-    """The scope variable holding entry ``index``'s value, or the E2005 message."""
+def dynamic_value(ctx: RunContext, index: int,
+                  event: CommandFinished | CommandNotStarted) -> tuple[str, Var] | str:
+    """The scope variable holding dynamic entry ``index``'s value (``cache: true`` ones
+    are kept under it), or the E2005 message of a command that failed."""
     name, entry = ctx.late_env[index]
     assert isinstance(entry, EnvDynamic)
     if isinstance(event, CommandNotStarted) or event.timed_out or event.exit_code != 0:

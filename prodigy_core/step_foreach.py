@@ -41,7 +41,7 @@ from prodigy_core.interpolate import Var, interpolate, lookup
 from prodigy_core.json_values import JSON, dumps_compact
 from prodigy_core.model import ForeachSpec
 from prodigy_core.problems import InvalidTransition
-from prodigy_core.results import ExecResult
+from prodigy_core.results import ExecResult, seconds_text
 from prodigy_core.step_frames import ForeachState, Lane, Outcome, StepFrame, Stepper, Tx
 from prodigy_core.work_items import item_binding, output_lines
 
@@ -384,8 +384,7 @@ def _conclude(tx: Tx) -> None:
                               "failed": len(failed), "results": results}
     duration = each.span[1] - each.span[0] if each.span is not None else each.elapsed
     if each.timed_out:
-        secs = frame.timeout or 0
-        text = f"{secs:.2f}".rstrip("0").rstrip(".")
+        text = seconds_text(frame.timeout or 0)
         result = ExecResult(exit_code=-1, stdout=output, passed=False, duration=duration,
                             error_class="timeout", error_code="E3002",
                             message=f"Step timed out after {text} seconds ({output})")

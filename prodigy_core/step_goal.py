@@ -35,7 +35,7 @@ from prodigy_core.interpolate import Var, interpolate
 from prodigy_core.json_values import JSON, dumps_compact
 from prodigy_core.model import GoalSeekSpec
 from prodigy_core.problems import InvalidTransition
-from prodigy_core.results import ExecResult, cut
+from prodigy_core.results import ExecResult, cut, seconds_text
 from prodigy_core.step_frames import GoalState, Outcome, StepFrame, Tx
 
 ENV_VALUE_LIMIT = 32 * 1024
@@ -316,7 +316,8 @@ def _timed_out(tx: Tx, frame: StepFrame) -> None:
     assert goal is not None
     secs = frame.timeout or 0
     result = ExecResult(exit_code=-1, passed=False, error_class="timeout", error_code="E3002",
-                        message=f"Step timed out after {pct(secs)} seconds",
+                        message=f"Step timed out after {seconds_text(secs)} "
+                                "seconds",
                         duration=goal.elapsed, stdout=cut(goal.output))
     result = step_checks.record(tx, frame, result, _variables(frame, "timeout"))
     top = tx.top
