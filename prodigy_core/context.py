@@ -111,6 +111,8 @@ class RunContext:
     quiet_failures: bool = False
     # put before each streamed output line of a command (spec 05 §18: ``[<item_id>] ``)
     output_prefix: str = ""
+    # a MapReduce agent's ``resource_limits.max_memory_mb`` (spec 06 §9.4)
+    memory_limit_mb: int | None = None
 
     @property
     def start_commit(self) -> str | None:

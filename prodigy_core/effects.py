@@ -43,6 +43,10 @@ class RunCommand:
     step_path: str = ""
     # put before each streamed output line (``[<item_id>] `` in a MapReduce agent)
     prefix: str = ""
+    # MapReduce ``resource_limits.max_memory_mb`` (spec 06 §9.4): the resident memory of
+    # the process group is sampled every 5 s; above it the command is stopped as for a
+    # timeout and finishes with ``exhausted`` set
+    memory_limit_mb: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -289,6 +293,7 @@ class RunClaude:
     stdin: str | None = None
     timeout: float | None = None
     idle_timeout: float | None = None
+    memory_limit_mb: int | None = None  # as for ``RunCommand``
     display: str = ""
     step_path: str = ""
 
@@ -312,6 +317,7 @@ from prodigy_core.job_ops import (  # noqa: E402  (members of the union)
     FinishAgent,
     ForgetDLQ,
     LoadWorkItems,
+    MeasureWorktree,
     RecordDLQ,
     SaveJobFile,
     SaveJobState,
@@ -357,6 +363,7 @@ Effect = (
     | SaveWorktreeMeta
     | LoadWorkItems
     | FinishAgent
+    | MeasureWorktree
     | SaveJobState
     | SaveJobFile
     | RecordDLQ
@@ -365,7 +372,8 @@ Effect = (
 
 SPAWNED = (RunCommand, RunClaude, WriteFile, ReadFile, ReadGitHead, CommitChanges, ListCommits,
            SquashCommits, Sleep, CreateWorktree, InspectMerge, AskUser, MergeBranch,
-           ConcludeMerge, VerifyMerged, RemoveWorktree, LoadWorkItems, FinishAgent)
+           ConcludeMerge, VerifyMerged, RemoveWorktree, LoadWorkItems, FinishAgent,
+           MeasureWorktree)
 
 EFFECT_TAGS: dict[type, str] = {
     RunCommand: "run_command",
@@ -396,6 +404,7 @@ EFFECT_TAGS: dict[type, str] = {
     SaveWorktreeMeta: "save_worktree_meta",
     LoadWorkItems: "load_work_items",
     FinishAgent: "finish_agent",
+    MeasureWorktree: "measure_worktree",
     SaveJobState: "save_job_state",
     SaveJobFile: "save_job_file",
     RecordDLQ: "record_dlq",

@@ -33,6 +33,8 @@ class CommandFinished:
     monotonic: float = 0.0
     truncated: bool = False
     planned: bool = False
+    # stopped above its memory limit (``RunCommand.memory_limit_mb``): what was seen
+    exhausted: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -207,12 +209,14 @@ class ClaudeFinished:
     finished_at: str = ""
     monotonic: float = 0.0
     planned: bool = False
+    exhausted: str = ""  # as for ``CommandFinished``
 
 
 from prodigy_core.job_ops import (  # noqa: E402  (members of the union)
     AgentReleased,
     WorkItemsFailed,
     WorkItemsLoaded,
+    WorktreeMeasured,
 )
 from prodigy_core.worktree_ops import (  # noqa: E402  (members of the union)
     BranchMerged,
@@ -255,6 +259,7 @@ Event = (
     | WorkItemsLoaded
     | WorkItemsFailed
     | AgentReleased
+    | WorktreeMeasured
 )
 
 EVENT_TAGS: dict[type, str] = {
@@ -285,4 +290,5 @@ EVENT_TAGS: dict[type, str] = {
     WorkItemsLoaded: "work_items_loaded",
     WorkItemsFailed: "work_items_failed",
     AgentReleased: "agent_released",
+    WorktreeMeasured: "worktree_measured",
 }

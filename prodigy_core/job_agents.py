@@ -52,10 +52,16 @@ from prodigy_core.display import display_name
 from prodigy_core.effects import CancelCommands, Effect, LogEvent, Print, Sleep
 from prodigy_core.events import ClaudeLine, Event, Slept
 from prodigy_core.interpolate import Var
-from prodigy_core.job_ops import AgentReleased, ForgetDLQ, RecordDLQ
+from prodigy_core.job_ops import (
+    AgentReleased,
+    ForgetDLQ,
+    MeasureWorktree,
+    RecordDLQ,
+    WorktreeMeasured,
+)
 from prodigy_core.job_state import Agent, Failure, JobState, Queued
 from prodigy_core.json_values import JSON
-from prodigy_core.model import ItemRetry
+from prodigy_core.model import ItemRetry, ResourceLimits
 from prodigy_core.model import Step as ModelStep
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.retry import delay_for, format_delay
@@ -183,6 +189,9 @@ def on_agent_event(state: JobState, index: int, event: Event) -> Step:
             return _item_failed(_put(state, agent), agent, failure, release=False)
     if agent.stage == "steps":
         return _on_step_event(state, index, event)
+    if agent.stage == "measure" and cid == agent.pending and \
+            isinstance(event, WorktreeMeasured):
+        return _measured(state, index, event)
     if agent.stage == "release" and cid == agent.pending and isinstance(event, AgentReleased):
         return _released(state, index, event)
     raise InvalidTransition(f"agent {agent.agent_id} in stage {agent.stage!r} cannot receive "
@@ -203,7 +212,7 @@ def _timer_fired(state: JobState, index: int, event: Slept) -> Step:
         return state, []
     seconds = agent_timeout(state) or 0
     failure = Failure(kind="timeout", message=f"Agent timed out after {seconds:g} seconds")
-    agent = attrs.evolve(agent, timed_out=True, failure=failure)
+    agent = attrs.evolve(agent, stopped=True, failure=failure)
     state = _put(state, agent)
     # still in ``create``: the limit runs from worktree creation (§11.1), no step starts
     pending = agent.stepper.pending_ids if agent.stage == "steps" else ()
@@ -227,9 +236,11 @@ def _agent_ctx(state: JobState, agent: Agent) -> RunContext:
            ("PRODIGY_ITEM_INDEX", str(agent.index)),
            ("PRODIGY_ITEM_FILE", item_file(state, agent.index)))
     quiet = state.workflow.error_policy.error_collection != "immediate"
+    limits = _limits(state)
     return attrs.evolve(state.ctx, project_dir=agent.path, worktree=wt,
                         worktree_name=wt.name, extra_env=env, quiet_failures=quiet,
-                        output_prefix=f"[{state.item_id(agent.index)}] ")
+                        output_prefix=f"[{state.item_id(agent.index)}] ",
+                        memory_limit_mb=limits.max_memory_mb if limits is not None else None)
 
 
 def item_vars(state: JobState, agent: Agent) -> PMap[str, Var]:
@@ -301,14 +312,17 @@ def _next_step(state: JobState, index: int) -> Step:
 
 def _on_step_event(state: JobState, index: int, event: Event) -> Step:
     agent = state.agents[index]
-    if agent.timed_out or state.cancel_signal is not None:
-        # its command was cancelled (time is up, or the job stops): whatever it reports,
-        # no retry, handler or next step starts — the agent ends here
+    if agent.stopped or state.cancel_signal is not None:
+        # its command was cancelled (time is up, a limit was hit, or the job stops):
+        # whatever it reports, no retry, handler or next step starts — the agent ends here
         if isinstance(event, ClaudeLine):
             return state, []
-        if not agent.timed_out:
+        if not agent.stopped:
             agent = attrs.evolve(agent, cancelled=True)
         return _release(_put(state, agent), index)
+    exhausted = getattr(event, "exhausted", "")
+    if isinstance(exhausted, str) and exhausted:
+        return _exhausted(state, index, exhausted, getattr(event, "command_id", None))
     st = attrs.evolve(agent.stepper, next_id=state.next_id)
     done = stepper_mod.on_event(st, _agent_ctx(state, agent), item_vars(state, agent), event,
                                 state.breakers)
@@ -345,16 +359,77 @@ def _step_done(state: JobState, index: int, outcome: Outcome) -> Step:
         else agent.transcript
     agent = attrs.evolve(agent, outputs=outputs, transcript=transcript,
                          duration=agent.duration + outcome.duration)
-    if outcome.status == "failed" and state.cancel_signal is not None and not agent.timed_out:
+    if outcome.status == "failed" and state.cancel_signal is not None and not agent.stopped:
         # interrupted: the item goes back to pending, its partial work is dropped (§15.1)
         return _release(_put(state, attrs.evolve(agent, cancelled=True)), index)
     if outcome.status == "failed":
-        failure = agent.failure if agent.timed_out and agent.failure is not None else \
+        failure = agent.failure if agent.stopped and agent.failure is not None else \
             _failure_of(outcome, display, agent.step_index)
         agent = attrs.evolve(agent, failure=failure)
         return _release(_put(state, agent), index)
     agent = attrs.evolve(agent, step_index=agent.step_index + 1)
+    limits = _limits(state)
+    if limits is not None and limits.max_disk_mb is not None:
+        # measured after each step (spec 06 §9.4); the next one starts when it fits
+        state, cid = _id(state)
+        agent = attrs.evolve(agent, stage="measure", pending=cid)
+        return _put(state, agent), [MeasureWorktree(command_id=cid, path=agent.path)]
     return _next_step(_put(state, agent), index)
+
+
+def _measured(state: JobState, index: int, event: WorktreeMeasured) -> Step:
+    agent = attrs.evolve(state.agents[index], stage="steps", pending=None)
+    state = _put(state, agent)
+    if state.cancel_signal is not None and not agent.stopped:
+        return _release(_put(state, attrs.evolve(agent, cancelled=True)), index)
+    limits = _limits(state)
+    limit = limits.max_disk_mb if limits is not None else None
+    if agent.stopped or limit is None:
+        return _next_step(state, index)
+    if event.message:
+        effects: list[Effect] = [Print(
+            text=f"warning[W4005]: [{state.item_id(index)}] could not measure the worktree "
+                 f"for resource_limits.max_disk_mb: {event.message}", stream="err")]
+        state, more = _next_step(state, index)
+        return state, [*effects, *more]
+    if event.size_bytes > limit * _MB:
+        used = event.size_bytes / _MB
+        failure = Failure(
+            kind="resource",
+            message=f"worktree uses {used:.1f} MB, above resource_limits.max_disk_mb "
+                    f"({limit} MB)",
+            step=display_name(_template(state)[agent.step_index - 1]),
+            step_index=agent.step_index - 1)
+        agent = attrs.evolve(agent, stopped=True, failure=failure)
+        return _release(_put(state, agent), index)
+    return _next_step(state, index)
+
+
+_MB = 1024 * 1024
+
+
+def _limits(state: JobState) -> ResourceLimits | None:
+    cfg = state.workflow.worktree_config
+    return cfg.resource_limits if cfg is not None else None
+
+
+def _exhausted(state: JobState, index: int, what: str, done: int | None) -> Step:
+    """A command of the agent was stopped above ``max_memory_mb``: the agent fails."""
+    agent = state.agents[index]
+    steps = _template(state)
+    display = display_name(steps[agent.step_index]) if agent.step_index < len(steps) else ""
+    failure = Failure(kind="resource", message=what, step=display,
+                      step_index=agent.step_index)
+    agent = attrs.evolve(agent, stopped=True, failure=failure)
+    state = _put(state, agent)
+    pending = tuple(cid for cid in agent.stepper.pending_ids if cid != done)
+    effects: list[Effect] = [Print(text=f"[{state.item_id(index)}] {what}", stream="err")]
+    if pending:
+        # other commands of the agent (foreach lanes) stop too; it ends at the next report
+        effects.append(CancelCommands(command_ids=pending))
+        return state, effects
+    state, more = _release(state, index)
+    return state, [*effects, *more]
 
 
 def _release(state: JobState, index: int) -> Step:

@@ -2,8 +2,8 @@
 
 Members of the ``Effect`` union (``prodigy_core.effects``) and the ``Event`` union
 (``prodigy_core.events``).  Emitted by the job machine (``prodigy_core.job_machine``).
-``LoadWorkItems`` and ``FinishAgent`` are performed *spawned* by the environment's
-``Jobs``; ``SaveJobState``, ``SaveJobFile``, ``RecordDLQ`` and ``ForgetDLQ`` inline, in
+``LoadWorkItems``, ``FinishAgent`` and ``MeasureWorktree`` are performed *spawned* by
+the environment's ``Jobs`` / ``Worktrees``; ``SaveJobState``, ``SaveJobFile``, ``RecordDLQ`` and ``ForgetDLQ`` inline, in
 order, by the job store.  Agent worktrees are created with ``CreateWorktree`` (mode
 ``agent``) and merged with ``MergeBranch`` (``into_worktree``) of
 ``prodigy_core.worktree_ops``.
@@ -75,6 +75,19 @@ class FinishAgent:
 
 
 @attrs.frozen(kw_only=True)
+class MeasureWorktree:
+    """Measure the size of an agent worktree (``resource_limits.max_disk_mb``, spec 06 §9.4).
+
+    Sums the sizes of the regular files under ``path``, not following symbolic links and
+    leaving out git's own data (the ``.git`` entry at the top of the worktree).  Completes
+    with ``WorktreeMeasured``.
+    """
+
+    command_id: int
+    path: str
+
+
+@attrs.frozen(kw_only=True)
 class SaveJobState:
     """Write a new version of the job state checkpoint (spec 09 §4.3), atomically.
 
@@ -137,6 +150,16 @@ class WorkItemsFailed:
     command_id: int
     code: str
     message: str
+
+
+@attrs.frozen(kw_only=True)
+class WorktreeMeasured:
+    """Answer to ``MeasureWorktree``: ``size_bytes``, or ``message`` when it could not be
+    measured (the worktree is gone, say)."""
+
+    command_id: int
+    size_bytes: int = 0
+    message: str = ""
 
 
 @attrs.frozen(kw_only=True)

@@ -28,7 +28,7 @@ from prodigy_core.work_items import FailureKind
 
 JobPhase = Literal["worktree", "env", "setup", "items", "map", "reduce", "merge", "done"]
 ItemStatus = Literal["pending", "running", "merging", "succeeded", "failed"]
-AgentStage = Literal["create", "steps", "release"]
+AgentStage = Literal["create", "steps", "measure", "release"]
 BreakerStatus = Literal["closed", "open", "half_open"]
 # what a job-level ``Sleep`` is for: a phase limit (spec 05 §4.2, §12.3) or the open
 # period of the job circuit breaker (spec 05 §10.5)
@@ -99,7 +99,9 @@ class Agent:
     started_at: str = ""
     mono_start: float | None = None
     duration: float = 0.0
-    timed_out: bool = False
+    # stopped by the job (its timeout, or a resource limit): ``failure`` says why and
+    # whatever its commands report next, no retry, handler or next step starts
+    stopped: bool = False
     cancelled: bool = False
     failure: Failure | None = None
     outputs: tuple[str, ...] = ()

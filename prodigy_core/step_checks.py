@@ -227,7 +227,8 @@ def _run_validation(tx: Tx, frame: StepFrame, index: int) -> None:
     tx.replace_top(attrs.evolve(frame, stage="validate", pending=cid, validate_index=index))
     tx.emit(RunCommand(command_id=cid, argv=("sh", "-c", text), cwd=frame.cwd,
                        env=tuple(sorted(env.items())), timeout=timeout,
-                       display=f"{frame.display} (validate {index + 1})", step_path=frame.path))
+                       display=f"{frame.display} (validate {index + 1})", step_path=frame.path,
+                       memory_limit_mb=tx.ctx.memory_limit_mb))
 
 
 def on_validate(tx: Tx, frame: StepFrame, event: CommandFinished | CommandNotStarted) -> None:

@@ -42,7 +42,8 @@ def execute(tx: Tx, frame: StepFrame, cid: int, env: tuple[tuple[str, str], ...]
     tx.replace_top(attrs.evolve(frame, claude=ClaudeCall(), transcript=""))
     tx.emit(RunClaude(command_id=cid, argv=inv.argv, stdin=inv.stdin, cwd=frame.cwd, env=env,
                       timeout=frame.timeout, idle_timeout=idle if idle > 0 else None,
-                      display=frame.display, step_path=frame.path))
+                      display=frame.display, step_path=frame.path,
+                      memory_limit_mb=tx.ctx.memory_limit_mb))
 
 
 def _log(tx: Tx, frame: StepFrame, event_type: str, fields: dict[str, JSON]) -> None:

@@ -116,7 +116,8 @@ def execute(tx: Tx, frame: StepFrame) -> None:
     tx.emit(RunCommand(command_id=cid, argv=("sh", "-c", text), cwd=frame.cwd, env=env,
                        timeout=frame.timeout, stream_output=False,
                        display=f"{frame.display} (items)",
-                       step_path=f"{frame.path}.foreach.items"))
+                       step_path=f"{frame.path}.foreach.items",
+                       memory_limit_mb=tx.ctx.memory_limit_mb))
 
 
 def on_items(tx: Tx, frame: StepFrame, event: Event) -> None:

@@ -213,7 +213,8 @@ def command_done(tx: Tx, frame: StepFrame, outcome: Outcome) -> None:
     tx.emit(RunCommand(command_id=cid, argv=("sh", "-c", text), cwd=frame.cwd, env=env,
                        timeout=timeout, stream_output=True,
                        display=f"{frame.display} (validate)",
-                       step_path=f"{frame.path}.goal_seek.validate"))
+                       step_path=f"{frame.path}.goal_seek.validate",
+                       memory_limit_mb=tx.ctx.memory_limit_mb))
 
 
 def on_validated(tx: Tx, frame: StepFrame, event: Event) -> None:

@@ -513,6 +513,7 @@ def execute(tx: Tx) -> None:
         script=frame.text if long_text else None,
         cwd=frame.cwd, env=env, timeout=frame.timeout, stream_output=True,
         display=frame.display, step_path=frame.path, prefix=tx.ctx.output_prefix,
+        memory_limit_mb=tx.ctx.memory_limit_mb,
     ))
 
 

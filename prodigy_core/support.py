@@ -48,19 +48,12 @@ def runtime_gaps(workflow: Workflow, *, file: str = "") -> tuple[Problem, ...]:
 
 
 def _worktree_config_gaps(workflow: Workflow, file: str) -> list[Problem]:
-    """``worktree_config`` (spec 06 §9): MapReduce agents only; no resource limits yet."""
+    """``worktree_config`` (spec 06 §9) configures MapReduce agents only."""
     cfg = workflow.worktree_config
-    if cfg is None:
+    if cfg is None or workflow.mode == "mapreduce":
         return []
-    if workflow.mode != "mapreduce":
-        return [_gap("$.worktree_config", "`worktree_config` in a standard workflow (it "
-                     "configures the worktrees of MapReduce agents)", file)]
-    found: list[Problem] = []
-    if cfg.resource_limits is not None:
-        found.append(_gap("$.worktree_config.resource_limits",
-                          "`worktree_config.resource_limits` (worktree disk and memory limits)",
-                          file))
-    return found
+    return [_gap("$.worktree_config", "`worktree_config` in a standard workflow (it "
+                 "configures the worktrees of MapReduce agents)", file)]
 
 
 def all_steps(workflow: Workflow) -> Iterator[Step]:

@@ -27,6 +27,7 @@ import trio
 
 from prodigy_core.effects import RunClaude
 from prodigy_core.events import ClaudeFinished
+from prodigy_effects.resources import MEMORY_SAMPLE_SECONDS, watch_memory
 
 STDERR_LIMIT = 1024 * 1024
 
@@ -39,6 +40,7 @@ class ClaudeProcessResult:
     idle: bool = False
     cancelled: bool = False
     not_started: str | None = None
+    exhausted: str = ""
     duration: float = 0.0
     monotonic: float = 0.0
     started_at: str = ""
@@ -64,6 +66,7 @@ def resolve_executable(executable: str, env: dict[str, str]) -> str | None:
 @attrs.define
 class ClaudeProcessRunner:
     grace_seconds: float = 5.0
+    memory_interval: float = MEMORY_SAMPLE_SECONDS
     hurried: trio.Event = attrs.field(factory=trio.Event)
 
     def hurry(self) -> None:
@@ -83,6 +86,7 @@ class ClaudeProcessRunner:
         cancel: trio.Event,
         on_line: Callable[[str], None],
         prompt_note: str | None = None,
+        memory_limit_mb: int | None = None,
     ) -> ClaudeProcessResult:
         started_at = _now()
         start = trio.current_time()
@@ -115,6 +119,7 @@ class ClaudeProcessRunner:
         err_buf = bytearray()
         last_output = trio.current_time()
         idle = timed_out = cancelled = False
+        exhausted = ""
         done = trio.Event()
 
         async def feed_stdin() -> None:
@@ -177,6 +182,8 @@ class ClaudeProcessRunner:
                 if idle_timeout and now - last_output >= idle_timeout:
                     idle = True
                     break
+                if exhausted:
+                    break
                 wake = min(deadline, last_output + idle_timeout if idle_timeout else deadline,
                            now + 0.25)
                 with trio.move_on_at(wake):
@@ -194,6 +201,14 @@ class ClaudeProcessRunner:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(feed_stdin)
                 nursery.start_soon(watch)
+                if memory_limit_mb is not None:
+
+                    async def watch_limit(limit_mb: int) -> None:
+                        nonlocal exhausted
+                        exhausted = await watch_memory(proc.pid, limit_mb,
+                                                       self.memory_interval)
+
+                    nursery.start_soon(watch_limit, memory_limit_mb)
                 readers_done = trio.Event()
 
                 async def readers() -> None:
@@ -211,6 +226,7 @@ class ClaudeProcessRunner:
                     reading.cancel_scope.cancel()
                 done.set()
                 watch_scope.cancel()  # the process is gone: nothing left to watch
+                nursery.cancel_scope.cancel()
         finally:
             log.close()
         end = trio.current_time()
@@ -218,9 +234,9 @@ class ClaudeProcessRunner:
         if code < 0:
             code = 128 - code
         return ClaudeProcessResult(
-            exit_code=-1 if timed_out else code,
+            exit_code=-1 if timed_out or exhausted else code,
             stderr=err_buf.decode("utf-8", "replace"), timed_out=timed_out, idle=idle,
-            cancelled=cancelled, duration=round(end - start, 6), monotonic=end,
+            cancelled=cancelled, exhausted=exhausted, duration=round(end - start, 6), monotonic=end,
             started_at=started_at, finished_at=_now(),
         )
 
@@ -253,11 +269,13 @@ class ClaudeEffectRunner:
             argv=effect.argv, stdin=effect.stdin, cwd=effect.cwd, env=dict(effect.env),
             timeout=effect.timeout, idle_timeout=effect.idle_timeout, transcript=path,
             mask=self.mask, cancel=cancel, on_line=on_line, prompt_note=note,
+            memory_limit_mb=effect.memory_limit_mb,
         )
         return ClaudeFinished(
             command_id=effect.command_id, exit_code=result.exit_code, stderr=result.stderr,
             timed_out=result.timed_out, idle=result.idle, cancelled=result.cancelled,
-            not_started=result.not_started, transcript=str(path), duration=result.duration,
+            not_started=result.not_started, exhausted=result.exhausted,
+            transcript=str(path), duration=result.duration,
             started_at=result.started_at, finished_at=result.finished_at,
             monotonic=result.monotonic,
         )

@@ -39,9 +39,11 @@ from prodigy_core.job_ops import (
     AgentReleased,
     FinishAgent,
     LoadWorkItems,
+    MeasureWorktree,
     RecordDLQ,
     WorkItemsFailed,
     WorkItemsLoaded,
+    WorktreeMeasured,
 )
 from prodigy_core.worktree_ops import (
     AskUser,
@@ -174,6 +176,8 @@ class Worktrees(Protocol):
     def save_meta(self, doc: dict[str, Any]) -> None: ...
 
     async def finish_agent(self, effect: FinishAgent) -> AgentReleased: ...
+
+    async def measure(self, effect: MeasureWorktree) -> WorktreeMeasured: ...
 
     async def remove_pool(self, effect: RemovePool) -> tuple[str, ...]:
         """Remove a job's worktree pool; the warnings (W4005) of what was left."""

@@ -39,6 +39,7 @@ from prodigy_core.events import (
     GitFailed,
 )
 from prodigy_core.globs import select_paths
+from prodigy_core.job_ops import MeasureWorktree, WorktreeMeasured
 from prodigy_core.worktree_ops import (
     AskUser,
     BranchMerged,
@@ -491,7 +492,9 @@ class FakeWorktrees:
     merge_dir: str = "/repo"
     merge_sha: str = "d" * 40
     pre: str = "b" * 40
-    calls: list[WorktreeEffect] = attrs.field(factory=list)
+    # ``MeasureWorktree`` answers these sizes by path (0 for others)
+    sizes: dict[str, int] = attrs.field(factory=dict)
+    calls: list[WorktreeEffect | MeasureWorktree] = attrs.field(factory=list)
     metas: list[dict[str, Any]] = attrs.field(factory=list)
 
     async def create(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
@@ -553,6 +556,12 @@ class FakeWorktrees:
         self.calls.append(effect)
         await trio.lowlevel.checkpoint()
         return WorktreeRemoved(command_id=effect.command_id, warning=self.remove_warning)
+
+    async def measure(self, effect: MeasureWorktree) -> WorktreeMeasured:
+        self.calls.append(effect)
+        await trio.lowlevel.checkpoint()
+        return WorktreeMeasured(command_id=effect.command_id,
+                                size_bytes=self.sizes.get(effect.path, 0))
 
     async def remove_pool(self, effect: RemovePool) -> tuple[str, ...]:
         self.calls.append(effect)

@@ -61,10 +61,12 @@ from prodigy_core.job_ops import (
     FinishAgent,
     ForgetDLQ,
     LoadWorkItems,
+    MeasureWorktree,
     RecordDLQ,
     SaveJobFile,
     SaveJobState,
     WorkItemsFailed,
+    WorktreeMeasured,
 )
 from prodigy_core.worktree_ops import (
     AskUser,
@@ -237,7 +239,7 @@ async def _perform(
                 env.worktrees.save_meta(dict(effect.doc))
         case RemovePool():
             await perform_remove_pool(effect, env)
-        case LoadWorkItems() | FinishAgent():
+        case LoadWorkItems() | FinishAgent() | MeasureWorktree():
             nursery.start_soon(perform_job_effect, effect, env, send)
         case SaveJobState():
             if env.jobs is not None:
@@ -294,7 +296,7 @@ async def perform_worktree_effect(effect: WorktreeEffect, env: Env,
     await send.send(event)
 
 
-async def perform_job_effect(effect: LoadWorkItems | FinishAgent, env: Env,
+async def perform_job_effect(effect: LoadWorkItems | FinishAgent | MeasureWorktree, env: Env,
                              send: trio.MemorySendChannel[Event]) -> None:
     """Spawned; completes with the answer of ``env.jobs`` / ``env.worktrees``."""
     event: Event
@@ -307,6 +309,10 @@ async def perform_job_effect(effect: LoadWorkItems | FinishAgent, env: Env,
             event = await env.worktrees.finish_agent(effect) if env.worktrees is not None \
                 else AgentReleased(command_id=effect.command_id,
                                    warning="this environment has no git worktrees")
+        case MeasureWorktree():
+            event = await env.worktrees.measure(effect) if env.worktrees is not None \
+                else WorktreeMeasured(command_id=effect.command_id,
+                                      message="this environment has no git worktrees")
         case _:
             assert_never(effect)
     await send.send(event)

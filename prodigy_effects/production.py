@@ -36,6 +36,7 @@ from prodigy_effects.env import OutputSink
 from prodigy_effects.fsutil import atomic_write_bytes
 from prodigy_effects.gitrepo import RealGit as RealGit  # re-exported
 from prodigy_effects.journal import JournalWriter
+from prodigy_effects.resources import MEMORY_SAMPLE_SECONDS, watch_memory
 from prodigy_effects.storage import Storage
 
 OUTPUT_CAP = 10 * 1024 * 1024
@@ -114,6 +115,7 @@ class ProcessRunner:
 
     grace_seconds: float = 5.0
     drain_seconds: float = 2.0
+    memory_interval: float = MEMORY_SAMPLE_SECONDS
     hurried: trio.Event = attrs.field(factory=trio.Event)
 
     def hurry(self) -> None:
@@ -151,6 +153,7 @@ class ProcessRunner:
         out, err = _Capture(), _Capture()
         timed_out = False
         cancelled = False
+        exhausted = ""
         pumps_done = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
@@ -163,6 +166,16 @@ class ProcessRunner:
 
                 nursery.start_soon(pumps)
                 stop = trio.CancelScope()
+                limit = effect.memory_limit_mb
+                if limit is not None:
+
+                    async def watch_limit(limit_mb: int) -> None:
+                        nonlocal exhausted
+                        exhausted = await watch_memory(proc.pid, limit_mb,
+                                                       self.memory_interval)
+                        stop.cancel()  # stopped as for a timeout (spec 06 §9.4)
+
+                    nursery.start_soon(watch_limit, limit)
 
                 async def watch_cancel() -> None:
                     nonlocal cancelled
@@ -200,10 +213,10 @@ class ProcessRunner:
                 with contextlib.suppress(OSError):
                     os.unlink(script_path)
         end = trio.current_time()
-        exit_code = -1 if timed_out else _exit_status(proc.returncode)
+        exit_code = -1 if timed_out or exhausted else _exit_status(proc.returncode)
         return CommandFinished(
             command_id=effect.command_id, exit_code=exit_code, stdout=out.text(),
-            stderr=err.text(), timed_out=timed_out, cancelled=cancelled,
+            stderr=err.text(), timed_out=timed_out, cancelled=cancelled, exhausted=exhausted,
             duration=round(end - start, 6), started_at=started_at, finished_at=now_iso(),
             monotonic=end, truncated=bool(out.dropped or err.dropped),
         )

@@ -22,7 +22,12 @@ from typing import Any
 import attrs
 import trio
 
-from prodigy_core.job_ops import AgentReleased, FinishAgent
+from prodigy_core.job_ops import (
+    AgentReleased,
+    FinishAgent,
+    MeasureWorktree,
+    WorktreeMeasured,
+)
 from prodigy_core.json_values import JSON
 from prodigy_core.worktree_ops import (
     AskUser,
@@ -52,6 +57,7 @@ from prodigy_effects.fsutil import (
     read_json,
 )
 from prodigy_effects.repolock import open_repo_lock
+from prodigy_effects.resources import tree_size
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_MERGE_AUTOEDIT": "no"}
 _IDENTITY = {"user.name": "Prodigy", "user.email": "prodigy@localhost"}
@@ -635,6 +641,15 @@ class RealWorktrees:
                     problems.append(f"cannot give {effect.path} back to the pool: {error}")
         return AgentReleased(command_id=cid, commits=commits, files=files,
                              uncommitted=uncommitted, warning="; ".join(problems) or None)
+
+    async def measure(self, effect: MeasureWorktree) -> WorktreeMeasured:
+        """The size of an agent worktree without git's data (spec 06 §9.4)."""
+        try:
+            size = await trio.to_thread.run_sync(tree_size, effect.path)
+        except OSError as error:
+            return WorktreeMeasured(command_id=effect.command_id,
+                                    message=f"{effect.path}: {error.strerror or error}")
+        return WorktreeMeasured(command_id=effect.command_id, size_bytes=size)
 
     async def remove_pool(self, effect: RemovePool) -> tuple[str, ...]:
         """Remove a job's worktree pool (spec 06 §9); the warnings of what was left."""

@@ -181,13 +181,12 @@ def test_unknown_profile(tmp_path: Path) -> None:
 
 
 def test_valid_but_not_runnable_yet_is_noted(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: m\nmode: mapreduce\nmap:\n  input: x.json\n"
-                           "  agent_template: [{shell: x}]\nworktree_config:\n"
-                           "  resource_limits: {max_disk_mb: 10}\n")
+    path = write(tmp_path, "steps: [{shell: x}]\nworktree_config:\n"
+                           "  parallel_worktrees: 2\n")
     code, _, err = run(path)
     assert code == 0  # the file is valid
     assert "note: `prodigy run` refuses this (E1016)" in err
-    assert "wf.yml:7:20  at $.worktree_config.resource_limits" in err
+    assert "wf.yml:3:3  at $.worktree_config" in err
 
 
 def test_profile_descriptions_are_shown(tmp_path: Path) -> None:  # 11 §5.1

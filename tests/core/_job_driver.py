@@ -38,9 +38,11 @@ from prodigy_core.job_ops import (
     FinishAgent,
     ForgetDLQ,
     LoadWorkItems,
+    MeasureWorktree,
     RecordDLQ,
     SaveJobState,
     WorkItemsLoaded,
+    WorktreeMeasured,
 )
 from prodigy_core.job_state import JobConfig, JobState
 from prodigy_core.model import MapSpec, Step, StepList, Workflow
@@ -295,10 +297,13 @@ class JobDriver:
 
     def run(self, items: list[Any] | None = None, *, exits: dict[str, int] | None = None,
             commits: bool = False, merges: dict[int, str] | None = None,
+            sizes: dict[str, int | str] | None = None, exhausted: dict[str, str] | None = None,
             limit: int = 500) -> Finish:
         """Answer everything in order until ``Finish``: commands exit 0 unless listed in
         ``exits`` (by command text), agents commit when ``commits``, merges succeed unless
-        listed in ``merges`` (by item index), timers never fire — except the retry delays
+        listed in ``merges`` (by item index), a command listed in ``exhausted`` (by text)
+        is stopped above its memory limit with that message, worktrees measure ``sizes``
+        (by path, else 0; a text: cannot be measured), timers never fire — except the retry delays
         of items (``state.backoff``) and the job breaker's open period, when nothing else
         is left to answer."""
         for _ in range(limit):
@@ -321,8 +326,16 @@ class JobDriver:
                     self.session_created()
             elif isinstance(effect, LoadWorkItems):
                 self.items_loaded(items if items is not None else [0, 1, 2])
+            elif isinstance(effect, RunCommand) and command_text(effect) in (exhausted or {}):
+                self.send(CommandFinished(command_id=effect.command_id, exit_code=-1,
+                                          exhausted=(exhausted or {})[command_text(effect)]))
             elif isinstance(effect, RunCommand):
                 self.command(effect, (exits or {}).get(command_text(effect), 0))
+            elif isinstance(effect, MeasureWorktree):
+                size = (sizes or {}).get(effect.path, 0)
+                self.send(WorktreeMeasured(command_id=effect.command_id, message=size)
+                          if isinstance(size, str) else
+                          WorktreeMeasured(command_id=effect.command_id, size_bytes=size))
             elif isinstance(effect, FinishAgent):
                 self.released(effect, ("1" * 40,) if commits else ())
             elif isinstance(effect, MergeBranch):

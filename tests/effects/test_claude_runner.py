@@ -62,3 +62,19 @@ async def test_missing_executable(tmp_path: Path) -> None:
         env=dict(os.environ), timeout=None, idle_timeout=None, transcript=tmp_path / "t",
         mask=lambda t: t, cancel=trio.Event(), on_line=lambda line: None)
     assert result.not_started is not None
+
+
+async def test_a_call_above_its_memory_limit_is_stopped(tmp_path: Path) -> None:
+    import sys  # noqa: PLC0415
+
+    body = (f"echo started\nexec {sys.executable} -c 'import time; b = bytearray(80 << 20); "
+            "b[::4096] = bytes(len(b[::4096])); time.sleep(30)'\n")
+    start = trio.current_time()
+    result = await ClaudeProcessRunner(grace_seconds=1.0, memory_interval=0.1).run(
+        argv=(stub(tmp_path, body), "-p", "x"), stdin=None, cwd=str(tmp_path),
+        env=dict(os.environ), timeout=None, idle_timeout=None,
+        transcript=tmp_path / "t.jsonl", mask=lambda t: t, cancel=trio.Event(),
+        on_line=lambda line: None, memory_limit_mb=40)
+    assert trio.current_time() - start < 15
+    assert "above resource_limits.max_memory_mb (40 MB)" in result.exhausted
+    assert result.exit_code == -1 and not result.timed_out
