@@ -65,7 +65,7 @@ async def test_missing_executable(tmp_path: Path) -> None:
 
 
 async def test_a_call_above_its_memory_limit_is_stopped(tmp_path: Path) -> None:
-    import sys  # noqa: PLC0415
+    import sys
 
     body = (f"echo started\nexec {sys.executable} -c 'import time; b = bytearray(80 << 20); "
             "b[::4096] = bytes(len(b[::4096])); time.sleep(30)'\n")
