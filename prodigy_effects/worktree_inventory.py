@@ -22,6 +22,7 @@ whose worktree directory is gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from typing import Any
 
 import attrs
 
+from prodigy_effects import worktree_pool
 from prodigy_effects.locks import LockInfo
 from prodigy_effects.repolock import repo_lock
 from prodigy_effects.storage import Storage
@@ -65,7 +67,9 @@ __all__ = [
     "remove_orphans",
 ]
 
-MAPREDUCE_KINDS = frozenset({"agent", "pool"})
+# ``shared_pool``: a worktree of the repository pool of ``reuse`` (``<repo>/.pool/pool-<n>``)
+MAPREDUCE_KINDS = frozenset({"agent", "pool", "shared_pool"})
+SHARED_POOL = ".pool"
 _GONE_STATUSES = frozenset({"merged", "cleaned_up"})
 
 
@@ -212,7 +216,30 @@ def _scope_entries(storage: Storage, scope: str, *, repo_root: str | None,
         entries.append(Worktree(scope=scope, name=name, path=path, branch=branch,
                                 kind=_kind_of(name, None), status="unknown", exists=True,
                                 repo_root=dir_root, meta=None))
+    if home_scope or repo_root is None:
+        entries.extend(_shared_pool(scope_dir, scope, repo_root=repo_root, common=common,
+                                    registered=registered))
     return entries
+
+
+def _shared_pool(scope_dir: Path, scope: str, *, repo_root: str | None, common: str | None,
+                 registered: Mapping[str, str | None]) -> list[Worktree]:
+    """The repository pool of ``reuse`` (``<repo>/.pool/pool-<n>``, spec 06 §9.2)."""
+    found: list[Worktree] = []
+    pool_dir = scope_dir / SHARED_POOL
+    for name in _children(pool_dir):
+        if not worktree_pool.POOL_NAME.match(name):
+            continue
+        path = str(pool_dir / name)
+        owner = owner_common_dir(path)
+        if repo_root is not None and owner is not None and owner != common:
+            continue
+        root = repo_root or _root_of_common(owner)
+        branch = registered.get(os.path.realpath(path)) if repo_root is not None else None
+        found.append(Worktree(scope=scope, name=f"{SHARED_POOL}/{name}", path=path,
+                              branch=branch, kind="shared_pool", status="unknown",
+                              exists=True, repo_root=root, meta=None))
+    return found
 
 
 def discover(storage: Storage, repo: tuple[str, str] | None, *, sessions: bool = True,
@@ -298,7 +325,9 @@ def plan_clean(storage: Storage, worktree: Worktree, *, force: bool) -> CleanPla
     merged: bool | None = (ahead == 0) if has_branch else None
     uncommitted = uncommitted_count(worktree.path) if worktree.exists else 0
     skip: str | None = None
-    if holder is not None:
+    if worktree.kind == "shared_pool" and worktree_pool.held(f"{worktree.path}.lock"):
+        skip = "in use by a running job (its pool lock is held)"
+    elif holder is not None:
         skip = _holder_text(holder)
     elif root is None:
         skip = "its repository is unknown"
@@ -346,6 +375,8 @@ def apply_clean(storage: Storage, plan: CleanPlan, *, force: bool) -> Removal:
         return Removal(removed=False, branch_deleted=False,
                        warnings=(f"{W_CLEANUP}: kept {wt.path}: {_holder_text(holder)}",))
     repo = os.path.basename(wt.repo_root)
+    if wt.kind == "shared_pool":
+        return _remove_shared(storage, repo, wt, force=force)
     removal = remove_worktree(storage, repo, wt.repo_root, wt.path, wt.branch, force=force,
                               delete_branch=plan.delete_branch,
                               merged_into=plan.target if plan.merged else None)
@@ -353,6 +384,32 @@ def apply_clean(storage: Storage, plan: CleanPlan, *, force: bool) -> Removal:
         remove_meta(storage, wt.scope, wt.name)
         if wt.kind in MAPREDUCE_KINDS and wt.scope != repo:
             _remove_empty_scope(storage, wt.scope)
+    return removal
+
+
+def _remove_shared(storage: Storage, repo: str, wt: Worktree, *, force: bool) -> Removal:
+    """Remove a repository pool worktree with its lock and timestamps.
+
+    Its lock is taken first, under the repository lock like every pool lock (spec 06
+    §9.2), so a job starting meanwhile takes another worktree instead of this one.
+    """
+    assert wt.repo_root is not None
+    lock = f"{wt.path}.lock"
+    with repo_lock(storage.repo_lock_file(repo)):
+        taken = worktree_pool.take_lock(lock, "worktree-clean")
+    if not taken:
+        return Removal(removed=False, branch_deleted=False,
+                       warnings=(f"{W_CLEANUP}: kept {wt.path}: in use by a running job",))
+    try:
+        removal = remove_worktree(storage, repo, wt.repo_root, wt.path, None, force=force,
+                                  delete_branch=False)
+        if removal.removed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{wt.path}.json")
+    finally:
+        worktree_pool.release_lock(lock)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(wt.path))  # the pool directory, once empty
     return removal
 
 

@@ -202,7 +202,8 @@ def held(lock: str) -> bool:
     return pid_alive(pid)
 
 
-def _take_lock(lock: str, owner: str) -> bool:
+def take_lock(lock: str, owner: str) -> bool:
+    """Take the lock file of a repository pool worktree (call under the repository lock)."""
     if held(lock):
         return False
     with contextlib.suppress(FileNotFoundError):
@@ -282,7 +283,7 @@ async def take_shared(effect: CreateWorktree) -> WorktreeCreated:
     members = _members(directory)
     chosen: str | None = None
     for path in members:
-        if _take_lock(_lock_of(path), effect.owner):
+        if take_lock(_lock_of(path), effect.owner):
             chosen = path
             break
     if chosen is None:
@@ -291,7 +292,7 @@ async def take_shared(effect: CreateWorktree) -> WorktreeCreated:
         while f"pool-{n}" in taken or os.path.lexists(os.path.join(directory, f"pool-{n}.lock")):
             n += 1
         chosen = os.path.join(directory, f"pool-{n}")
-        if not _take_lock(_lock_of(chosen), effect.owner):
+        if not take_lock(_lock_of(chosen), effect.owner):
             raise PoolError(f"cannot lock the pool worktree {chosen}")
     taken = False
     try:

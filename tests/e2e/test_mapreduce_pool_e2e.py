@@ -10,7 +10,9 @@ and removes it at the end.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -242,3 +244,20 @@ def test_reuse_keeps_a_repository_pool_for_later_jobs(project: Project, tmp_path
         for i in range(3):
             assert (project.root / f"{run}_{i}.txt").exists()
     assert git(project.root, "branch", "--list", "prodigy-mapreduce-agent-*") == ""
+    # `prodigy worktree clean --mapreduce` removes the repository pool too, except a
+    # worktree whose lock names a live process (a job using it)
+    (pool / "pool-1.lock").write_text(json.dumps({
+        "job_id": "other", "process_id": os.getpid(), "hostname": socket.gethostname()}))
+    dry = project.run("worktree", "clean", "--mapreduce", "--dry-run", timeout=60)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert ".pool/pool-0" in dry.stdout and (pool / "pool-0").is_dir()
+    cleaned = project.run("worktree", "clean", "--mapreduce", "-y", timeout=120)
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert "in use by a running job" in cleaned.stdout + cleaned.stderr
+    assert sorted(p.name for p in pool.iterdir()) == ["pool-1", "pool-1.json", "pool-1.lock"]
+    assert registered(project) == [str(project.root), str(pool / "pool-1")]
+    (pool / "pool-1.lock").unlink()
+    cleaned = project.run("worktree", "clean", "--mapreduce", "-y", timeout=120)
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert not pool.exists()
+    assert registered(project) == [str(project.root)]
