@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -204,6 +205,38 @@ def _git_dir(cwd: str) -> str | None:
     return target if os.path.isabs(target) else os.path.normpath(os.path.join(cwd, target))
 
 
+_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+def loose_head(cwd: str) -> str | None:
+    """The commit of ``HEAD`` at ``cwd`` read from git's files, when that is certain.
+
+    Only the common case is read: ``HEAD`` names a branch whose ref is a loose file
+    (just created or moved by git: a loose ref wins over ``packed-refs``).  Anything
+    else — a detached ``HEAD``, a packed ref, the reftable backend — gives ``None``, and
+    the caller asks git.  Saves a process per agent worktree.
+    """
+    gitdir = _git_dir(cwd)
+    if gitdir is None:
+        return None
+    try:
+        with open(os.path.join(gitdir, "HEAD"), encoding="utf-8") as handle:
+            line = handle.readline().strip()
+        if not line.startswith("ref: refs/heads/"):
+            return None
+        common = gitdir
+        common_file = os.path.join(gitdir, "commondir")
+        if os.path.exists(common_file):
+            with open(common_file, encoding="utf-8") as handle:
+                rel = handle.readline().strip()
+            common = rel if os.path.isabs(rel) else os.path.normpath(os.path.join(gitdir, rel))
+        with open(os.path.join(common, *line[5:].split("/")), encoding="utf-8") as handle:
+            sha = handle.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return sha if _SHA.match(sha) else None
+
+
 async def _merge_in_progress(cwd: str) -> bool:
     found_dir = _git_dir(cwd)
     if found_dir is not None and os.path.isdir(found_dir):
@@ -211,6 +244,24 @@ async def _merge_in_progress(cwd: str) -> bool:
     found = await git(cwd, "rev-parse", "--git-path", "MERGE_HEAD", check=False)
     rel = _text(found)
     return bool(rel) and os.path.exists(os.path.join(cwd, rel))
+
+
+async def _merged_head(where: str, source: str) -> str:
+    """``HEAD`` after ``git merge --no-ff`` of ``source`` said it succeeded, verified.
+
+    The usual case needs one ``rev-parse``: the merge commit's second parent is the
+    source's tip.  Otherwise (already up to date: no merge commit) ``source`` must be an
+    ancestor of ``HEAD``; when it is not, git's success was not a merge (``GitError``).
+    """
+    found = await git(where, "rev-parse", "HEAD", f"{source}^{{commit}}", "HEAD^2",
+                      check=False)
+    shas = _text(found).split()
+    if found.returncode == 0 and len(shas) == 3 and shas[1] == shas[2]:
+        return shas[0]
+    if not await is_ancestor(where, source, "HEAD"):
+        raise GitError(f"git merge reported success but {source} is not an ancestor of "
+                       f"HEAD in {where}")
+    return await head(where) or ""
 
 
 async def is_ancestor(cwd: str, ancestor: str, of: str) -> bool:
@@ -319,14 +370,13 @@ class RealWorktrees:
                 await git(effect.repo_root, "worktree", "remove", "--force", effect.path,
                           check=False)
                 await git(effect.repo_root, "worktree", "prune", check=False)
-            # a stale branch of the same agent id (a crash); absent normally: no check first
-            await git(effect.repo_root, "branch", "-D", "-q", effect.branch, check=False)
             ensure_dir(Path(effect.path).parent)
-            # from the session worktree's HEAD (run there): the branch starts at it
-            await git(effect.repo_root, "worktree", "add", "-q", "-b", effect.branch,
+            # from the session worktree's HEAD (run there): the branch starts at it; ``-B``
+            # resets a stale branch of the same agent id (a crash) instead of failing
+            await git(effect.repo_root, "worktree", "add", "-q", "-B", effect.branch,
                       effect.path, "HEAD")
         # the new branch is the agent's alone: its commit is the base, read unlocked
-        base = await head(effect.path)
+        base = loose_head(effect.path) or await head(effect.path)
         if base is None:
             return WorktreeFailed(command_id=effect.command_id, code="E4003",
                                   message=f"the agent worktree {effect.path} has no HEAD")
@@ -467,10 +517,7 @@ class RealWorktrees:
         merged = await git(where, *await self._identity(where), "merge", "--no-ff", "-m",
                            effect.message, effect.source, check=False)
         if merged.returncode == 0:
-            if not await is_ancestor(where, effect.source, "HEAD"):
-                raise GitError(f"git merge reported success but {effect.source} is not "
-                               f"an ancestor of HEAD in {where}")
-            sha = await head(where) or ""
+            sha = await _merged_head(where, effect.source)
             if effect.into_worktree is not None:
                 # a merged agent branch is deleted (spec 05 §8.2)
                 gone = await git(where, "branch", "-d", effect.source, check=False)
@@ -614,10 +661,13 @@ class RealWorktrees:
         try:
             if os.path.isdir(effect.path):
                 uncommitted = await status_paths(effect.path)
-            if effect.base and await branch_exists(effect.repo_root, effect.branch):
+            if effect.base:
                 listed = await git(effect.repo_root, "rev-list", "--reverse",
-                                   f"{effect.base}..refs/heads/{effect.branch}")
-                commits = tuple(_text(listed).split())
+                                   f"{effect.base}..refs/heads/{effect.branch}", check=False)
+                if listed.returncode == 0:
+                    commits = tuple(_text(listed).split())
+                elif await branch_exists(effect.repo_root, effect.branch):
+                    raise GitError(_message(listed))  # the branch is there: a real failure
                 if commits:
                     names = await git(effect.repo_root, "diff", "--name-only", "-z",
                                       effect.base, f"refs/heads/{effect.branch}", "--")
