@@ -164,14 +164,63 @@ def _inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
             p.add_argument("--output", metavar="FILE")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Skipped:
+    """Stands in for the parser of a command this invocation does not run: every call
+    (``add_argument``, ``add_subparsers``…) is accepted and forgotten."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self._ignore
+
+    def _ignore(self, *args: Any, **kwargs: Any) -> _Skipped:
+        return self
+
+
+class _LazySubparsers:
+    """``add_subparsers()`` that fully builds only the command being run.
+
+    Building all 50-odd command parsers took a noticeable part of every start-up.  The
+    other commands are still registered (bare), so the list of choices, ``--help`` and
+    the "invalid choice" error stay the same.
+    """
+
+    def __init__(self, real: Any, wanted: str | None) -> None:
+        self.real = real
+        self.wanted = wanted
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        aliases = tuple(kwargs.get("aliases", ()))
+        if self.wanted is None or self.wanted == name or self.wanted in aliases:
+            return self.real.add_parser(name, **kwargs)
+        bare = {k: v for k, v in kwargs.items() if k in ("help", "aliases")}
+        self.real.add_parser(name, add_help=False, **bare)
+        return _Skipped()
+
+
+def command_word(words: Sequence[str]) -> str | None:
+    """The command of a command line (the first word that is not an option), if any.
+
+    The global options (``-v``, ``-q``, ``--version``, ``-h``) take no value, so the
+    first other word is the command.
+    """
+    for word in words:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``wanted`` only that command's parser is complete (see
+    ``_LazySubparsers``), with ``None`` all of them (``prodigy --help``)."""
     parser = _Parser(prog="prodigy", description="Reproducible development pipelines of "
                      "Claude Code and shell steps.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     _globals(parser, suppress=False)
     common = _Parser(add_help=False)
     _globals(common, suppress=True)
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub: Any = _LazySubparsers(parser.add_subparsers(dest="command", parser_class=_Parser),
+                               wanted)
 
     run = sub.add_parser("run", parents=[common], help="run a workflow")
     run.add_argument("workflow", nargs="?", help="the workflow file (YAML or JSON)")
@@ -282,10 +331,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
         # answered before the full parser (and the modules it imports) is built
         out.write(f"prodigy {VERSION}\n")
         return 0
-    parser = build_parser()
+    parser = build_parser(command_word(words))
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+            args = parser.parse_args(words)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 2
     if args.version:
