@@ -262,8 +262,9 @@ def _created(state: JobState, index: int, event: WorktreeCreated) -> Step:
                          stepper=Stepper(next_id=state.next_id))
     state, agent, logged = jp.created(state, agent, event)
     state = _put(state, agent)
-    if state.cancel_signal is not None:
-        # the job is stopping: this agent never starts its steps
+    if not can_start(state) or state.dispatch_breaker.status == "open":
+        # the job is stopping, or the job breaker opened while the worktree was being
+        # made: this agent never starts its steps; its item is pending again
         state = _put(state, attrs.evolve(agent, cancelled=True))
         state, more = _release(state, index)
         return state, [*logged, *more]

@@ -45,13 +45,22 @@ def started(d: JobDriver) -> list[int]:
     return [item_of(e.path) for e in d.of(CreateWorktree) if e.mode == "agent"]
 
 
+def begin(d: JobDriver, *indexes: int) -> None:
+    """The worktrees of these items' agents are made: their steps start."""
+    for index in indexes:
+        d.agent_created(d.one(CreateWorktree,
+                              lambda e, i=index: e.mode == "agent" and item_of(e.path) == i))
+
+
 def finish_agent(d: JobDriver, index: int, exit_code: int = 0, *,
                  commits: bool = False) -> None:
-    """Item ``index``'s agent: worktree, its one command, release (and merge)."""
-    create = d.one(CreateWorktree, lambda e: e.mode == "agent" and item_of(e.path) == index)
-    d.agent_created(create)
-    d.command(d.one(RunCommand, lambda e: e.cwd == create.path), exit_code)
-    d.released(d.one(FinishAgent, lambda e: e.path == create.path),
+    """Item ``index``'s agent: worktree (unless made), its one command, release (and
+    merge)."""
+    if d.waiting(CreateWorktree, lambda e: e.mode == "agent" and item_of(e.path) == index):
+        begin(d, index)
+    d.command(d.one(RunCommand, lambda e: "_agent_" in e.cwd and item_of(e.cwd) == index),
+              exit_code)
+    d.released(d.one(FinishAgent, lambda e: item_of(e.path) == index),
                ("1" * 40,) if commits else ())
     if commits and exit_code == 0:
         d.merge(d.one(MergeBranch, lambda e: item_of(e.source) == index))
@@ -76,8 +85,10 @@ def test_acceptance_20_two_failures_pause_dispatch_until_the_timer_fires() -> No
     d.session_created()
     d.items_loaded(list(range(6)))
     assert started(d) == [0, 1]
+    begin(d, 0, 1)
     finish_agent(d, 0, 1)
     assert started(d) == [0, 1, 2]  # one failure: still closed
+    begin(d, 2)
     finish_agent(d, 1, 1)
     assert changes(d) == [("closed", "open")]
     assert "⏸ circuit breaker open: pausing new agents for 3s" in d.printed
@@ -98,6 +109,27 @@ def test_acceptance_20_two_failures_pause_dispatch_until_the_timer_fires() -> No
     assert started(d) == [0, 1, 2, 3, 4, 5]
     record = d.logs("circuit_breaker_state_changed")[0]
     assert record["name"] == "job" and record["job_id"] == d.config.job_id
+
+
+def test_an_agent_whose_worktree_arrives_after_the_breaker_opened_does_not_start() -> None:
+    d = JobDriver(mapreduce(WORK, max_parallel=2,
+                            error_policy=breaker(failure_threshold=1, timeout=3.0)))
+    d.session_created()
+    d.items_loaded([0, 1, 2])
+    assert started(d) == [0, 1]
+    finish_agent(d, 0, 1)  # opens the breaker; item 1's worktree is still being made
+    assert changes(d) == [("closed", "open")]
+    create = d.one(CreateWorktree, lambda e: e.mode == "agent" and item_of(e.path) == 1)
+    d.agent_created(create)
+    assert not d.waiting(RunCommand, lambda e: e.cwd == create.path)  # no step starts
+    release = d.one(FinishAgent, lambda e: e.path == create.path)
+    assert release.discard
+    d.released(release)
+    assert d.state is not None and d.state.item_state.get(1) == "pending"
+    d.timer(breaker_timer(d))
+    assert started(d) == [0, 1, 1, 2]  # item 1 runs again once the breaker half-opens
+    assert d.run().exit_code == 3
+    assert [e["item_id"] for e in d.logs("agent_completed")] == ["item_1", "item_2"]
 
 
 def test_a_success_resets_the_consecutive_failure_count() -> None:
@@ -134,6 +166,7 @@ def test_half_open_runs_at_most_half_open_requests_trials_at_once() -> None:
     d.session_created()
     d.items_loaded(list(range(6)))
     assert started(d) == [0, 1, 2, 3]
+    begin(d, 0, 1, 2, 3)
     finish_agent(d, 0, 1)  # opens; 1, 2, 3 keep running
     for index in (1, 2, 3):
         finish_agent(d, index, 0)  # results while open change nothing
@@ -153,6 +186,7 @@ def test_trials_wait_for_the_merge_of_their_item() -> None:
     d = JobDriver(mapreduce(WORK, max_parallel=2, error_policy=policy))
     d.session_created()
     d.items_loaded([0, 1, 2])
+    begin(d, 0, 1)
     finish_agent(d, 0, 1)
     finish_agent(d, 1, 0)
     d.timer(breaker_timer(d))
