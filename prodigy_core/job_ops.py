@@ -171,3 +171,4 @@ class AgentReleased:
     files: tuple[str, ...] = ()
     uncommitted: tuple[str, ...] = ()
     warning: str | None = None
+    monotonic: float = 0.0  # the environment clock when it was released

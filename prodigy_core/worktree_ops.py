@@ -229,6 +229,8 @@ class WorktreeCreated:
     dirty: tuple[str, ...] = ()
     planned: bool = False
     lock_file: str = ""
+    # the environment clock when it was made (pool ages, spec 06 §9.1)
+    monotonic: float = 0.0
 
 
 @attrs.frozen(kw_only=True)

@@ -82,6 +82,7 @@ from prodigy_core.worktree_ops import (
     SaveWorktreeMeta,
     UserAnswered,
     VerifyMerged,
+    WorktreeCreated,
     WorktreeFailed,
     WorktreeRemoved,
 )
@@ -293,6 +294,8 @@ async def perform_worktree_effect(effect: WorktreeEffect, env: Env,
                 command_id=cid, warning=missing)
         case _:
             assert_never(effect)
+    if isinstance(event, WorktreeCreated) and not event.monotonic:
+        event = attrs.evolve(event, monotonic=env.clock.monotonic())
     await send.send(event)
 
 
@@ -315,6 +318,8 @@ async def perform_job_effect(effect: LoadWorkItems | FinishAgent | MeasureWorktr
                                       message="this environment has no git worktrees")
         case _:
             assert_never(effect)
+    if isinstance(event, AgentReleased) and not event.monotonic:
+        event = attrs.evolve(event, monotonic=env.clock.monotonic())
     await send.send(event)
 
 

@@ -204,6 +204,19 @@ def test_a_pool_worktree_older_than_max_age_is_removed_when_released() -> None:
     assert d.pool_on_disk() == set()
 
 
+def test_the_age_of_a_pool_worktree_counts_from_its_creation() -> None:
+    d = PoolDriver(workflow(pooled(max_age_secs=60), max_parallel=1))
+    d.session_created()
+    d.items_loaded([0, 1])
+    create = d.one(CreateWorktree)
+    d.send(WorktreeCreated(command_id=create.command_id, path=create.path,
+                           branch=create.branch, head=AGENT_HEAD, monotonic=10.0))
+    _finish_command(d, d.one(RunCommand), monotonic=100.0)
+    release = d.one(FinishAgent)
+    assert not release.keep  # made at 10, released at 100: too old at its first release
+    assert d.run().exit_code == 0
+
+
 def test_an_idle_pool_worktree_past_idle_timeout_is_made_anew() -> None:
     retry = ErrorPolicy(on_item_failure="retry",
                         retry_config=ItemRetry(max_attempts=2, initial_delay=30.0))
