@@ -560,7 +560,9 @@ def _enter_map(state: JobState) -> Moves:
     pending = state.count("pending") + state.count("running")
     effects: list[Effect] = []
     if pending or state.queue:
-        effects.append(Print(text=f"Processing {state.total} items with "
+        # a resumed job names what is left (items merged or in the DLQ do not run again)
+        count = f"{state.total}" if pending >= state.total else f"{pending} of {state.total}"
+        effects.append(Print(text=f"Processing {count} items with "
                                   f"{ja.max_parallel(state)} parallel agents"))
         effects.append(LogEvent(event_type="phase_started", fields=(("phase", "map"),)))
     # agents that were running when the job stopped start again (their work is gone)

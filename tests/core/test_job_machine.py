@@ -438,6 +438,9 @@ def test_resume_continues_a_stopped_job_with_its_pending_items() -> None:
     assert statuses(d) == {0: "failed", 1: "succeeded", 2: "succeeded"}
     assert finish.exit_code == 3
     assert "Completed: 0" in d.printed and "Failed: 1" in d.printed
+    # the resumed run names what is left, not every item
+    assert "Processing 3 items with 1 parallel agents" in d.printed
+    assert "Processing 2 of 3 items with 1 parallel agents" in d.printed
 
 
 def test_a_finished_job_receives_no_more_events() -> None:
