@@ -82,6 +82,10 @@ def remove_artifacts(storage: Storage, repo: str, repo_root: str | os.PathLike[s
             scope = Path(wt_path).parent.name
             with contextlib.suppress(ValueError, OSError):
                 remove_meta(storage, scope, Path(wt_path).name)
+            if scope != repo:
+                # an agent scope (``worktrees/<session id>/``) left empty goes too
+                with contextlib.suppress(OSError):
+                    Path(wt_path).parent.rmdir()
         gone = not branch or removal.branch_deleted or not branch_exists(repo_root, branch)
         return ArtifactRemoval(ok=removal.removed and gone,
                                branch_deleted=removal.branch_deleted,

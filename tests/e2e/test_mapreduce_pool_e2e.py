@@ -261,3 +261,34 @@ def test_reuse_keeps_a_repository_pool_for_later_jobs(project: Project, tmp_path
     assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
     assert not pool.exists()
     assert registered(project) == [str(project.root)]
+
+
+KEEP_FAILED = """\
+name: keep-failed
+mode: mapreduce
+worktree_config:
+  cleanup_policy: {{keep_failed: true}}
+map:
+  input: "echo '[0]'"
+  agent_template:
+    - shell: "test -e {marker} && echo ok > ok.txt && git add ok.txt && git commit -qm ok"
+"""
+
+
+def test_a_kept_failed_worktree_goes_with_its_dlq_entry(project: Project,
+                                                        tmp_path: Path) -> None:
+    marker = tmp_path / "now-it-works"
+    project.write("mr.yml", KEEP_FAILED.format(marker=marker))
+    commit_all(project)
+    result = project.run("run", "mr.yml", "-y", timeout=120)
+    assert result.returncode == 3, result.stdout + result.stderr
+    job = job_id_of(result.stdout)
+    ((session, names),) = agent_worktrees(project).items()
+    assert len(names) == 1  # the failed agent's worktree is kept for inspection
+    marker.touch()
+    retried = project.run("dlq", "retry", job, "-y", timeout=120)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert (project.root / "ok.txt").exists()
+    # the kept worktree went with the entry, and so did its now empty session directory
+    assert not (project.home / "worktrees" / session).exists()
+    assert registered(project) == [str(project.root)]
