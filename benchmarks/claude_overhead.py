@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _prodigy import prodigy_command, prodigy_env, warm_up
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -78,11 +79,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side (median)")
     args = parser.parse_args()
     claude = find_claude()
-    prodigy = shutil.which("prodigy")
-    prodigy_argv = [prodigy] if prodigy else [sys.executable, "-m", "prodigy_cli"]
+    prodigy_argv = prodigy_command()
     with tempfile.TemporaryDirectory(prefix="claude-overhead-") as tmp, FakeAnthropic() as fake:
         base = Path(tmp)
-        env = claude_env(os.environ, fake.url, home=base / "claude-home")
+        env = prodigy_env(claude_env(os.environ, fake.url, home=base / "claude-home"))
+        warm_up(env)
         env["PRODIGY_HOME"] = str(base / "prodigy-home")
         env["PRODIGY_CLAUDE_PATH"] = claude
         env["PRODIGY_CLAUDE_PERMISSION_ARGS"] = shlex.join(PERMISSION_ARGS)

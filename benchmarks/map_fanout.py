@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _prodigy import prodigy_command, prodigy_env, warm_up
 
 WORKFLOW = """\
 name: fanout
@@ -114,14 +114,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each side; the minimum is reported (default 3)")
     args = parser.parse_args()
-    prodigy = shutil.which("prodigy")
-    prodigy_argv = [prodigy] if prodigy else [sys.executable, "-m", "prodigy_cli"]
+    prodigy_argv = prodigy_command()
     workflow = WORKFLOW.format(last=args.items - 1, parallel=args.parallel)
     with tempfile.TemporaryDirectory(prefix="map-fanout-") as tmp:
         base = Path(tmp)
         script = base / "same.sh"
         script.write_text(BASELINE)
-        env = dict(os.environ, **GIT_IDENTITY)
+        env = prodigy_env(dict(os.environ, **GIT_IDENTITY))
+        warm_up(env)
         for name in ("PRODIGY_PROFILE", "PRODIGY_ARG"):
             env.pop(name, None)
         prodigy_times: list[float] = []

@@ -37,12 +37,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from _prodigy import prodigy_command, prodigy_env, warm_up
 
 WORKFLOW = """\
 name: scale
@@ -172,7 +173,7 @@ class Setup:
     def __init__(self, base: Path, name: str, argv: list[str], workflow: str) -> None:
         self.repo = base / name / "repo"
         self.home = base / name / "home"
-        self.env = dict(os.environ, **GIT_IDENTITY, PRODIGY_HOME=str(self.home))
+        self.env = prodigy_env(dict(os.environ, **GIT_IDENTITY, PRODIGY_HOME=str(self.home)))
         for key in ("PRODIGY_PROFILE", "PRODIGY_ARG"):
             self.env.pop(key, None)
         self.argv = argv
@@ -398,8 +399,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (printed) for inspection")
     args = parser.parse_args()
-    prodigy = shutil.which("prodigy")
-    argv = [prodigy] if prodigy else [sys.executable, "-m", "prodigy_cli"]
+    argv = prodigy_command()
+    warm_up(os.environ)
     workflow = WORKFLOW.format(last=args.items - 1, parallel=args.parallel)
     tmp = tempfile.mkdtemp(prefix="map-scale-")
     try:
