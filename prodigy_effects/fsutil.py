@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _encode_str
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,30 @@ _ENCODED_LIMIT = 100_000
 
 
 def _compact(value: Any) -> str:
+    # the common scalars without building an encoder each time (a checkpoint has
+    # hundreds of them); the same text ``json.dumps(ensure_ascii=False)`` gives
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _key(name: Any) -> str:
+    text = _KEYS.get(name)
+    if text is None:
+        text = _encode_str(str(name))
+        if len(_KEYS) < 10_000:
+            _KEYS[name] = text
+    return text
+
+
+_KEYS: dict[Any, str] = {}
 
 
 def _compact_cached(value: Any) -> str:
@@ -138,8 +162,8 @@ def _pretty(value: Any, indent: str, depth: int) -> str:
     """
     inner = indent + "  "
     if isinstance(value, dict) and value and depth < 2:
-        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: "
-                 f"{_pretty(v, inner, depth + 1)}" for k, v in value.items()]
+        items = [f"{inner}{_key(k)}: {_pretty(v, inner, depth + 1)}"
+                 for k, v in value.items()]
         return "{\n" + ",\n".join(items) + "\n" + indent + "}"
     if isinstance(value, list) and value and depth < 2 and any(
         isinstance(v, dict | list) for v in value
