@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shlex
 import subprocess
 import tempfile
@@ -80,12 +81,20 @@ def init_repo(path: Path, env: dict[str, str], workflow: str) -> None:
     subprocess.run(["git", "commit", "-qm", "initial"], cwd=path, env=env, check=True)
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+CPU: dict[str, list[float]] = {"prodigy": [], "bash": []}
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str], side: str = "") -> float:
+    """Wall time of ``argv``; its CPU time (with all its children) goes to ``CPU[side]``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                           check=False)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if side:
+        CPU[side].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"{shlex.join(argv)} failed with exit code {done.returncode}:\n"
                          f"{done.stdout[-3000:]}")
@@ -130,13 +139,15 @@ def main() -> int:
             repo = base / f"bash-{run}" / "repo"
             init_repo(repo, env, workflow)
             bash_times.append(timed(["bash", str(script), str(repo), str(repo.parent / "wt"),
-                                     str(args.items), str(args.parallel)], repo, env))
+                                     str(args.items), str(args.parallel)], repo, env,
+                                    "bash"))
             check_result(repo, env, args.items, "bash")
 
             repo = base / f"prodigy-{run}" / "repo"
             init_repo(repo, env, workflow)
             run_env = dict(env, PRODIGY_HOME=str(repo.parent / "home"))
-            prodigy_times.append(timed([*prodigy_argv, "run", "wf.yml", "-y"], repo, run_env))
+            prodigy_times.append(timed([*prodigy_argv, "run", "wf.yml", "-y"], repo, run_env,
+                                       "prodigy"))
             check_result(repo, env, args.items, "prodigy run")
         p, b = min(prodigy_times), min(bash_times)
         print(f"{args.items} committing agents, max_parallel {args.parallel}, min of "
@@ -147,6 +158,10 @@ def main() -> int:
         print(f"  per item: prodigy {p / args.items * 1000:.0f} ms, "
               f"bash {b / args.items * 1000:.0f} ms, "
               f"overhead {(p - b) / args.items * 1000:.0f} ms per item")
+        cpu_p, cpu_b = min(CPU["prodigy"]), min(CPU["bash"])
+        print(f"  CPU time (user + system, with every git and sh process): prodigy "
+              f"{cpu_p:.1f}s, bash {cpu_b:.1f}s, ratio {cpu_p / cpu_b:.2f}; this machine has "
+              f"{os.cpu_count()} CPUs")
     return 0
 
 

@@ -27,6 +27,7 @@ import trio
 
 from prodigy_core.effects import RunClaude
 from prodigy_core.events import ClaudeFinished
+from prodigy_effects import spawn
 from prodigy_effects.resources import MEMORY_SAMPLE_SECONDS, watch_memory
 
 STDERR_LIMIT = 1024 * 1024
@@ -106,7 +107,7 @@ class ClaudeProcessRunner:
         if prompt_note is not None:
             log.write(prompt_note + "\n")
         try:
-            proc = await trio.lowlevel.open_process(
+            proc = await spawn.open_process(
                 [exe, *argv[1:]], cwd=cwd, env=env,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,

@@ -16,11 +16,11 @@ import re
 import subprocess
 
 import attrs
-import trio
 
 from prodigy_core.effects import EFFECT_TAGS, CommitChanges, ListCommits, SquashCommits
 from prodigy_core.events import ChangesCommitted, CommitsListed, CommitsSquashed, GitFailed
 from prodigy_core.globs import select_paths
+from prodigy_effects import spawn
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_MERGE_AUTOEDIT": "no"}
 _FALLBACK_IDENTITY = {"user.name": "Prodigy", "user.email": "prodigy@localhost"}
@@ -38,9 +38,8 @@ async def _git(cwd: str, *args: str, stdin: bytes | None = None,
                ) -> subprocess.CompletedProcess[bytes]:
     full_env = {**os.environ, **_GIT_ENV, **(env or {})}
     try:
-        result = await trio.run_process(
-            ["git", *args], cwd=cwd, stdin=stdin if stdin is not None else b"",
-            capture_stdout=True, capture_stderr=True, check=False, env=full_env)
+        result = await spawn.run_process(
+            ["git", *args], cwd=cwd, stdin=stdin if stdin is not None else b"", env=full_env)
     except OSError as exc:
         raise _GitError(f"cannot run git: {exc}") from exc
     if check and result.returncode != 0:
@@ -103,9 +102,7 @@ class RealGit:
 
     async def head(self, cwd: str) -> str | None:
         try:
-            result = await trio.run_process(["git", "rev-parse", "HEAD"], cwd=cwd,
-                                            capture_stdout=True, capture_stderr=True,
-                                            check=False)
+            result = await spawn.run_process(["git", "rev-parse", "HEAD"], cwd=cwd)
         except OSError:
             return None
         if result.returncode != 0:

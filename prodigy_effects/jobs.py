@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from prodigy_core.job_ops import LoadWorkItems, RecordDLQ, WorkItemsFailed, WorkItemsLoaded
+from prodigy_effects import spawn
 from prodigy_effects.fsutil import atomic_write_bytes, dumps_json, ensure_dir, read_json
 
 KEEP_VERSIONS = 3
@@ -115,9 +116,8 @@ class RealJobs:
         cid = effect.command_id
         with trio.move_on_after(COMMAND_TIMEOUT) as scope:
             try:
-                result = await trio.run_process(
-                    ["sh", "-c", effect.input], cwd=effect.cwd, env=dict(effect.env),
-                    stdin=b"", capture_stdout=True, capture_stderr=True, check=False)
+                result = await spawn.run_process(
+                    ["sh", "-c", effect.input], cwd=effect.cwd, env=dict(effect.env))
             except OSError as exc:
                 return WorkItemsFailed(command_id=cid, code="E6003",
                                        message=f"map input command could not start: {exc}")

@@ -32,6 +32,7 @@ from prodigy_core.events import (
     FileWriteFailed,
     FileWritten,
 )
+from prodigy_effects import spawn
 from prodigy_effects.env import OutputSink
 from prodigy_effects.fsutil import atomic_write_bytes
 from prodigy_effects.gitrepo import RealGit as RealGit  # re-exported
@@ -140,7 +141,7 @@ class ProcessRunner:
                 handle.write(effect.script)
             argv = [*argv, script_path]
         try:
-            proc = await trio.lowlevel.open_process(
+            proc = await spawn.open_process(
                 argv, cwd=effect.cwd, env=dict(effect.env), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
             )

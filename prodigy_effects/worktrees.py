@@ -50,7 +50,7 @@ from prodigy_core.worktree_ops import (
     WorktreeFailed,
     WorktreeRemoved,
 )
-from prodigy_effects import worktree_pool
+from prodigy_effects import spawn, worktree_pool
 from prodigy_effects.fsutil import (
     atomic_write_bytes,
     dumps_json,
@@ -76,9 +76,7 @@ async def git(cwd: str, *args: str, check: bool = True,
               stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, **_GIT_ENV}
     try:
-        result = await trio.run_process(["git", *args], cwd=cwd, stdin=stdin,
-                                        capture_stdout=True, capture_stderr=True,
-                                        check=False, env=env)
+        result = await spawn.run_process(["git", *args], cwd=cwd, stdin=stdin, env=env)
     except OSError as exc:
         raise GitError(f"cannot run git in {cwd}: {exc}") from exc
     if check and result.returncode != 0:
@@ -244,6 +242,41 @@ async def _merge_in_progress(cwd: str) -> bool:
     found = await git(cwd, "rev-parse", "--git-path", "MERGE_HEAD", check=False)
     rel = _text(found)
     return bool(rel) and os.path.exists(os.path.join(cwd, rel))
+
+
+async def agent_work(repo: str, base: str, branch: str
+                     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The commits of ``branch`` since ``base`` (oldest first) and the files they change.
+
+    One ``git log`` answers both when the branch has a single commit on ``base`` (what
+    most agents make): its own changes are the branch's.  Otherwise the files come
+    from ``git diff --name-only base branch``.  A missing branch has no commits.
+    """
+    ref = f"refs/heads/{branch}"
+    found = await git(repo, "log", "--reverse", "-z", "--format=%H%x01%P", "--name-only",
+                      f"{base}..{ref}", "--", check=False)
+    if found.returncode != 0:
+        if await branch_exists(repo, branch):
+            raise GitError(_message(found))  # the branch is there: a real failure
+        return (), ()
+    tokens = found.stdout.decode("utf-8", "surrogateescape").split("\0")
+    heads = [t.lstrip("\n") for t in tokens if _LOG_HEAD.match(t.lstrip("\n"))]
+    commits = tuple(h.split("\x01", 1)[0] for h in heads)
+    if not commits:
+        return (), ()
+    if len(heads) == 1 and heads[0].split("\x01", 1)[1] == base and \
+            tokens[0] == heads[0] and len(tokens) >= 2 and tokens[1].startswith("\n"):
+        names = [tokens[1][1:], *tokens[2:]]
+        return commits, tuple(sorted(n for n in names if n))
+    if len(heads) == 1 and heads[0].split("\x01", 1)[1] == base and len(tokens) == 2 \
+            and tokens[1] in ("", "\n"):
+        return commits, ()  # an empty commit
+    names_out = await git(repo, "diff", "--name-only", "-z", base, ref, "--")
+    return commits, tuple(sorted(p for p in names_out.stdout.decode(
+        "utf-8", "surrogateescape").split("\0") if p))
+
+
+_LOG_HEAD = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\x01[0-9a-f ]*$")
 
 
 async def _merged_head(where: str, source: str) -> str:
@@ -662,17 +695,8 @@ class RealWorktrees:
             if os.path.isdir(effect.path):
                 uncommitted = await status_paths(effect.path)
             if effect.base:
-                listed = await git(effect.repo_root, "rev-list", "--reverse",
-                                   f"{effect.base}..refs/heads/{effect.branch}", check=False)
-                if listed.returncode == 0:
-                    commits = tuple(_text(listed).split())
-                elif await branch_exists(effect.repo_root, effect.branch):
-                    raise GitError(_message(listed))  # the branch is there: a real failure
-                if commits:
-                    names = await git(effect.repo_root, "diff", "--name-only", "-z",
-                                      effect.base, f"refs/heads/{effect.branch}", "--")
-                    files = tuple(sorted(p for p in names.stdout.decode(
-                        "utf-8", "surrogateescape").split("\0") if p))
+                commits, files = await agent_work(effect.repo_root, effect.base,
+                                                  effect.branch)
         except GitError as error:
             problems.append(error.message)
         async with _locked(effect.lock_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from prodigy_effects.worktrees import _merged_head, loose_head
+from prodigy_effects.worktrees import _merged_head, agent_work, loose_head
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -49,3 +49,35 @@ def test_merged_head_is_the_merge_commit_or_a_verified_ancestor(tmp_path: Path) 
     # already merged: no new merge commit, but the source is an ancestor
     git(root, "commit", "-q", "--allow-empty", "-m", "later")
     assert trio.run(_merged_head, str(root), "topic") == git(root, "rev-parse", "HEAD")
+
+
+def test_agent_work_agrees_with_rev_list_and_diff(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    base = git(root, "rev-parse", "HEAD")
+    script = {
+        "none": "git branch none",
+        "one": "git checkout -q -b one && echo x > 'a b.txt' && mkdir d && echo y > d/c && "
+               "git add -A && git commit -qm one",
+        "empty": "git checkout -q -b empty && git commit -q --allow-empty -m e",
+        "two": "git checkout -q -b two && echo x > f && git add f && git commit -qm 1 && "
+               "git rm -q f && echo z > g && git add g && git commit -qm 2",
+        "merged": "git checkout -q -b side && echo s > s && git add s && git commit -qm s && "
+                  "git checkout -q -b merged main && echo m > m && git add m && "
+                  "git commit -qm m && git merge -q --no-ff -m mm side",
+        "newline": "git checkout -q -b newline && printf x > \"$(printf 'new\\nline')\" && "
+                   "git add -A && git commit -qm nl",
+    }
+    for command in script.values():
+        subprocess.run(command + " && git checkout -q main", shell=True, cwd=root, check=True,
+                       capture_output=True)
+    for branch in script:
+        listed = tuple(git(root, "rev-list", "--reverse", f"{base}..refs/heads/{branch}")
+                       .split())
+        names = subprocess.run(["git", "diff", "--name-only", "-z", base,
+                                f"refs/heads/{branch}", "--"], cwd=root, check=True,
+                               capture_output=True, text=True).stdout
+        expected = (listed, tuple(sorted(n for n in names.split("\0") if n)) if listed else ())
+        assert trio.run(agent_work, str(root), base, branch) == expected, branch
+    # "two" changed f and then removed it: only g is the branch's change
+    assert trio.run(agent_work, str(root), base, "two")[1] == ("g",)
+    assert trio.run(agent_work, str(root), base, "missing") == ((), ())
