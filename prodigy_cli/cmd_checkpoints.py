@@ -28,6 +28,7 @@ from prodigy_cli.cli_support import (
     repo_filter,
     write_json,
 )
+from prodigy_core.reprs import shows_fields
 from prodigy_effects.storage import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
@@ -63,7 +64,8 @@ def dispatch(action: str, args: argparse.Namespace, storage: Storage, out: TextI
 # --------------------------------------------------------------------------- loading
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Version:
     """One version of a checkpoint on disk and what validation found."""
 

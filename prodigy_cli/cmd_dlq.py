@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import attrs
 
 from prodigy_cli.cli_support import E_USAGE, parse_time, table, write_json
+from prodigy_core.reprs import shows_fields
 from prodigy_effects.dlq_store import (
     DlqEntry,
     error_type_label,
@@ -39,7 +40,8 @@ E_DLQ_ITEM = "E6011"
 _EMPTY = "No items in the DLQ."
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Scope:
     """Which DLQ a command reads.  ``repo``/``root``: the repository shown (``None``: all);
     ``current``: the repository the command runs in, even with ``--all-repos``."""

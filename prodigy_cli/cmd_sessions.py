@@ -30,6 +30,7 @@ from prodigy_cli.cli_support import (
     repo_filter,
     write_json,
 )
+from prodigy_core.reprs import shows_fields
 from prodigy_effects.journal import read_events
 from prodigy_effects.storage import Storage
 
@@ -39,7 +40,8 @@ _DEFAULT_STATUSES = frozenset({"Completed"})
 _ALL_STATUSES = frozenset({"Completed", "Failed", "Paused", "Cancelled"})
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class _Doomed:
     """A session to delete and every path that goes with it (deleted in this order)."""
 

@@ -23,6 +23,7 @@ from typing import Literal
 import attrs
 
 from prodigy_core.json_values import JSON
+from prodigy_core.reprs import shows_fields
 
 GroupBy = Literal["session", "job", "step", "item", "model", "day"]
 GROUPS: tuple[GroupBy, ...] = ("session", "job", "step", "item", "model", "day")
@@ -56,7 +57,8 @@ def _counts(value: object) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((str(k), _int(v)) for k, v in value.items() if _int(v) > 0))
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CallRecord:
     """One Claude call (spec 14 §2) with the Prodigy context it ran in."""
 
@@ -128,7 +130,8 @@ class CallRecord:
 # --------------------------------------------------------------------------- from events
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class _Pending:
     statuses: list[int] = attrs.field(factory=list)
     retries: int = 0
@@ -230,7 +233,8 @@ def _record(envelope: Mapping[str, object], body: Mapping[str, object], slot: _P
 # --------------------------------------------------------------------------- totals
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Totals:
     runs: int = 0
     calls: int = 0
@@ -286,7 +290,8 @@ def totals(records: Iterable[CallRecord], *, runs: int = 0) -> Totals:
 # --------------------------------------------------------------------------- grouping
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class GroupRow:
     """One row of ``analytics cost``; ``scope`` is the run of a step or item."""
 
@@ -362,7 +367,8 @@ def top_steps(records: Iterable[CallRecord], *, n: int = 5,
 # --------------------------------------------------------------------------- tools
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ToolRow:
     name: str
     uses: int = 0
@@ -434,7 +440,8 @@ def item_costs(records: Iterable[CallRecord]) -> dict[tuple[str, str], float]:
     return costs
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Projection:
     """Forecast for the unfinished items of a job (spec 14 §4, ``cost --project``)."""
 
@@ -483,7 +490,8 @@ def project(costs: Sequence[float], durations_ms: Sequence[int], *, remaining: i
 # --------------------------------------------------------------------------- recommendations
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Recommendation:
     code: str
     message: str

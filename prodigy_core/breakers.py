@@ -27,12 +27,14 @@ import attrs
 from pyrsistent import PMap, pmap
 
 from prodigy_core.model import CircuitBreakerSpec
+from prodigy_core.reprs import shows_fields
 
 BreakerStatus = Literal["closed", "open", "half_open"]
 Change = tuple[str, str, str]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Breaker:
     status: BreakerStatus = "closed"
     failures: int = 0
@@ -41,7 +43,8 @@ class Breaker:
     in_flight: int = 0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Breakers:
     """Every breaker of a run, and the latest time the run has heard of."""
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import attrs
 
+from prodigy_core.reprs import shows_fields
+
 ROOT_SAFE_PERMISSIONS = (
     "--permission-mode", "acceptEdits",
     "--allowedTools", "Bash,Edit,Write,Read,Glob,Grep,NotebookEdit",
@@ -20,7 +22,8 @@ ROOT_SAFE_PERMISSIONS = (
 NON_ROOT_PERMISSIONS = ("--dangerously-skip-permissions",)
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ClaudeSettings:
     executable: str = "claude"
     permission_args: tuple[str, ...] | None = None
@@ -31,7 +34,8 @@ class ClaudeSettings:
     console_output: bool | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Invocation:
     argv: tuple[str, ...]
     stdin: str | None = None

@@ -21,11 +21,13 @@ from pyrsistent import PMap, pmap
 from prodigy_core.claude_config import ClaudeSettings
 from prodigy_core.interpolate import Var
 from prodigy_core.model import EnvConditional, EnvDynamic, RetrySpec
+from prodigy_core.reprs import shows_fields
 
 MINIMAL_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TERM", "TZ", "LANG")
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class InputSpec:
     """One input of input mode (spec 03 §8.2)."""
 
@@ -34,7 +36,8 @@ class InputSpec:
     file_path: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WorktreeSpec:
     """The session worktree a run works in (spec 06 §3).
 
@@ -62,7 +65,8 @@ class WorktreeSpec:
     subdir: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RunContext:
     session_id: str
     workflow_name: str

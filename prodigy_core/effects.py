@@ -15,9 +15,11 @@ from typing import Literal
 import attrs
 
 from prodigy_core.json_values import JSON
+from prodigy_core.reprs import shows_fields
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RunCommand:
     """Run one process.
 
@@ -49,7 +51,8 @@ class RunCommand:
     memory_limit_mb: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WriteFile:
     """Write a file for a ``write_file`` step or ``output_file``.
 
@@ -71,7 +74,8 @@ class WriteFile:
     step_path: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ReadFile:
     """Read a text file (the ``result_file`` of a completeness ``validate``).
 
@@ -86,7 +90,8 @@ class ReadFile:
     path: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ReadGitHead:
     """Find ``HEAD`` of the repository containing ``cwd`` (read-only git).
 
@@ -98,7 +103,8 @@ class ReadGitHead:
     cwd: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CommitChanges:
     """Commit what a step left uncommitted (``auto_commit``, spec 02 §12.2).
 
@@ -124,7 +130,8 @@ class CommitChanges:
     step_path: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ListCommits:
     """Describe what changed in the repository containing ``cwd`` since ``since``.
 
@@ -141,7 +148,8 @@ class ListCommits:
     since: str | None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class SquashCommits:
     """Replace the commits ``since..HEAD`` by one commit (``commit_config.squash``).
 
@@ -160,7 +168,8 @@ class SquashCommits:
     sign: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Sleep:
     """Wait ``seconds``: the core's only timer.
 
@@ -175,7 +184,8 @@ class Sleep:
     seconds: float
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CancelCommands:
     """Stop every running command (SIGTERM to its group, grace period, SIGKILL).
 
@@ -189,7 +199,8 @@ class CancelCommands:
     command_ids: tuple[int, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class LogEvent:
     """Append one record to the run's journal (the event log).
 
@@ -208,7 +219,8 @@ class LogEvent:
         return out
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class SaveCheckpoint:
     """Write the run's checkpoint atomically.
 
@@ -220,7 +232,8 @@ class SaveCheckpoint:
     checkpoint: JSON
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class SaveSession:
     """Write the session record (``sessions/<id>.json``).
 
@@ -231,7 +244,8 @@ class SaveSession:
     session: JSON
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Print:
     """Show a line to the person running Prodigy.
 
@@ -251,7 +265,8 @@ class Print:
     stream: Literal["out", "err"] = "out"
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class DescribeStep:
     """Describe a step about to run, for the dry-run plan.
 
@@ -262,7 +277,8 @@ class DescribeStep:
     info: JSON
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Finish:
     """The run is over; the interpreter returns ``outcome`` to its caller.
 
@@ -273,7 +289,8 @@ class Finish:
     exit_code: int
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RunClaude:
     """Run one Claude Code CLI call (spec 07).
 
@@ -298,7 +315,8 @@ class RunClaude:
     step_path: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RegisterSecret:
     """Mask one more value from now on (spec 11 §9.1).
 

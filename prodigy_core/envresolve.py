@@ -26,12 +26,14 @@ from prodigy_core.model import (
 )
 from prodigy_core.parse import paths
 from prodigy_core.problems import Problem
+from prodigy_core.reprs import shows_fields
 
 Positions = Mapping[str, tuple[int, int]]
 LateEntry = tuple[str, EnvDynamic | EnvConditional]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ResolvedEnv:
     """The workflow environment at start.
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import attrs
 
+from prodigy_core.reprs import shows_fields
 
-@attrs.frozen(kw_only=True)
+
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CommandFinished:
     """A ``RunCommand`` ended (exited, was killed by its timeout, or was cancelled).
 
@@ -37,7 +40,8 @@ class CommandFinished:
     exhausted: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CommandNotStarted:
     """A ``RunCommand`` could not be started (missing working directory, no ``sh``…).
 
@@ -52,7 +56,8 @@ class CommandNotStarted:
     monotonic: float = 0.0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class FileWritten:
     """A ``WriteFile`` succeeded; ``size`` bytes were written to ``path``."""
 
@@ -64,7 +69,8 @@ class FileWritten:
     planned: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class FileWriteFailed:
     """A ``WriteFile`` failed (bad format, missing parent, I/O error)."""
 
@@ -74,7 +80,8 @@ class FileWriteFailed:
     monotonic: float = 0.0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class FileRead:
     """Answer to ``ReadFile``: the file's text, or None when it could not be read.
 
@@ -89,7 +96,8 @@ class FileRead:
     planned: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class GitHeadRead:
     """Answer to ``ReadGitHead``: the commit sha, or None outside a repository."""
 
@@ -98,7 +106,8 @@ class GitHeadRead:
     planned: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ChangesCommitted:
     """Answer to ``CommitChanges``: the new commit and the paths it contains.
 
@@ -112,7 +121,8 @@ class ChangesCommitted:
     planned: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CommitsListed:
     """Answer to ``ListCommits``.
 
@@ -134,7 +144,8 @@ class CommitsListed:
     planned: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CommitsSquashed:
     """Answer to ``SquashCommits``: the sha of the single replacing commit."""
 
@@ -143,7 +154,8 @@ class CommitsSquashed:
     planned: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class GitFailed:
     """A git effect (``CommitChanges``, ``ListCommits``, ``SquashCommits``) failed.
 
@@ -155,7 +167,8 @@ class GitFailed:
     message: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Slept:
     """A ``Sleep`` ended.  ``monotonic`` is the clock reading at the end."""
 
@@ -163,7 +176,8 @@ class Slept:
     monotonic: float = 0.0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CancelRequested:
     """The user asked Prodigy to stop (SIGINT or SIGTERM).
 
@@ -174,7 +188,8 @@ class CancelRequested:
     at: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ClaudeLine:
     """One stdout line of a running Claude call, as it arrived.
 
@@ -187,7 +202,8 @@ class ClaudeLine:
     line: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ClaudeFinished:
     """A ``RunClaude`` ended.
 

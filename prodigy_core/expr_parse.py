@@ -28,13 +28,15 @@ from typing import Final, Literal, TypeAlias
 import attrs
 
 from prodigy_core.json_values import JSON, PATH_RE
+from prodigy_core.reprs import shows_fields
 
 Mode: TypeAlias = Literal["when", "filter"]
 Side: TypeAlias = Literal["left", "right"]
 CompareOp: TypeAlias = Literal["==", "!=", "<", "<=", ">", ">="]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ExprError:
     """A syntax (E1009) or evaluation (E3004, W6002, E2001) problem of an expression."""
 
@@ -43,14 +45,16 @@ class ExprError:
     column: int = 0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Const:
     """A literal value (string, number, boolean, null)."""
 
     value: JSON
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Ref:
     """``${path}``; ``exists`` is set for the pseudo-field ``${path.exists}``."""
 
@@ -58,44 +62,51 @@ class Ref:
     exists: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Field:
     """A field path relative to the work item (filters only)."""
 
     path: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Not:
     operand: Expr
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class And:
     left: Expr
     right: Expr
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Or:
     left: Expr
     right: Expr
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Compare:
     op: CompareOp
     left: Expr
     right: Expr
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class In:
     operand: Expr
     options: tuple[Expr, ...]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Matches:
     """``x matches pattern`` and ``matches(x, pattern)``."""
 
@@ -103,7 +114,8 @@ class Matches:
     pattern: Expr
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Call:
     name: str
     args: tuple[Expr, ...]
@@ -143,7 +155,8 @@ _CMP_OPS: Final[dict[str, CompareOp]] = {
 TokenKind: TypeAlias = Literal["str", "num", "ref", "word", "op", "end"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class _Token:
     kind: TokenKind
     text: str

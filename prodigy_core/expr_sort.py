@@ -28,11 +28,13 @@ import attrs
 from prodigy_core.expr_eval import item_field, numeric_value
 from prodigy_core.expr_parse import ExprError
 from prodigy_core.json_values import JSON, MISSING, PATH_RE, dumps_compact
+from prodigy_core.reprs import shows_fields
 
 __all__ = ["SortKey", "distinct_items", "parse_sort_by", "sort_items"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class SortKey:
     """One ``sort_by`` key: a field path, its direction and where nulls go."""
 
@@ -160,7 +162,8 @@ def _canonical(value: JSON) -> Hashable:
     return ("z",)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class _Seen:
     """Kept values, indexed so that ``equal(kept, candidate)`` is a few set lookups."""
 

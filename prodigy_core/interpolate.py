@@ -41,6 +41,7 @@ from prodigy_core.json_values import (
     render_value,
     walk,
 )
+from prodigy_core.reprs import shows_fields
 from prodigy_core.shellquote import QuoteScanner, QuoteState, escape_outside, shell_escape
 
 __all__ = [
@@ -59,7 +60,8 @@ __all__ = [
     "shell_quote_state",
 ]
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Var:
     """A variable's value and where it came from.
 
@@ -73,7 +75,8 @@ class Var:
     git_list: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Reference:
     """One syntactically valid ``${...}``, ``$NAME`` or ``$N`` occurrence in a template."""
 
@@ -86,7 +89,8 @@ class Reference:
     end: int
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class TemplateProblem:
     """A load-time problem in a template: ``E1012`` (malformed) or ``W1003`` (filter syntax)."""
 
@@ -95,7 +99,8 @@ class TemplateProblem:
     offset: int
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Interpolated:
     """Result of ``interpolate``: the text and the braced references left unresolved."""
 
@@ -125,13 +130,15 @@ def _is_glob(modifier: str) -> bool:
 # --------------------------------------------------------------------------- scanning
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class _Literal:
     text: str  # what the output receives
     source: str  # what the template had (differs only for "$$")
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class _Malformed:
     text: str
     problem: TemplateProblem

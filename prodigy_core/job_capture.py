@@ -35,10 +35,12 @@ from prodigy_core.interpolate import Var
 from prodigy_core.json_path import ItemsError, apply_json_path
 from prodigy_core.json_values import JSON
 from prodigy_core.model import CaptureOutputSpec
+from prodigy_core.reprs import shows_fields
 from prodigy_core.step_frames import Outcome
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Captured:
     """What the entries of one setup step produced."""
 
@@ -47,7 +49,8 @@ class Captured:
     error: str | None = None  # the first entry that failed without a default
 
 
-@attrs.frozen
+@shows_fields
+@attrs.frozen(repr=False)
 class Miss:
     """Extraction found nothing: the default is used, or setup fails (E6004)."""
 

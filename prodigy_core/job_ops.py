@@ -14,11 +14,13 @@ from __future__ import annotations
 import attrs
 
 from prodigy_core.json_values import JSON
+from prodigy_core.reprs import shows_fields
 
 # ---------------------------------------------------------------------------- effects
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class LoadWorkItems:
     """Read the map input (spec 05 §5.1–§5.3).
 
@@ -38,7 +40,8 @@ class LoadWorkItems:
     setup_base: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class FinishAgent:
     """An agent's steps are over: describe and release its worktree (spec 05 §7.4–§7.6).
 
@@ -74,7 +77,8 @@ class FinishAgent:
     idle_timeout_secs: float = 0.0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MeasureWorktree:
     """Measure the size of an agent worktree (``resource_limits.max_disk_mb``, spec 06 §9.4).
 
@@ -87,7 +91,8 @@ class MeasureWorktree:
     path: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class SaveJobState:
     """Write a new version of the job state checkpoint (spec 09 §4.3), atomically.
 
@@ -98,7 +103,8 @@ class SaveJobState:
     doc: dict[str, JSON]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class SaveJobFile:
     """Write ``<job dir>/<name>`` (``items/<item_id>.json``, ``map-results.json``)."""
 
@@ -106,7 +112,8 @@ class SaveJobFile:
     content: JSON
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RecordDLQ:
     """Add a failed item to the job's DLQ, or count one more failure of it (spec 05 §13)."""
 
@@ -118,7 +125,8 @@ class RecordDLQ:
     manual_review_required: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ForgetDLQ:
     """Remove an item's DLQ entry (it succeeded when run again)."""
 
@@ -128,7 +136,8 @@ class ForgetDLQ:
 # ----------------------------------------------------------------------------- events
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WorkItemsLoaded:
     """Answer to ``LoadWorkItems``: the input's text and how it was obtained.
 
@@ -143,7 +152,8 @@ class WorkItemsLoaded:
     generated: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WorkItemsFailed:
     """The map input could not be read (``code`` E6001/E6003)."""
 
@@ -152,7 +162,8 @@ class WorkItemsFailed:
     message: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WorktreeMeasured:
     """Answer to ``MeasureWorktree``: ``size_bytes``, or ``message`` when it could not be
     measured (the worktree is gone, say)."""
@@ -162,7 +173,8 @@ class WorktreeMeasured:
     message: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class AgentReleased:
     """Answer to ``FinishAgent``."""
 

@@ -23,6 +23,7 @@ from prodigy_core.context import RunContext
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Workflow
+from prodigy_core.reprs import shows_fields
 from prodigy_core.step_frames import Stepper
 from prodigy_core.work_items import FailureKind
 
@@ -35,7 +36,8 @@ BreakerStatus = Literal["closed", "open", "half_open"]
 TimerUse = Literal["setup", "reduce", "breaker"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class JobConfig:
     """Where a job keeps its things (decided by the caller, who knows the storage root).
 
@@ -56,7 +58,8 @@ class JobConfig:
     final_merge: bool = True
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Failure:
     """Why an item failed (the structured cause of spec 05 §13.2)."""
 
@@ -71,7 +74,8 @@ class Failure:
     kept_worktree: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Agent:
     """One attempt of one item: its worktree, its step machine and its progress."""
 
@@ -108,7 +112,8 @@ class Agent:
     transcript: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class PoolWorktree:
     """A worktree of the job's pool (``allocation_strategy: pooled``, spec 06 §9.2).
 
@@ -124,7 +129,8 @@ class PoolWorktree:
     idle_since: float = 0.0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Queued:
     """An agent branch waiting for (or in) the merge queue (spec 05 §8)."""
 
@@ -142,7 +148,8 @@ class Queued:
     cost: float = 0.0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class DispatchBreaker:
     """The job circuit breaker (``prodigy_core.job_breaker`` explains it).
 
@@ -158,7 +165,8 @@ class DispatchBreaker:
     trials: frozenset[int] = frozenset()
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class JobState:
     workflow: Workflow
     ctx: RunContext

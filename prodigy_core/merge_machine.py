@@ -58,6 +58,7 @@ from prodigy_core.merge_docs import merge_variables as _merge_variables
 from prodigy_core.merge_docs import meta_doc
 from prodigy_core.model import Step, Workflow
 from prodigy_core.problems import InvalidTransition
+from prodigy_core.reprs import shows_fields
 from prodigy_core.results import cut
 from prodigy_core.worktree_ops import (
     AskUser,
@@ -85,7 +86,8 @@ __all__ = ["MergeMachine", "MergeOutcome", "Moved", "begin", "begin_resolution",
            "start_alone", "step_alone", "strategy"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MergeOutcome:
     """How the merge step ended (``reason`` as in spec 08 §1.2 ``merge.reason``)."""
 
@@ -104,7 +106,8 @@ class MergeOutcome:
         return {"target": self.target, "merged": self.merged, "reason": self.reason}
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MergeMachine:
     ctx: RunContext
     workflow: Workflow
@@ -155,7 +158,8 @@ class MergeMachine:
         return self.outcome is not None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Moved:
     machine: MergeMachine
     effects: tuple[Effect, ...]
@@ -670,7 +674,8 @@ def _rollback(m: MergeMachine, conflict: MergeConflicted,
 # --- the merge alone (``prodigy worktree merge``) ------------------------------------
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MergeTransition:
     state: MergeMachine
     effects: tuple[Effect, ...]

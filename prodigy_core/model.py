@@ -18,6 +18,8 @@ from typing import Literal
 
 import attrs
 
+from prodigy_core.reprs import shows_fields
+
 StepKind = Literal["shell", "claude", "write_file", "foreach", "goal_seek", "workflow"]
 CaptureFormat = Literal["string", "json", "lines", "number", "boolean"]
 WriteFormat = Literal["text", "json", "yaml"]
@@ -26,7 +28,8 @@ Strategy = Literal["recovery", "fallback", "cleanup", "custom"]
 Mode = Literal["standard", "mapreduce"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CaptureStreams:
     """Which companion values ``capture`` stores (spec 02 §11.2)."""
 
@@ -37,7 +40,8 @@ class CaptureStreams:
     duration: bool = True
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WriteFileSpec:
     """A ``write_file:`` command (spec 02 §5). ``path`` and ``content`` are interpolated."""
 
@@ -48,7 +52,8 @@ class WriteFileSpec:
     create_dirs: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Backoff:
     """Delay growth between retries (spec 10 §2.2). Unset delays default to ``initial_delay``."""
 
@@ -59,7 +64,8 @@ class Backoff:
     delays: tuple[float, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RetryMatcher:
     """One ``retry_on`` entry (spec 10 §2.4).
 
@@ -74,7 +80,8 @@ class RetryMatcher:
     exit_codes: tuple[int, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CircuitBreakerSpec:
     name: str | None = None
     failure_threshold: int = 5
@@ -83,7 +90,8 @@ class CircuitBreakerSpec:
     half_open_requests: int = 1
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RetrySpec:
     """A step's ``retry:`` (spec 10 §2)."""
 
@@ -100,7 +108,8 @@ class RetrySpec:
     circuit_breaker: CircuitBreakerSpec | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class OnFailure:
     """A normalised ``on_failure`` (spec 10 §4).
 
@@ -121,7 +130,8 @@ class OnFailure:
     allow: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CommitConfig:
     message_template: str | None = None
     message_pattern: str | None = None
@@ -132,13 +142,15 @@ class CommitConfig:
     squash: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class StepValidate:
     commands: tuple[str, ...]
     timeout: float | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class OnIncomplete:
     """``validate.on_incomplete`` (spec 12 §2.4)."""
 
@@ -149,7 +161,8 @@ class OnIncomplete:
     commit_required: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ValidateSpec:
     """A step's completeness ``validate:`` (spec 12 §2). ``expected_schema`` is frozen JSON."""
 
@@ -161,7 +174,8 @@ class ValidateSpec:
     on_incomplete: OnIncomplete | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class GoalSeekSpec:
     """A ``goal_seek:`` step's loop (spec 12 §1).  ``command`` is the nested step run
     each attempt (``shell`` or ``claude``)."""
@@ -176,7 +190,8 @@ class GoalSeekSpec:
     fail_on_incomplete: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ForeachSpec:
     """A ``foreach:`` step (spec 12 §3).
 
@@ -193,7 +208,8 @@ class ForeachSpec:
     continue_on_error: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class GitUse:
     """Which git context variables (spec 03 §7) a step needs; set by ``prodigy_core.gitvars``.
 
@@ -212,7 +228,8 @@ class GitUse:
     scope_workflow: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Step:
     """One step, in any scope (spec 02). ``source`` is its ``$.path`` in the file.
 
@@ -259,7 +276,8 @@ class Step:
 # --- environment values (spec 11 §2) -------------------------------------------------
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class EnvStatic:
     """A literal value (interpolated once at start). ``None`` unsets the name."""
 
@@ -267,20 +285,23 @@ class EnvStatic:
     secret: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class EnvDynamic:
     command: str
     cache: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class EnvConditional:
     condition: str
     when_true: str
     when_false: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class EnvPerProfile:
     values: tuple[tuple[str, str | None], ...]
     default: str | None = None
@@ -290,19 +311,22 @@ class EnvPerProfile:
 EnvValue = EnvStatic | EnvDynamic | EnvConditional | EnvPerProfile
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class SecretSource:
     provider: Literal["env", "file"]
     key: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class EnvFile:
     path: str
     required: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Profile:
     name: str
     description: str | None = None
@@ -312,7 +336,8 @@ class Profile:
 # --- phases -----------------------------------------------------------------------------
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CaptureOutputSpec:
     """One ``setup.capture_outputs`` entry (spec 05 §4.3)."""
 
@@ -326,7 +351,8 @@ class CaptureOutputSpec:
     has_default: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class StepList:
     """A phase's steps with its optional phase timeout (``setup``, ``reduce``, ``merge``)."""
 
@@ -335,7 +361,8 @@ class StepList:
     capture_outputs: tuple[tuple[str, CaptureOutputSpec], ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class TimeoutConfig:
     """``map.timeout_config`` (spec 05 §11)."""
 
@@ -347,7 +374,8 @@ class TimeoutConfig:
     enable_monitoring: bool = True
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ItemRetry:
     """``error_policy.retry_config``: item-level retry (spec 05 §10.4)."""
 
@@ -358,7 +386,8 @@ class ItemRetry:
     jitter: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class JobBreaker:
     """``error_policy.circuit_breaker`` (spec 05 §10.5)."""
 
@@ -368,7 +397,8 @@ class JobBreaker:
     half_open_requests: int = 3
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ErrorPolicy:
     """The MapReduce item failure policy (spec 05 §1.4, §10), shorthands already merged."""
 
@@ -381,7 +411,8 @@ class ErrorPolicy:
     circuit_breaker: JobBreaker | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MapSpec:
     """The ``map:`` block of a MapReduce workflow (spec 05 §1). Run by a later issue."""
 
@@ -401,7 +432,8 @@ class MapSpec:
 PoolStrategy = Literal["on_demand", "pooled", "reuse", "dedicated"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class PoolCleanup:
     """``worktree_config.cleanup_policy`` (spec 06 §9.1); durations in seconds."""
 
@@ -412,7 +444,8 @@ class PoolCleanup:
     clean_ignored: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ResourceLimits:
     """``worktree_config.resource_limits`` (spec 06 §9.4)."""
 
@@ -420,7 +453,8 @@ class ResourceLimits:
     max_memory_mb: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WorktreeConfig:
     """``worktree_config``: how MapReduce agents get their worktrees (spec 06 §9).
 
@@ -433,7 +467,8 @@ class WorktreeConfig:
     resource_limits: ResourceLimits | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Workflow:
     """A validated workflow. ``steps`` is the standard step list (empty for MapReduce)."""
 

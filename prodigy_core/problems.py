@@ -17,6 +17,8 @@ from typing import Literal
 
 import attrs
 
+from prodigy_core.reprs import shows_fields
+
 Severity = Literal["error", "warning"]
 
 
@@ -24,7 +26,8 @@ class InvalidTransition(Exception):
     """A state machine received an event it cannot handle: a bug, never a domain failure."""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Problem:
     severity: Severity
     code: str

@@ -20,11 +20,13 @@ import attrs
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Step
+from prodigy_core.reprs import shows_fields
 
 OUTPUT_LIMIT = 64 * 1024
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ExecResult:
     """The outcome of one execution of a command."""
 
@@ -40,7 +42,8 @@ class ExecResult:
     planned: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CaptureError:
     code: str
     message: str

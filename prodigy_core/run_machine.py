@@ -54,6 +54,7 @@ from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Workflow
 from prodigy_core.problems import InvalidTransition
+from prodigy_core.reprs import shows_fields
 from prodigy_core.results import cut
 from prodigy_core.run_docs import (
     CHECKPOINT_VERSION,
@@ -86,7 +87,8 @@ from prodigy_core.worktree_ops import (
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RunState:
     workflow: Workflow
     ctx: RunContext
@@ -140,7 +142,8 @@ class RunState:
         return self.status != "running" and self.phase != "merge"
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Transition:
     state: RunState
     effects: tuple[Effect, ...]

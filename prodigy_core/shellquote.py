@@ -34,6 +34,8 @@ from typing import Final, Literal, TypeAlias
 
 import attrs
 
+from prodigy_core.reprs import shows_fields
+
 __all__ = ["QuoteScanner", "QuoteState", "escape_outside", "shell_escape"]
 
 QuoteState: TypeAlias = Literal["none", "single", "double", "heredoc", "heredoc_literal"]
@@ -46,7 +48,8 @@ _HEREDOC_SPECIAL_RE: Final = re.compile(r"([\\$`])")
 _CommandQuote: TypeAlias = Literal["none", "single", "double"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class _Heredoc:
     """A here-document whose operator was read: its delimiter and how its body is read."""
 
@@ -55,7 +58,8 @@ class _Heredoc:
     strip_tabs: bool  # ``<<-``: leading tabs are removed from body lines
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class _DelimiterWord:
     """The delimiter word after ``<<`` / ``<<-`` while it is being read."""
 
@@ -65,7 +69,8 @@ class _DelimiterWord:
     started: bool = False
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class QuoteScanner:
     """Tracks the shell quoting state while the author's literal text is fed in.
 

@@ -24,12 +24,14 @@ from prodigy_core.effects import Effect, LogEvent
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import RetrySpec, Step
+from prodigy_core.reprs import shows_fields
 from prodigy_core.results import ExecResult
 
 Status = Literal["succeeded", "recovered", "failed", "failed_allowed", "skipped"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Outcome:
     """How a step ended (spec 02 §8 stage 8)."""
 
@@ -53,7 +55,8 @@ class Outcome:
         return self.status != "failed"
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class GoalState:
     """A ``goal_seek`` execution in progress (``step_goal``).
 
@@ -71,7 +74,8 @@ class GoalState:
     command_duration: float = 0.0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Lane:
     """One ``foreach`` item whose ``do`` steps are running, with its own step machine."""
 
@@ -80,7 +84,8 @@ class Lane:
     locals: PMap[str, Var] = pmap()
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ForeachState:
     """A ``foreach`` execution in progress (``step_foreach``).
 
@@ -107,7 +112,8 @@ class ForeachState:
     span: tuple[float, float] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class StepFrame:
     step: Step
     path: str
@@ -171,7 +177,8 @@ class StepFrame:
     env_ready: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class SeqFrame:
     steps: tuple[Step, ...]
     paths: tuple[str, ...]
@@ -192,7 +199,8 @@ class SeqFrame:
 Frame = StepFrame | SeqFrame
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Stepper:
     """The step machine's state for one scope."""
 

@@ -17,11 +17,13 @@ import attrs
 
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
+from prodigy_core.reprs import shows_fields
 
 W3005 = "warning[W3005]: validation output is not JSON; treating as complete"
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Verdict:
     """One validation's judged result."""
 

@@ -52,6 +52,7 @@ from prodigy_core.json_path import ItemsError, check_json_path
 from prodigy_core.json_path import apply_json_path as json_path_items
 from prodigy_core.json_values import JSON, MISSING, PATH_RE, Missing, dumps_compact
 from prodigy_core.model import MapSpec
+from prodigy_core.reprs import shows_fields
 
 __all__ = [
     "AgentStatus",
@@ -84,7 +85,8 @@ __all__ = [
 ]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ItemsWarning:
     """A warning while selecting items: W6001 (json_path ignored for line input),
     W6002 (filter type error), W6003 (json_path matched nothing)."""
@@ -93,7 +95,8 @@ class ItemsWarning:
     message: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Selection:
     """The final item list of §5.4 and the warnings produced on the way."""
 
@@ -104,7 +107,8 @@ class Selection:
 # --------------------------------------------------------------------------- input text
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class _Unparsed:
     message: str
     line: int
@@ -481,7 +485,8 @@ FailureKind: TypeAlias = Literal[
 ]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ItemFailure:
     """The structured cause of an item failure (spec 05 §13.2).
 

@@ -18,11 +18,13 @@ from typing import Literal
 import attrs
 
 from prodigy_core.json_values import JSON
+from prodigy_core.reprs import shows_fields
 
 # ---------------------------------------------------------------------------- effects
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class CreateWorktree:
     """Create (or reuse, or find again) the session worktree.
 
@@ -65,7 +67,8 @@ class CreateWorktree:
     owner: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class InspectMerge:
     """Gather what the final merge needs to decide (read-only git).
 
@@ -84,7 +87,8 @@ class InspectMerge:
     details: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class AskUser:
     """Ask the user a yes/no question on the terminal (the merge prompt, spec 06 §7.4).
 
@@ -97,7 +101,8 @@ class AskUser:
     question: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MergeBranch:
     """Merge ``source`` into ``target`` with ``git merge --no-ff -m <message>``.
 
@@ -122,7 +127,8 @@ class MergeBranch:
     lock_path: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ConcludeMerge:
     """Accept or roll back a conflicted merge after a resolution attempt (spec 06 §6.3).
 
@@ -145,7 +151,8 @@ class ConcludeMerge:
     lock_path: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class VerifyMerged:
     """Is ``source`` an ancestor of ``target`` (``git merge-base --is-ancestor``)?
 
@@ -158,7 +165,8 @@ class VerifyMerged:
     target: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RemoveWorktree:
     """Remove a worktree and its branch (``git worktree remove``; ``git branch -d``).
 
@@ -176,7 +184,8 @@ class RemoveWorktree:
     lock_path: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RemovePool:
     """Remove the job's worktree pool (``pooled`` with ``cleanup_on_complete``, spec 06 §9).
 
@@ -194,7 +203,8 @@ class RemovePool:
     lock_path: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class SaveWorktreeMeta:
     """Write the worktree's metadata document (spec 09 §4.6) atomically.
 
@@ -209,7 +219,8 @@ class SaveWorktreeMeta:
 # ----------------------------------------------------------------------------- events
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WorktreeCreated:
     """Answer to ``CreateWorktree``.
 
@@ -233,7 +244,8 @@ class WorktreeCreated:
     monotonic: float = 0.0
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WorktreeFailed:
     """The worktree could not be created or found (``code`` E4001–E4006)."""
 
@@ -242,7 +254,8 @@ class WorktreeFailed:
     message: str
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MergeInspected:
     """Answer to ``InspectMerge`` (see there).
 
@@ -264,7 +277,8 @@ class MergeInspected:
     planned: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class UserAnswered:
     """Answer to ``AskUser``: the line read (None at end of input), or no terminal."""
 
@@ -273,7 +287,8 @@ class UserAnswered:
     terminal: bool = True
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class BranchMerged:
     """``MergeBranch`` succeeded and was verified: ``sha`` is the merge commit."""
 
@@ -283,7 +298,8 @@ class BranchMerged:
     warnings: tuple[str, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MergeConflicted:
     """``MergeBranch`` stopped with conflicts in ``paths``.
 
@@ -299,7 +315,8 @@ class MergeConflicted:
     warnings: tuple[str, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MergeFailed:
     """A merge could not be done; nothing was changed (``code`` E4005/E4007, git's message)."""
 
@@ -309,7 +326,8 @@ class MergeFailed:
     reason: str = "refused"
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MergeConcluded:
     """Answer to ``ConcludeMerge``: ``accepted`` with the merge commit, or why not."""
 
@@ -319,7 +337,8 @@ class MergeConcluded:
     reason: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class MergeVerified:
     """Answer to ``VerifyMerged``."""
 
@@ -327,7 +346,8 @@ class MergeVerified:
     merged: bool
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class WorktreeRemoved:
     """Answer to ``RemoveWorktree``; ``warning`` (W4005) when something was left."""
 

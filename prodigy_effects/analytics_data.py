@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from prodigy_core.analytics_report import CallRecord, calls_from_events
+from prodigy_core.reprs import shows_fields
 from prodigy_effects.journal import list_run_dirs, read_events
 from prodigy_effects.storage import Storage
 
@@ -37,7 +38,8 @@ __all__ = [
 ]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Run:
     """One run directory: its records, plus what its other events say about the job."""
 
@@ -108,7 +110,8 @@ def load_runs(storage: Storage, repo: str | None) -> list[Run]:
 # --------------------------------------------------------------------------- transcripts
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Transcript:
     """A transcript file and the journaled call it belongs to (``None`` if not journaled)."""
 

@@ -27,13 +27,15 @@ import trio
 
 from prodigy_core.effects import RunClaude
 from prodigy_core.events import ClaudeFinished
+from prodigy_core.reprs import shows_fields
 from prodigy_effects import spawn
 from prodigy_effects.resources import MEMORY_SAMPLE_SECONDS, watch_memory
 
 STDERR_LIMIT = 1024 * 1024
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ClaudeProcessResult:
     exit_code: int
     stderr: str = ""
@@ -64,7 +66,8 @@ def resolve_executable(executable: str, env: dict[str, str]) -> str | None:
     return shutil.which(executable, path=env.get("PATH"))
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class ClaudeProcessRunner:
     grace_seconds: float = 5.0
     memory_interval: float = MEMORY_SAMPLE_SECONDS
@@ -247,7 +250,8 @@ def _killpg(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class ClaudeEffectRunner:
     """Performs ``RunClaude`` with the real CLI; transcripts go under ``directory``."""
 

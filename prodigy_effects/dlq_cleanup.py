@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from prodigy_core.reprs import shows_fields
 from prodigy_effects.dlq_store import UNSET
 from prodigy_effects.fsutil import rfc3339_ms
 from prodigy_effects.journal import JournalWriter, last_seq
@@ -38,7 +39,8 @@ from prodigy_effects.worktree_admin import (
 __all__ = ["ArtifactRemoval", "job_session_id", "record_removals", "remove_artifacts"]
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ArtifactRemoval:
     """What :func:`remove_artifacts` did.  ``ok`` is true when nothing is left behind
     (the branch and a kept worktree are gone, or there were none); ``warnings`` are

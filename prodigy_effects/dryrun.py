@@ -38,10 +38,12 @@ from prodigy_core.events import (
     FileWritten,
     GitFailed,
 )
+from prodigy_core.reprs import shows_fields
 from prodigy_effects.env import Env, OutputSink, SecretRegistry
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class PlannedRunner:
     def hurry(self) -> None:
         return None
@@ -52,7 +54,8 @@ class PlannedRunner:
         return CommandFinished(command_id=effect.command_id, exit_code=0, planned=True)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class PlannedFiles:
     async def write(self, effect: WriteFile) -> FileWritten | FileWriteFailed:
         return FileWritten(command_id=effect.command_id, path=effect.path, size=0, planned=True)
@@ -61,7 +64,8 @@ class PlannedFiles:
         return FileRead(command_id=effect.command_id, content=None, planned=True)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class PlannedGit:
     """Reads nothing and commits nothing; every answer is ``planned``."""
 
@@ -78,7 +82,8 @@ class PlannedGit:
         return CommitsSquashed(command_id=effect.command_id, sha=None, planned=True)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class NoClock:
     def now_iso(self) -> str:
         return ""
@@ -90,7 +95,8 @@ class NoClock:
         return None
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class NoStore:
     def save_checkpoint(self, doc: dict[str, Any]) -> None:
         return None
@@ -99,7 +105,8 @@ class NoStore:
         return None
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class NoJournal:
     def append(self, event: dict[str, Any]) -> int:
         return 0
@@ -112,7 +119,8 @@ class NoJournal:
         return 0
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class PlanConsole:
     """Collects the plan; prints it as text as it goes, or as JSON at the end."""
 
@@ -158,7 +166,8 @@ class PlanConsole:
         return None
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class PlannedClaude:
     """Claude is never started in a dry run; the plan shows its argv instead."""
 

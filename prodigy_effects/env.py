@@ -45,6 +45,7 @@ from prodigy_core.job_ops import (
     WorkItemsLoaded,
     WorktreeMeasured,
 )
+from prodigy_core.reprs import shows_fields
 from prodigy_core.worktree_ops import (
     AskUser,
     BranchMerged,
@@ -204,7 +205,8 @@ class Prompter(Protocol):
     async def ask(self, effect: AskUser, cancel: trio.Event) -> UserAnswered: ...
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Env:
     """Everything an interpreter needs from the world."""
 

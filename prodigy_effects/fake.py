@@ -40,6 +40,7 @@ from prodigy_core.events import (
 )
 from prodigy_core.globs import select_paths
 from prodigy_core.job_ops import MeasureWorktree, WorktreeMeasured
+from prodigy_core.reprs import shows_fields
 from prodigy_core.worktree_ops import (
     AskUser,
     BranchMerged,
@@ -64,7 +65,8 @@ from prodigy_effects.env import Env, OutputSink, Prompter, Worktrees
 from prodigy_effects.masker import Masker
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Scripted:
     """The scripted answer to one command."""
 
@@ -84,7 +86,8 @@ def command_text(effect: RunCommand) -> str:
     return effect.argv[-1] if effect.argv else ""
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class ScriptedRunner:
     """Answers ``RunCommand`` from a script; records every call."""
 
@@ -135,7 +138,8 @@ class ScriptedRunner:
         )
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class MemoryFiles:
     """Files in memory, keyed by ``<cwd>/<path>`` (what ``WriteFile`` wrote, or tests put)."""
 
@@ -164,7 +168,8 @@ class MemoryFiles:
 ROOT_SHA = "0" * 40
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class FakeCommit:
     sha: str
     message: str
@@ -176,7 +181,8 @@ class FakeCommit:
 GitEffect = CommitChanges | ListCommits | SquashCommits
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class FakeGit:
     """An in-memory repository: a linear ``history`` on top of ``ROOT_SHA``.
 
@@ -269,7 +275,8 @@ class FakeGit:
         return CommitsSquashed(command_id=effect.command_id, sha=sha)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class TrioClock:
     """Wall time is a counter; monotonic time and sleeps are trio's (mockable)."""
 
@@ -291,7 +298,8 @@ def _identity(text: str) -> str:
     return text
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class MemoryStore:
     """Checkpoints and session records, kept as JSON data after ``mask``."""
 
@@ -306,7 +314,8 @@ class MemoryStore:
         self.sessions.append(json.loads(self.mask(json.dumps(doc))))
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class RecordingJournal:
     """Journal records, kept as JSON data after ``mask``."""
 
@@ -329,7 +338,8 @@ class RecordingJournal:
         return [e["event_type"] for e in self.events]
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class RecordingConsole:
     """The ``Print`` texts shown (after ``mask``) and the plan descriptions."""
 
@@ -354,7 +364,8 @@ class RecordingConsole:
         return "\n".join(self.lines)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class ScriptedClaude:
     """Answers ``RunClaude`` with scripted stream lines; records every call.
 
@@ -400,7 +411,8 @@ class ScriptedClaude:
                               duration=end - start, monotonic=end)
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class ClaudeScript:
     lines: tuple[str, ...] = (
         '{"type":"system","subtype":"init","session_id":"fake-session","model":"fake"}',
@@ -453,7 +465,8 @@ WorktreeEffect = (CreateWorktree | InspectMerge | MergeBranch | ConcludeMerge | 
                   | RemoveWorktree | RemovePool)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class FakeWorktrees:
     """Scripted session worktrees and merges (the ``Worktrees`` protocol); no git at all.
 
@@ -576,7 +589,8 @@ class FakeWorktrees:
         return [EFFECT_TAGS[type(e)] for e in self.calls]
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class FakePrompter:
     """Answers ``AskUser`` from ``answers`` in order (None: end of input); records questions.
 

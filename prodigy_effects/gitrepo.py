@@ -20,6 +20,7 @@ import attrs
 from prodigy_core.effects import EFFECT_TAGS, CommitChanges, ListCommits, SquashCommits
 from prodigy_core.events import ChangesCommitted, CommitsListed, CommitsSquashed, GitFailed
 from prodigy_core.globs import select_paths
+from prodigy_core.reprs import shows_fields
 from prodigy_effects import spawn
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_MERGE_AUTOEDIT": "no"}
@@ -96,7 +97,8 @@ def _failed(effect: CommitChanges | ListCommits | SquashCommits, error: _GitErro
                      message=error.message)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class RealGit:
     """Answers the git effects with the ``git`` on ``PATH``."""
 

@@ -68,6 +68,7 @@ from prodigy_core.job_ops import (
     WorkItemsFailed,
     WorktreeMeasured,
 )
+from prodigy_core.reprs import shows_fields
 from prodigy_core.worktree_ops import (
     AskUser,
     ConcludeMerge,
@@ -99,7 +100,8 @@ class _Transition(Protocol[S]):  # pragma: no cover - structural type only
     def effects(self) -> tuple[Effect, ...]: ...
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class RunResult:
     exit_code: int
     outcome: Any

@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from prodigy_core.job_ops import LoadWorkItems, RecordDLQ, WorkItemsFailed, WorkItemsLoaded
+from prodigy_core.reprs import shows_fields
 from prodigy_effects import spawn
 from prodigy_effects.fsutil import atomic_write_bytes, dumps_json, ensure_dir, read_json
 
@@ -76,7 +77,8 @@ async def _generated_input(cwd: str, base: str | None) -> list[str]:
     return sorted(n for n in names if "/" not in n and n.endswith("work-items.json"))
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class RealJobs:
     """Loads map inputs and keeps a job's files in ``directory``."""
 

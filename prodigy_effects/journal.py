@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from prodigy_core.reprs import shows_fields
 from prodigy_effects.fsutil import ensure_dir, fsync_dir
 from prodigy_effects.storage import E_NOT_WRITABLE, StorageError
 
@@ -244,7 +245,8 @@ class JournalWriter:
 # ----------------------------------------------------------------------------- reading
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class JournalReadStats:
     """What a read skipped: ``torn_lines`` (an incomplete last line, left by a crash)
     and ``bad_lines`` (other lines that are not JSON objects), with descriptions."""

@@ -31,6 +31,7 @@ from typing import Any
 
 import attrs
 
+from prodigy_core.reprs import shows_fields
 from prodigy_effects.fsutil import ensure_dir, fsync_dir, rfc3339_ms
 from prodigy_effects.storage import (
     E_LOCK_HELD,
@@ -53,7 +54,8 @@ __all__ = [
 _MAX_ATTEMPTS = 5
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class LockInfo:
     """The content of a lock file. ``readable`` is false when it could not be parsed;
     then the other fields are ``None``."""

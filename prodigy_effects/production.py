@@ -32,6 +32,7 @@ from prodigy_core.events import (
     FileWriteFailed,
     FileWritten,
 )
+from prodigy_core.reprs import shows_fields
 from prodigy_effects import spawn
 from prodigy_effects.env import OutputSink
 from prodigy_effects.fsutil import atomic_write_bytes
@@ -110,7 +111,8 @@ def _exit_status(returncode: int | None) -> int:
     return returncode
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class ProcessRunner:
     """Runs ``RunCommand`` effects as real subprocesses."""
 
@@ -223,7 +225,8 @@ class ProcessRunner:
         )
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class RealFiles:
     """Performs ``WriteFile`` on the real file system, atomically, and ``ReadFile``."""
 
@@ -275,7 +278,8 @@ def _fail(effect: WriteFile, message: str) -> FileWriteFailed:
                            finished_at=now_iso(), monotonic=trio.current_time())
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class RealClock:
     def now_iso(self) -> str:
         return now_iso()
@@ -288,7 +292,8 @@ class RealClock:
             await cancel.wait()
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class StorageStore:
     storage: Storage
     session_id: str
@@ -300,7 +305,8 @@ class StorageStore:
         self.storage.write_session(doc)
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class JournalAdapter:
     writer: JournalWriter
     correlation_id: str
@@ -320,7 +326,8 @@ class JournalAdapter:
         return self.writer.next_seq - 1
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class TerminalConsole:
     """Renders ``Print`` effects and live output for people (plain lines, masked)."""
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import attrs
 
+from prodigy_core.reprs import shows_fields
 from prodigy_effects import worktree_pool
 from prodigy_effects.locks import LockInfo
 from prodigy_effects.repolock import repo_lock
@@ -73,7 +74,8 @@ SHARED_POOL = ".pool"
 _GONE_STATUSES = frozenset({"merged", "cleaned_up"})
 
 
-@attrs.frozen(kw_only=True, eq=False)
+@shows_fields
+@attrs.frozen(kw_only=True, eq=False, repr=False)
 class Worktree:
     """One worktree as the metadata and the file system describe it.
 
@@ -288,7 +290,8 @@ def created_at(worktree: Worktree) -> datetime | None:
 # ---------------------------------------------------------------------------- clean
 
 
-@attrs.frozen(kw_only=True, eq=False)
+@shows_fields
+@attrs.frozen(kw_only=True, eq=False, repr=False)
 class CleanPlan:
     """What ``worktree clean`` would do with one worktree.
 
@@ -416,7 +419,8 @@ def _remove_shared(storage: Storage, repo: str, wt: Worktree, *, force: bool) ->
 # ------------------------------------------------------------------------- orphans
 
 
-@attrs.frozen(kw_only=True)
+@shows_fields
+@attrs.frozen(kw_only=True, repr=False)
 class Orphans:
     """Left-overs under ``worktrees/<repo>/``.
 

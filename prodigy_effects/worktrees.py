@@ -30,6 +30,7 @@ from prodigy_core.job_ops import (
     WorktreeMeasured,
 )
 from prodigy_core.json_values import JSON
+from prodigy_core.reprs import shows_fields
 from prodigy_core.worktree_ops import (
     AskUser,
     BranchMerged,
@@ -368,7 +369,8 @@ async def modified_files(cwd: str, target: str, source: str) -> list[JSON]:
 # --- the performer ------------------------------------------------------------------
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class RealWorktrees:
     """Answers the worktree and merge effects with the ``git`` on ``PATH``.
 
@@ -762,7 +764,8 @@ async def _read_line(stdin: Any) -> str:
     return str(await run(stdin.readline, cancellable=True))
 
 
-@attrs.define
+@shows_fields
+@attrs.define(repr=False)
 class TerminalPrompter:
     """Asks on the terminal when standard input and output both are one (spec 06 §7.4)."""
 
