@@ -449,7 +449,10 @@ class RealWorktrees:
             return WorktreeCreated(command_id=cid, path=effect.path, branch=effect.branch,
                                    head=await head(effect.path), created=False, dirty=dirty)
         async with _locked(effect.lock_path):
-            has_branch = await branch_exists(effect.repo_root, effect.branch)
+            # a new session's branch is new (its name holds the unique session id): git
+            # refuses ``-b`` if it is not, so no look first
+            has_branch = effect.mode != "create" and \
+                await branch_exists(effect.repo_root, effect.branch)
             if effect.mode == "resume" and not has_branch:
                 return WorktreeFailed(
                     command_id=cid, code="E4006",
@@ -464,14 +467,25 @@ class RealWorktrees:
                                 f"`prodigy worktree clean-orphaned`")
                 os.rmdir(effect.path)
             ensure_dir(Path(effect.path).parent)
-            await git(effect.repo_root, "worktree", "prune", check=False)
-            if has_branch and effect.mode != "create":
+            if effect.mode != "create":
+                # the worktree was there once: forget its stale registration first
+                await git(effect.repo_root, "worktree", "prune", check=False)
+            if has_branch:
                 await git(effect.repo_root, "worktree", "add", effect.path, effect.branch)
             else:
-                await git(effect.repo_root, "worktree", "add", "-b", effect.branch,
-                          effect.path, effect.base_commit)
+                added = await git(effect.repo_root, "worktree", "add", "-b", effect.branch,
+                                  effect.path, effect.base_commit, check=False)
+                if added.returncode != 0 and effect.mode == "create":
+                    # a stale registration of this very path: prune it, then try again
+                    await git(effect.repo_root, "worktree", "prune", check=False)
+                    added = await git(effect.repo_root, "worktree", "add", "-b",
+                                      effect.branch, effect.path, effect.base_commit,
+                                      check=False)
+                if added.returncode != 0:
+                    raise GitError(_message(added) or "git worktree add failed")
+        made = loose_head(effect.path) or await head(effect.path)
         return WorktreeCreated(command_id=cid, path=effect.path, branch=effect.branch,
-                               head=await head(effect.path), created=effect.mode != "resume",
+                               head=made, created=effect.mode != "resume",
                                recreated=effect.mode == "resume", dirty=dirty)
 
     async def inspect(self, effect: InspectMerge) -> MergeInspected | MergeFailed:
@@ -657,16 +671,21 @@ class RealWorktrees:
     async def remove(self, effect: RemoveWorktree) -> WorktreeRemoved:
         problems: list[str] = []
         async with _locked(effect.lock_path):
+            removed = False
             if os.path.exists(effect.path):
                 gone = await git(effect.repo_root, "worktree", "remove", effect.path,
                                  check=False)
-                if gone.returncode != 0:
+                removed = gone.returncode == 0
+                if not removed:
                     problems.append(f"{effect.path}: {_message(gone)}")
+            if not removed:
+                # the directory was gone already (or stays): drop a stale registration
+                # so that the branch is free to be deleted
+                await git(effect.repo_root, "worktree", "prune", check=False)
             if await branch_exists(effect.repo_root, effect.branch):
                 problem = await self._delete_branch(effect)
                 if problem:
                     problems.append(f"branch {effect.branch}: {problem}")
-            await git(effect.repo_root, "worktree", "prune", check=False)
         return WorktreeRemoved(command_id=effect.command_id,
                                warning="; ".join(problems) or None)
 
