@@ -314,13 +314,14 @@ def _next_step(state: JobState, index: int) -> Step:
 def _on_step_event(state: JobState, index: int, event: Event) -> Step:
     agent = state.agents[index]
     if agent.stopped or state.cancel_signal is not None:
-        # its command was cancelled (time is up, a limit was hit, or the job stops):
-        # whatever it reports, no retry, handler or next step starts — the agent ends here
+        # its commands were cancelled (time is up, a limit was hit, or the job stops):
+        # whatever they report, no retry, handler or next step starts — the agent ends
+        # once the last of them has reported
         if isinstance(event, ClaudeLine):
             return state, []
         if not agent.stopped:
             agent = attrs.evolve(agent, cancelled=True)
-        return _release(_put(state, agent), index)
+        return _stopping(_put(state, agent), index, getattr(event, "command_id", None))
     exhausted = getattr(event, "exhausted", "")
     if isinstance(exhausted, str) and exhausted:
         return _exhausted(state, index, exhausted, getattr(event, "command_id", None))
@@ -426,11 +427,21 @@ def _exhausted(state: JobState, index: int, what: str, done: int | None) -> Step
     pending = tuple(cid for cid in agent.stepper.pending_ids if cid != done)
     effects: list[Effect] = [Print(text=f"[{state.item_id(index)}] {what}", stream="err")]
     if pending:
-        # other commands of the agent (foreach lanes) stop too; it ends at the next report
+        # the agent's other commands (foreach lanes) stop too
         effects.append(CancelCommands(command_ids=pending))
-        return state, effects
-    state, more = _release(state, index)
+    state, more = _stopping(state, index, done)
     return state, [*effects, *more]
+
+
+def _stopping(state: JobState, index: int, reported: int | None) -> Step:
+    """A command of a stopped agent reported: release it when none is left running."""
+    agent = state.agents[index]
+    seen = agent.reported | ({reported} if reported is not None else set())
+    agent = attrs.evolve(agent, reported=frozenset(seen))
+    state = _put(state, agent)
+    if any(cid not in seen for cid in agent.stepper.pending_ids):
+        return state, []
+    return _release(state, index)
 
 
 def _release(state: JobState, index: int) -> Step:

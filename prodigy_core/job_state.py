@@ -106,6 +106,9 @@ class Agent:
     # stopped by the job (its timeout, or a resource limit): ``failure`` says why and
     # whatever its commands report next, no retry, handler or next step starts
     stopped: bool = False
+    # a stopped (or interrupted) agent's commands that have reported since: it is released
+    # once every command it had running has reported (parallel ``foreach`` lanes)
+    reported: frozenset[int] = frozenset()
     cancelled: bool = False
     failure: Failure | None = None
     outputs: tuple[str, ...] = ()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
 import pytest
 
-from prodigy_core.effects import RunClaude, RunCommand
-from prodigy_core.job_ops import MeasureWorktree, RecordDLQ
-from prodigy_core.model import ResourceLimits, Step, WorktreeConfig
+from prodigy_core.effects import CancelCommands, RunClaude, RunCommand, Sleep
+from prodigy_core.events import CancelRequested, CommandFinished
+from prodigy_core.job_ops import FinishAgent, MeasureWorktree, RecordDLQ
+from prodigy_core.model import ForeachSpec, ResourceLimits, Step, WorktreeConfig
+from prodigy_core.worktree_ops import CreateWorktree
 from tests.core._job_driver import AGENTS_DIR, JobDriver, mapreduce
 from tests.core._machine_driver import command_text, shell
 
@@ -102,3 +105,63 @@ def test_claude_calls_of_agents_carry_the_memory_limit() -> None:
         d.run([0])
     (call,) = d.waiting(RunClaude)
     assert call.memory_limit_mb == 256
+
+
+def lanes_workflow(**map_fields: Any) -> Any:
+    spec = ForeachSpec(do=(shell("lane ${item}"),), items_json=json.dumps(["a", "b", "c"]),
+                       parallel=3)
+    wf = mapreduce((Step(kind="foreach", command="f", foreach=spec),), max_parallel=1,
+                   **map_fields)
+    return attrs.evolve(wf, worktree_config=WorktreeConfig(
+        resource_limits=ResourceLimits(max_memory_mb=64)))
+
+
+def start_lanes(d: JobDriver) -> list[RunCommand]:
+    d.session_created()
+    d.items_loaded([0])
+    d.agent_created(d.one(CreateWorktree, lambda e: e.mode == "agent"))
+    lanes = d.waiting(RunCommand)
+    assert len(lanes) == 3
+    return lanes
+
+
+def test_a_stopped_agent_with_parallel_lanes_ends_after_its_last_lane_reports() -> None:
+    d = JobDriver(lanes_workflow())
+    lanes = start_lanes(d)
+    message = "resident memory 99.0 MB is above resource_limits.max_memory_mb (64 MB)"
+    d.send(CommandFinished(command_id=lanes[0].command_id, exit_code=-1, exhausted=message))
+    cancel = d.of(CancelCommands)[-1]
+    assert set(cancel.command_ids) == {lanes[1].command_id, lanes[2].command_id}
+    d.command(lanes[1], 143, cancelled=True)
+    assert not d.waiting(FinishAgent)  # one lane still runs: not released yet
+    d.command(lanes[2], 143, cancelled=True)
+    d.released(d.one(FinishAgent))
+    assert d.run().exit_code == 3
+    assert dlq(d)["item_0"]["error_type"] == "ResourceExhausted"
+
+
+def test_an_agent_timeout_with_parallel_lanes_waits_for_every_lane() -> None:
+    d = JobDriver(lanes_workflow(agent_timeout_secs=5))
+    lanes = start_lanes(d)
+    timer = d.one(Sleep)
+    d.timer(timer)
+    for lane in lanes[:2]:
+        d.command(lane, 143, cancelled=True)
+        assert not d.waiting(FinishAgent)
+    d.command(lanes[2], 143, cancelled=True)
+    d.released(d.one(FinishAgent))
+    assert d.run().exit_code == 3
+    assert dlq(d)["item_0"]["error_type"] == "Timeout"
+
+
+def test_an_interrupted_agent_with_parallel_lanes_waits_for_every_lane() -> None:
+    d = JobDriver(lanes_workflow())
+    lanes = start_lanes(d)
+    d.send(CancelRequested(signal="SIGINT"))
+    for lane in lanes[:2]:
+        d.command(lane, 130, cancelled=True)
+        assert not d.waiting(FinishAgent)
+    d.command(lanes[2], 130, cancelled=True)
+    d.released(d.one(FinishAgent))
+    assert d.finish.exit_code == 130
+    assert d.state is not None and d.state.item_state.get(0) == "pending"
