@@ -205,12 +205,14 @@ class ClaudeProcessRunner:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(feed_stdin)
                 nursery.start_soon(watch)
+                watching = trio.CancelScope()
                 if memory_limit_mb is not None:
 
                     async def watch_limit(limit_mb: int) -> None:
                         nonlocal exhausted
-                        exhausted = await watch_memory(proc.pid, limit_mb,
-                                                       self.memory_interval)
+                        with watching:
+                            exhausted = await watch_memory(proc.pid, limit_mb,
+                                                           self.memory_interval)
 
                     nursery.start_soon(watch_limit, memory_limit_mb)
                 readers_done = trio.Event()
@@ -224,6 +226,8 @@ class ClaudeProcessRunner:
                 async with trio.open_nursery() as reading:
                     reading.start_soon(readers)
                     await proc.wait()
+                    if not exhausted:
+                        watching.cancel()  # it has ended: nothing left to watch
                     # a background child may keep the pipes open: stop reading soon after
                     with trio.move_on_after(2.0):
                         await readers_done.wait()

@@ -170,13 +170,15 @@ class ProcessRunner:
                 nursery.start_soon(pumps)
                 stop = trio.CancelScope()
                 limit = effect.memory_limit_mb
+                watching = trio.CancelScope()
                 if limit is not None:
 
                     async def watch_limit(limit_mb: int) -> None:
                         nonlocal exhausted
-                        exhausted = await watch_memory(proc.pid, limit_mb,
-                                                       self.memory_interval)
-                        stop.cancel()  # stopped as for a timeout (spec 06 §9.4)
+                        with watching:
+                            exhausted = await watch_memory(proc.pid, limit_mb,
+                                                           self.memory_interval)
+                            stop.cancel()  # stopped as for a timeout (spec 06 §9.4)
 
                     nursery.start_soon(watch_limit, limit)
 
@@ -193,6 +195,8 @@ class ProcessRunner:
                         await proc.wait()
                     if scope.cancelled_caught:
                         timed_out = True
+                if proc.returncode is not None:
+                    watching.cancel()  # it ended by itself: a left-over child is no reason
                 if proc.returncode is None:
                     _killpg(proc.pid, signal.SIGTERM)
                     with trio.move_on_after(self.grace_seconds):
@@ -208,10 +212,7 @@ class ProcessRunner:
                     await pumps_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    with contextlib.suppress(Exception):
-                        await stream.aclose()
+            spawn.close_streams(proc)
             if script_path:
                 with contextlib.suppress(OSError):
                     os.unlink(script_path)

@@ -10,6 +10,7 @@ is read from ``/proc``; where there is none (not Linux) the limit cannot be watc
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import trio
@@ -51,12 +52,18 @@ def tree_size(path: str | Path) -> int:
 
 def group_rss_bytes(pgid: int, proc: str = "/proc") -> int | None:
     """Resident memory of every process in process group ``pgid`` (None: no ``/proc``)."""
+    groups = _rss_by_group(proc)
+    return None if groups is None else groups.get(pgid, 0)
+
+
+def _rss_by_group(proc: str) -> dict[int, int] | None:
+    """Resident bytes by process group, from one pass over ``proc``."""
     try:
         names = os.listdir(proc)
     except OSError:
         return None
     page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-    total = 0
+    groups: dict[int, int] = {}
     for name in names:
         if not name.isdigit():
             continue
@@ -67,9 +74,29 @@ def group_rss_bytes(pgid: int, proc: str = "/proc") -> int | None:
             continue
         # "pid (comm) state ppid pgrp … rss …": comm may hold spaces and parentheses
         fields = raw[raw.rfind(b")") + 2:].split()
-        if len(fields) > 21 and int(fields[2]) == pgid:
-            total += int(fields[21]) * page
-    return total
+        if len(fields) > 21:
+            group = int(fields[2])
+            groups[group] = groups.get(group, 0) + int(fields[21]) * page
+    return groups
+
+
+class _Sampler:
+    """One pass over ``/proc`` serves every watch that samples within a second of it:
+    with many agents running, each would otherwise read every process's ``stat``."""
+
+    def __init__(self) -> None:
+        self.taken = float("-inf")
+        self.groups: dict[int, int] | None = None
+
+    def rss(self, pgid: int) -> int | None:
+        now = time.monotonic()
+        if now - self.taken > 1.0:
+            self.groups = _rss_by_group("/proc")
+            self.taken = now
+        return None if self.groups is None else self.groups.get(pgid, 0)
+
+
+_SAMPLER = _Sampler()
 
 
 def memory_message(rss: int, limit_mb: int) -> str:
@@ -85,7 +112,7 @@ async def watch_memory(pgid: int, limit_mb: int,
     """
     while True:
         await trio.sleep(interval)
-        rss = group_rss_bytes(pgid)
+        rss = _SAMPLER.rss(pgid)
         if rss is None:
             await trio.sleep_forever()
         if rss is not None and rss > limit_mb * _MB:

@@ -60,10 +60,25 @@ class LeanProcess:
         self._popen = popen
         self._pidfd: int | None = pidfd
         self._waiter: trio.Event | None = None
-        self.stdin = _stream(popen.stdin)
-        self.stdout = _stream(popen.stdout)
-        self.stderr = _stream(popen.stderr)
+        self.stdin = self.stdout = self.stderr = None
+        try:
+            self.stdin = _stream(popen.stdin)
+            self.stdout = _stream(popen.stdout)
+            self.stderr = _stream(popen.stderr)
+        except BaseException:
+            for stream in (self.stdin, self.stdout, self.stderr):
+                if stream is not None:
+                    stream.close()
+            self._close_pidfd(notify=False)
+            popen.kill()
+            popen.wait()
+            raise
         popen.stdin = popen.stdout = popen.stderr = None
+
+    def __del__(self) -> None:
+        # never waited for to the end (its waiter was cancelled): the pidfd goes, and
+        # ``Popen``'s own finaliser reaps the child later
+        self._close_pidfd(notify=False)
 
     @property
     def pid(self) -> int:
@@ -71,6 +86,9 @@ class LeanProcess:
 
     @property
     def returncode(self) -> int | None:
+        """The exit status once the child has exited (checked without blocking)."""
+        if self._popen.returncode is None:
+            self._popen.poll()
         return self._popen.returncode
 
     async def wait(self) -> int:
@@ -92,10 +110,11 @@ class LeanProcess:
         assert self._popen.returncode is not None
         return self._popen.returncode
 
-    def _close_pidfd(self) -> None:
+    def _close_pidfd(self, *, notify: bool = True) -> None:
         if self._pidfd is not None:
             fd, self._pidfd = self._pidfd, None
-            trio.lowlevel.notify_closing(fd)
+            if notify:
+                trio.lowlevel.notify_closing(fd)
             os.close(fd)
 
     def send_signal(self, sig: int) -> None:
@@ -122,6 +141,14 @@ async def open_process(argv: Sequence[str], *, cwd: str | None = None,
         popen.wait()
         raise
     return LeanProcess(popen, pidfd)
+
+
+def close_streams(proc: Any) -> None:
+    """Close a child's pipes now (synchronously: also while being cancelled)."""
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError, trio.ClosedResourceError):
+                stream.close()
 
 
 async def _read_all(stream: Any, into: bytearray) -> None:
@@ -168,8 +195,5 @@ async def run_process(argv: Sequence[str], *, cwd: str | None = None,
                 await proc.wait()
         raise
     finally:
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    await stream.aclose()
+        close_streams(proc)
     return subprocess.CompletedProcess(list(argv), proc.returncode, bytes(out), bytes(err))

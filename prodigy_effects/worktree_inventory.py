@@ -379,7 +379,7 @@ def apply_clean(storage: Storage, plan: CleanPlan, *, force: bool) -> Removal:
                        warnings=(f"{W_CLEANUP}: kept {wt.path}: {_holder_text(holder)}",))
     repo = os.path.basename(wt.repo_root)
     if wt.kind == "shared_pool":
-        return _remove_shared(storage, repo, wt, force=force)
+        return _remove_shared(storage, repo, plan, force=force)
     removal = remove_worktree(storage, repo, wt.repo_root, wt.path, wt.branch, force=force,
                               delete_branch=plan.delete_branch,
                               merged_into=plan.target if plan.merged else None)
@@ -390,12 +390,15 @@ def apply_clean(storage: Storage, plan: CleanPlan, *, force: bool) -> Removal:
     return removal
 
 
-def _remove_shared(storage: Storage, repo: str, wt: Worktree, *, force: bool) -> Removal:
+def _remove_shared(storage: Storage, repo: str, plan: CleanPlan, *, force: bool) -> Removal:
     """Remove a repository pool worktree with its lock and timestamps.
 
     Its lock is taken first, under the repository lock like every pool lock (spec 06
-    §9.2), so a job starting meanwhile takes another worktree instead of this one.
+    §9.2), so a job starting meanwhile takes another worktree instead of this one; the
+    lock goes, and the pool directory once empty, under the repository lock too, so a
+    job making a new pool worktree never finds its directory vanishing.
     """
+    wt = plan.worktree
     assert wt.repo_root is not None
     lock = f"{wt.path}.lock"
     with repo_lock(storage.repo_lock_file(repo)):
@@ -404,15 +407,17 @@ def _remove_shared(storage: Storage, repo: str, wt: Worktree, *, force: bool) ->
         return Removal(removed=False, branch_deleted=False,
                        warnings=(f"{W_CLEANUP}: kept {wt.path}: in use by a running job",))
     try:
-        removal = remove_worktree(storage, repo, wt.repo_root, wt.path, None, force=force,
-                                  delete_branch=False)
+        removal = remove_worktree(storage, repo, wt.repo_root, wt.path, wt.branch,
+                                  force=force, delete_branch=plan.delete_branch,
+                                  merged_into=plan.target if plan.merged else None)
         if removal.removed:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{wt.path}.json")
     finally:
-        worktree_pool.release_lock(lock)
-    with contextlib.suppress(OSError):
-        os.rmdir(os.path.dirname(wt.path))  # the pool directory, once empty
+        with repo_lock(storage.repo_lock_file(repo)):
+            worktree_pool.release_lock(lock)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(wt.path))  # the pool directory, once empty
     return removal
 
 
