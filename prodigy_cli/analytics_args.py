@@ -12,7 +12,6 @@ import argparse
 from typing import Any
 
 from prodigy_cli.cli_support import duration_arg
-from prodigy_core.analytics_report import GROUPS
 
 __all__ = ["ACTIONS", "add_analytics_parser", "add_logs_parser"]
 
@@ -89,6 +88,8 @@ def add_analytics_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "analytics", parents=[common], help="report Claude cost, tokens and tool usage",
         description="Claude cost, tokens and tool usage, rebuilt from the event logs. "
         "`prodigy analytics [SESSION]` shows the summary.")
+    if not isinstance(analytics, argparse.ArgumentParser):
+        return  # another command runs: only the name was registered
     _common(analytics, suppress=False)
     analytics.set_defaults(action=None, target=None, by=None, project=False, limit=None,
                            start=None, interactive=False, format=None, output=None, step=None)
@@ -111,6 +112,8 @@ def add_analytics_parser(sub: Any, common: argparse.ArgumentParser) -> None:
             continue
         p.add_argument("target", nargs="?", metavar="SESSION", help="same as --session")
         if name == "cost":
+            from prodigy_core.analytics_report import GROUPS  # only for this command
+
             p.add_argument("--by", choices=GROUPS, default="session")
             p.add_argument("--project", action="store_true",
                            help="with --job: forecast the cost and time of unfinished items")

@@ -128,25 +128,37 @@ def git_checkout(project: Path) -> GitCheckout:
     if version[:2] < MIN_GIT:
         raise RunError("E4001", f"git {'.'.join(map(str, version))} is too old; Prodigy "
                                 f"needs git 2.25 or newer", hint="upgrade git")
-    bare = _git_out(project, "rev-parse", "--is-bare-repository")
-    if bare.returncode == 0 and bare.stdout.strip() == "true":
-        raise RunError("E4001", f"{project} is a bare repository; Prodigy needs a working "
-                                f"tree", hint="run Prodigy in a clone with a checkout")
-    top = _git_out(project, "rev-parse", "--show-toplevel")
-    if top.returncode != 0 or not top.stdout.strip():
-        raise RunError("E4001", f"not a git repository: {project}",
-                       hint="run `git init` and make a first commit, or pass -p/--path "
-                            "with a directory inside a git repository")
-    top_dir = top.stdout.strip()
-    common = _git_out(project, "rev-parse", "--path-format=absolute", "--git-common-dir")
-    common_dir = Path(common.stdout.strip()) if common.returncode == 0 else Path(top_dir) / ".git"
+    # the usual case in one process: not bare, its top level and common directory
+    both = _git_out(project, "rev-parse", "--is-bare-repository", "--show-toplevel",
+                    "--path-format=absolute", "--git-common-dir")
+    lines = both.stdout.splitlines()
+    if both.returncode == 0 and len(lines) == 3 and lines[0] == "false" and lines[1]:
+        top_dir, common_dir = lines[1], Path(lines[2])
+    else:
+        bare = _git_out(project, "rev-parse", "--is-bare-repository")
+        if bare.returncode == 0 and bare.stdout.strip() == "true":
+            raise RunError("E4001", f"{project} is a bare repository; Prodigy needs a "
+                                    f"working tree",
+                           hint="run Prodigy in a clone with a checkout")
+        top = _git_out(project, "rev-parse", "--show-toplevel")
+        if top.returncode != 0 or not top.stdout.strip():
+            raise RunError("E4001", f"not a git repository: {project}",
+                           hint="run `git init` and make a first commit, or pass -p/--path "
+                                "with a directory inside a git repository")
+        top_dir = top.stdout.strip()
+        common = _git_out(project, "rev-parse", "--path-format=absolute", "--git-common-dir")
+        common_dir = Path(common.stdout.strip()) if common.returncode == 0 \
+            else Path(top_dir) / ".git"
     root = str(common_dir.parent) if common_dir.name == ".git" else top_dir
-    head = _git_out(project, "rev-parse", "--verify", "-q", "HEAD")
-    if head.returncode != 0 or not head.stdout.strip():
-        raise RunError("E4002", "repository has no commits; make an initial commit first",
-                       hint="git add -A && git commit -m 'initial commit'")
-    branch_out = _git_out(project, "symbolic-ref", "--short", "-q", "HEAD")
-    branch = branch_out.stdout.strip() if branch_out.returncode == 0 else ""
+    head_sha, branch = _head_from_files(top_dir)
+    if head_sha is None:
+        head = _git_out(project, "rev-parse", "--verify", "-q", "HEAD")
+        if head.returncode != 0 or not head.stdout.strip():
+            raise RunError("E4002", "repository has no commits; make an initial commit first",
+                           hint="git add -A && git commit -m 'initial commit'")
+        head_sha = head.stdout.strip()
+        branch_out = _git_out(project, "symbolic-ref", "--short", "-q", "HEAD")
+        branch = branch_out.stdout.strip() if branch_out.returncode == 0 else ""
     if not branch:
         branch = _default_branch(project) or ""
     try:
@@ -154,8 +166,21 @@ def git_checkout(project: Path) -> GitCheckout:
     except ValueError:
         subdir = ""
     return GitCheckout(root=root, name=Path(root).name, top=top_dir,
-                       head=head.stdout.strip(), branch=branch or None,
+                       head=head_sha, branch=branch or None,
                        subdir="" if subdir == "." else subdir)
+
+
+def _head_from_files(top: str) -> tuple[str | None, str]:
+    """``HEAD``'s commit and branch read from git's files in the usual case (a branch
+    with a loose ref); ``(None, "")`` otherwise, and git is asked."""
+    from prodigy_effects.worktrees import loose_head
+
+    sha = loose_head(top)
+    if sha is None:
+        return None, ""
+    from prodigy_effects.worktrees import head_branch
+
+    return sha, head_branch(top) or ""
 
 
 def _default_branch(cwd: Path) -> str | None:

@@ -207,6 +207,20 @@ def _git_dir(cwd: str) -> str | None:
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
+def head_branch(cwd: str) -> str | None:
+    """The branch ``HEAD`` names at ``cwd`` (None: detached, or unreadable)."""
+    gitdir = _git_dir(cwd)
+    if gitdir is None:
+        return None
+    try:
+        with open(os.path.join(gitdir, "HEAD"), encoding="utf-8") as handle:
+            line = handle.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return line.removeprefix("ref: refs/heads/") if line.startswith("ref: refs/heads/") \
+        else None
+
+
 def loose_head(cwd: str) -> str | None:
     """The commit of ``HEAD`` at ``cwd`` read from git's files, when that is certain.
 

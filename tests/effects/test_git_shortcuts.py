@@ -81,3 +81,25 @@ def test_agent_work_agrees_with_rev_list_and_diff(tmp_path: Path) -> None:
     # "two" changed f and then removed it: only g is the branch's change
     assert trio.run(agent_work, str(root), base, "two")[1] == ("g",)
     assert trio.run(agent_work, str(root), base, "missing") == ((), ())
+
+
+def test_the_checkout_read_from_files_matches_git_in_every_kind_of_repository(
+        tmp_path: Path) -> None:
+    from prodigy_effects.runner import git_checkout
+
+    root = repo(tmp_path)
+    (root / "sub").mkdir()
+    linked = tmp_path / "linked"
+    git(root, "worktree", "add", "-q", "-b", "side", str(linked))
+    detached = tmp_path / "detached"
+    git(root, "worktree", "add", "-q", "--detach", str(detached))
+    packed = tmp_path / "packed"
+    subprocess.run(["git", "clone", "-q", str(root), str(packed)], check=True)
+    git(packed, "pack-refs", "--all")
+    for where, branch in ((root, "main"), (root / "sub", "main"), (linked, "side"),
+                          (detached, "main"), (packed, "main")):  # detached: the default
+        found = git_checkout(where)
+        assert found.head == git(where, "rev-parse", "HEAD"), where
+        assert found.branch == branch, where
+        assert found.top == git(where, "rev-parse", "--show-toplevel"), where
+    assert git_checkout(linked).root == str(root.resolve())
