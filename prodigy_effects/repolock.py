@@ -36,13 +36,22 @@ def _open(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
+_RECORD_SIZE = 256
+
+
 def _record(fd: int) -> None:
+    """Write the holder over the file's first 256 bytes, padded with spaces (valid JSON).
+
+    A fixed size needs no ``ftruncate`` — a journaled metadata change that cost more than
+    the rest of taking the lock, which happens several times per MapReduce agent.
+    """
     info = {"process_id": os.getpid(), "hostname": socket.gethostname(),
             "acquired_at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
     data = json.dumps(info).encode()
     with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        if len(data) >= _RECORD_SIZE or os.fstat(fd).st_size > _RECORD_SIZE:
+            os.ftruncate(fd, 0)
+        os.pwrite(fd, data.ljust(max(_RECORD_SIZE, len(data)), b" "), 0)
 
 
 def _try(fd: int) -> bool:
