@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import subprocess
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,57 @@ async def _merged_head(where: str, source: str) -> str:
     return await head(where) or ""
 
 
+def _common_dir(gitdir: str) -> str:
+    try:
+        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as handle:
+            rel = handle.readline().strip()
+    except OSError:
+        return gitdir
+    return rel if os.path.isabs(rel) else os.path.normpath(os.path.join(gitdir, rel))
+
+
+def loose_parents(cwd: str, sha: str) -> tuple[str, ...] | None:
+    """The parents of commit ``sha`` read from its loose object (None: not loose, or not
+    a readable commit — ask git)."""
+    gitdir = _git_dir(cwd)
+    if gitdir is None or not _SHA.match(sha):
+        return None
+    path = os.path.join(_common_dir(gitdir), "objects", sha[:2], sha[2:])
+    try:
+        with open(path, "rb") as handle:
+            raw = zlib.decompress(handle.read())
+    except (OSError, zlib.error):
+        return None
+    header, _, body = raw.partition(b"\0")
+    if not header.startswith(b"commit "):
+        return None
+    parents = []
+    for line in body.split(b"\n"):
+        if not line:
+            break  # the end of the headers
+        if line.startswith(b"parent "):
+            parents.append(line[7:].decode("ascii", "replace"))
+    return tuple(parents)
+
+
+async def _merged_and_deleted(where: str, source: str) -> str | None:
+    """After ``git merge --no-ff`` of agent branch ``source`` into ``where``: verify and
+    delete the branch in one process when git's files allow it; the new ``HEAD``.
+
+    ``HEAD`` and its parents are read from git's files; ``update-ref -d`` deletes
+    ``source`` only if its tip is ``HEAD``'s second parent, which is the proof that it
+    was merged.  None when this cannot be decided so (the caller verifies and deletes
+    the slow way).  Agent branches have no configuration to remove (``--no-track``).
+    """
+    now = loose_head(where)
+    parents = loose_parents(where, now) if now else None
+    if now is None or parents is None or len(parents) != 2:
+        return None
+    gone = await git(where, "update-ref", "-d", f"refs/heads/{source}", parents[1],
+                     check=False)
+    return now if gone.returncode == 0 else None
+
+
 async def is_ancestor(cwd: str, ancestor: str, of: str) -> bool:
     result = await git(cwd, "merge-base", "--is-ancestor", ancestor, of, check=False)
     return result.returncode == 0
@@ -422,8 +474,8 @@ class RealWorktrees:
             ensure_dir(Path(effect.path).parent)
             # from the session worktree's HEAD (run there): the branch starts at it; ``-B``
             # resets a stale branch of the same agent id (a crash) instead of failing
-            await git(effect.repo_root, "worktree", "add", "-q", "-B", effect.branch,
-                      effect.path, "HEAD")
+            await git(effect.repo_root, "worktree", "add", "-q", "--no-track", "-B",
+                      effect.branch, effect.path, "HEAD")
         # the new branch is the agent's alone: its commit is the base, read unlocked
         base = loose_head(effect.path) or await head(effect.path)
         if base is None:
@@ -580,6 +632,11 @@ class RealWorktrees:
         merged = await git(where, *await self._identity(where), "merge", "--no-ff", "-m",
                            effect.message, effect.source, check=False)
         if merged.returncode == 0:
+            fast = await _merged_and_deleted(where, effect.source) \
+                if effect.into_worktree is not None else None
+            if fast is not None:
+                return BranchMerged(command_id=cid, sha=fast, merge_dir=where,
+                                    warnings=tuple(warnings))
             sha = await _merged_head(where, effect.source)
             if effect.into_worktree is not None:
                 # a merged agent branch is deleted (spec 05 §8.2)

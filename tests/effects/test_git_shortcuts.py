@@ -103,3 +103,22 @@ def test_the_checkout_read_from_files_matches_git_in_every_kind_of_repository(
         assert found.branch == branch, where
         assert found.top == git(where, "rev-parse", "--show-toplevel"), where
     assert git_checkout(linked).root == str(root.resolve())
+
+
+def test_loose_parents_agree_with_git_or_give_up(tmp_path: Path) -> None:
+    from prodigy_effects.worktrees import loose_parents  # noqa: PLC0415
+
+    root = repo(tmp_path)
+    git(root, "checkout", "-q", "-b", "topic")
+    git(root, "commit", "-q", "--allow-empty", "-m", "topic work")
+    git(root, "checkout", "-q", "main")
+    git(root, "merge", "-q", "--no-ff", "-m", "merge", "topic")
+    head = git(root, "rev-parse", "HEAD")
+    assert loose_parents(str(root), head) == tuple(git(root, "rev-parse", "HEAD^1",
+                                                       "HEAD^2").split())
+    first = git(root, "rev-list", "--max-parents=0", "HEAD")
+    assert loose_parents(str(root), first) == ()
+    tree = git(root, "rev-parse", "HEAD^{tree}")
+    assert loose_parents(str(root), tree) is None  # not a commit
+    git(root, "gc", "-q")  # everything packed: ask git
+    assert loose_parents(str(root), head) is None
