@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from prodigy_effects.worktrees import _merged_head, agent_work, loose_head
+from prodigy_effects.worktrees import _merged_head, agent_work, loose_head, loose_parents
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -106,8 +106,6 @@ def test_the_checkout_read_from_files_matches_git_in_every_kind_of_repository(
 
 
 def test_loose_parents_agree_with_git_or_give_up(tmp_path: Path) -> None:
-    from prodigy_effects.worktrees import loose_parents  # noqa: PLC0415
-
     root = repo(tmp_path)
     git(root, "checkout", "-q", "-b", "topic")
     git(root, "commit", "-q", "--allow-empty", "-m", "topic work")
