@@ -237,6 +237,7 @@ class ClaudeProcessRunner:
                 nursery.cancel_scope.cancel()
         finally:
             log.close()
+            spawn.close_streams(proc)
         end = trio.current_time()
         code = proc.returncode if proc.returncode is not None else -1
         if code < 0:

@@ -173,14 +173,10 @@ def git_checkout(project: Path) -> GitCheckout:
 def _head_from_files(top: str) -> tuple[str | None, str]:
     """``HEAD``'s commit and branch read from git's files in the usual case (a branch
     with a loose ref); ``(None, "")`` otherwise, and git is asked."""
-    from prodigy_effects.worktrees import loose_head
+    from prodigy_effects.worktrees import head_branch, loose_head
 
     sha = loose_head(top)
-    if sha is None:
-        return None, ""
-    from prodigy_effects.worktrees import head_branch
-
-    return sha, head_branch(top) or ""
+    return (sha, head_branch(top) or "") if sha is not None else (None, "")
 
 
 def _default_branch(cwd: Path) -> str | None:

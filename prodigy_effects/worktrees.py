@@ -208,6 +208,15 @@ def _git_dir(cwd: str) -> str | None:
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
+def _common_dir(gitdir: str) -> str:
+    try:
+        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as handle:
+            rel = handle.readline().strip()
+    except OSError:
+        return gitdir
+    return rel if os.path.isabs(rel) else os.path.normpath(os.path.join(gitdir, rel))
+
+
 def head_branch(cwd: str) -> str | None:
     """The branch ``HEAD`` names at ``cwd`` (None: detached, or unreadable)."""
     gitdir = _git_dir(cwd)
@@ -230,21 +239,13 @@ def loose_head(cwd: str) -> str | None:
     else — a detached ``HEAD``, a packed ref, the reftable backend — gives ``None``, and
     the caller asks git.  Saves a process per agent worktree.
     """
+    branch = head_branch(cwd)
     gitdir = _git_dir(cwd)
-    if gitdir is None:
+    if branch is None or gitdir is None:
         return None
     try:
-        with open(os.path.join(gitdir, "HEAD"), encoding="utf-8") as handle:
-            line = handle.readline().strip()
-        if not line.startswith("ref: refs/heads/"):
-            return None
-        common = gitdir
-        common_file = os.path.join(gitdir, "commondir")
-        if os.path.exists(common_file):
-            with open(common_file, encoding="utf-8") as handle:
-                rel = handle.readline().strip()
-            common = rel if os.path.isabs(rel) else os.path.normpath(os.path.join(gitdir, rel))
-        with open(os.path.join(common, *line[5:].split("/")), encoding="utf-8") as handle:
+        with open(os.path.join(_common_dir(gitdir), "refs", "heads", *branch.split("/")),
+                  encoding="utf-8") as handle:
             sha = handle.readline().strip()
     except (OSError, UnicodeDecodeError):
         return None
@@ -311,15 +312,6 @@ async def _merged_head(where: str, source: str) -> str:
         raise GitError(f"git merge reported success but {source} is not an ancestor of "
                        f"HEAD in {where}")
     return await head(where) or ""
-
-
-def _common_dir(gitdir: str) -> str:
-    try:
-        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as handle:
-            rel = handle.readline().strip()
-    except OSError:
-        return gitdir
-    return rel if os.path.isabs(rel) else os.path.normpath(os.path.join(gitdir, rel))
 
 
 def loose_parents(cwd: str, sha: str) -> tuple[str, ...] | None:
