@@ -522,9 +522,12 @@ def next_merge(state: JobState) -> Step:
     state, cid = _id(state)
     wt = _wt(state)
     state = attrs.evolve(state, queue=rest, merging=head, merge_request=cid)
+    # no repository lock: the merge changes only the job's own session worktree and
+    # branch (git's ref locks cover deleting the agent branch), so it never waits behind
+    # the worktree creations and removals of the agents still running
     return state, [MergeBranch(command_id=cid, repo_root=wt.path, source=head.branch,
                                target=wt.branch, message=f"Merge agent {head.branch}",
-                               into_worktree=wt.path, lock_path=state.config.repo_lock)]
+                               into_worktree=wt.path)]
 
 
 def on_merge_event(state: JobState, event: Event) -> Step:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from prodigy_core import job_machine
@@ -24,7 +25,7 @@ from prodigy_core.job_ops import (
 from prodigy_core.model import ErrorPolicy, ItemRetry, RetrySpec
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.worktree_ops import CreateWorktree, InspectMerge, MergeBranch
-from tests.core._job_driver import JOB, PATH, JobDriver, item_of, mapreduce
+from tests.core._job_driver import CONFIG, JOB, PATH, JobDriver, item_of, mapreduce
 from tests.core._machine_driver import command_text, shell
 
 ECHO = (shell("echo ${item}"),)
@@ -93,6 +94,23 @@ def test_main_paths(name: str, wf: dict[str, Any], run: dict[str, Any], code: in
     if code != 1:
         assert "Map phase completed" in d.printed
         assert d.of(InspectMerge)  # the final merge ran
+
+
+def test_agent_worktrees_use_the_repository_lock_but_merges_into_the_session_do_not(
+        ) -> None:
+    """Creating and releasing agent worktrees touches ``.git/worktrees`` (serialised by
+    the repository lock); merging an agent branch changes only the job's own session
+    worktree and branch, so it does not wait behind other agents' worktree operations
+    (docs/decisions.md, "Performance")."""
+    config = attrs.evolve(CONFIG, repo_lock="/store/resume_locks/git-repo.lock")
+    d = JobDriver(mapreduce(ECHO, max_parallel=2), config=config)
+    d.run([0, 1, 2], commits=True)
+    creates = [e for e in d.of(CreateWorktree) if e.mode == "agent"]
+    assert len(creates) == 3 and all(e.lock_path == config.repo_lock for e in creates)
+    assert all(e.lock_path == config.repo_lock for e in d.of(FinishAgent))
+    merges = d.of(MergeBranch)
+    assert [item_of(e.source) for e in merges] == [0, 1, 2]
+    assert all(e.into_worktree == PATH and e.lock_path == "" for e in merges)
 
 
 def test_all_succeed_in_item_order_with_max_parallel_agents() -> None:
