@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
-import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from prodigy_core.worktree_ops import (
     WorktreeFailed,
     WorktreeRemoved,
 )
-from prodigy_effects import spawn, worktree_pool
+from prodigy_effects import gitobjects, spawn, worktree_pool
 from prodigy_effects.fsutil import (
     atomic_write_bytes,
     dumps_json,
@@ -206,6 +206,19 @@ def _git_dir(cwd: str) -> str | None:
 
 
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_WORKTREE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _registered(session: str, path: str) -> bool:
+    """Is there an administrative directory named after the worktree at ``path``?"""
+    gitdir = _git_dir(session)
+    return gitdir is not None and os.path.isdir(
+        os.path.join(_common_dir(gitdir), "worktrees", os.path.basename(path)))
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def _common_dir(gitdir: str) -> str:
@@ -220,15 +233,18 @@ def _common_dir(gitdir: str) -> str:
 def head_branch(cwd: str) -> str | None:
     """The branch ``HEAD`` names at ``cwd`` (None: detached, or unreadable)."""
     gitdir = _git_dir(cwd)
-    if gitdir is None:
-        return None
+    line = _first_line(os.path.join(gitdir, "HEAD")) if gitdir is not None else None
+    return line.removeprefix("ref: refs/heads/") \
+        if line is not None and line.startswith("ref: refs/heads/") else None
+
+
+def _first_line(path: str) -> str | None:
+    """The first line of a small text file of git's, stripped (None: unreadable)."""
     try:
-        with open(os.path.join(gitdir, "HEAD"), encoding="utf-8") as handle:
-            line = handle.readline().strip()
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().strip()
     except (OSError, UnicodeDecodeError):
         return None
-    return line.removeprefix("ref: refs/heads/") if line.startswith("ref: refs/heads/") \
-        else None
 
 
 def loose_head(cwd: str) -> str | None:
@@ -243,13 +259,37 @@ def loose_head(cwd: str) -> str | None:
     gitdir = _git_dir(cwd)
     if branch is None or gitdir is None:
         return None
-    try:
-        with open(os.path.join(_common_dir(gitdir), "refs", "heads", *branch.split("/")),
-                  encoding="utf-8") as handle:
-            sha = handle.readline().strip()
-    except (OSError, UnicodeDecodeError):
+    return gitobjects.loose_ref(_common_dir(gitdir), f"refs/heads/{branch}")
+
+
+def linked_admin(path: str) -> str | None:
+    """The administrative directory (``<common>/worktrees/<id>``) of the linked worktree
+    at ``path`` when Prodigy may remove the worktree itself, as ``git worktree remove
+    --force`` would: ``.git`` is a file naming that directory, whose ``gitdir`` names
+    ``path/.git`` back, and the worktree is not locked.  None otherwise (ask git)."""
+    if os.path.isdir(os.path.join(path, ".git")):
+        return None  # a repository of its own, not a linked worktree
+    admin = _git_dir(path)
+    if admin is None or os.path.basename(os.path.dirname(admin)) != "worktrees":
         return None
-    return sha if _SHA.match(sha) else None
+    back = _first_line(os.path.join(admin, "gitdir"))
+    if not back or os.path.realpath(back) != os.path.realpath(os.path.join(path, ".git")):
+        return None
+    if os.path.lexists(os.path.join(admin, "locked")):
+        return None  # git refuses to remove a locked worktree: let it say so
+    return admin
+
+
+async def remove_tree(path: str) -> bool:
+    """Delete a directory tree in a worker thread (a big one must not hold the event
+    loop); False when something in it could not be deleted."""
+    try:
+        await trio.to_thread.run_sync(shutil.rmtree, path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 async def _merge_in_progress(cwd: str) -> bool:
@@ -269,6 +309,11 @@ async def agent_work(repo: str, base: str, branch: str
     most agents make): its own changes are the branch's.  Otherwise the files come
     from ``git diff --name-only base branch``.  A missing branch has no commits.
     """
+    gitdir = _git_dir(repo)
+    if gitdir is not None:
+        known = gitobjects.branch_work(_common_dir(gitdir), base, branch)
+        if known is not None:
+            return known  # read from git's loose files (gitobjects)
     ref = f"refs/heads/{branch}"
     found = await git(repo, "log", "--reverse", "-z", "--format=%H%x01%P", "--name-only",
                       f"{base}..{ref}", "--", check=False)
@@ -318,24 +363,10 @@ def loose_parents(cwd: str, sha: str) -> tuple[str, ...] | None:
     """The parents of commit ``sha`` read from its loose object (None: not loose, or not
     a readable commit — ask git)."""
     gitdir = _git_dir(cwd)
-    if gitdir is None or not _SHA.match(sha):
+    if gitdir is None:
         return None
-    path = os.path.join(_common_dir(gitdir), "objects", sha[:2], sha[2:])
-    try:
-        with open(path, "rb") as handle:
-            raw = zlib.decompress(handle.read())
-    except (OSError, zlib.error):
-        return None
-    header, _, body = raw.partition(b"\0")
-    if not header.startswith(b"commit "):
-        return None
-    parents = []
-    for line in body.split(b"\n"):
-        if not line:
-            break  # the end of the headers
-        if line.startswith(b"parent "):
-            parents.append(line[7:].decode("ascii", "replace"))
-    return tuple(parents)
+    fields = gitobjects.commit_fields(os.path.join(_common_dir(gitdir), "objects"), sha)
+    return None if fields is None else fields[1]
 
 
 async def _merged_and_deleted(where: str, source: str) -> str | None:
@@ -440,6 +471,8 @@ class RealWorktrees:
     clock: Callable[[], str] | None = None
     identities: dict[str, list[str]] = attrs.field(factory=dict)
     mask: Callable[[str], str] = attrs.field(default=lambda text: text)
+    # session worktree → may agent worktrees be made without ``git worktree add``
+    plain_adds: dict[str, bool] = attrs.field(factory=dict)
 
     async def _identity(self, cwd: str) -> list[str]:
         """``identity`` of a working tree, asked once per run."""
@@ -455,19 +488,88 @@ class RealWorktrees:
                                   message=f"cannot create the worktree {effect.path}: "
                                           f"{error.message}")
 
+    async def _plain_add(self, session: str) -> bool:
+        """May agent worktrees of this session be made by ``_add_agent_worktree``?  Not
+        when ``git worktree add`` would do more than it does: run a ``post-checkout``
+        hook, copy sparse-checkout or per-worktree settings (git 2.36+), or write refs
+        other than loose files.  Asked once per session (one git process)."""
+        if session not in self.plain_adds:
+            gitdir = _git_dir(session)
+            plain = False
+            if gitdir is not None:
+                common = _common_dir(gitdir)
+                hook = _text(await git(session, "rev-parse", "--git-path",
+                                       "hooks/post-checkout", check=False))
+                hook = hook if os.path.isabs(hook) else os.path.join(session, hook)
+                try:
+                    with open(os.path.join(common, "config"), "rb") as handle:
+                        config = handle.read().lower()
+                except OSError:
+                    config = b"worktreeconfig"  # unreadable: let git decide
+                plain = not (
+                    (os.path.isfile(hook) and os.access(hook, os.X_OK))
+                    or b"worktreeconfig" in config or b"refstorage" in config
+                    or os.path.exists(os.path.join(common, "reftable"))
+                    or any(os.path.exists(os.path.join(where, *name)) for where in
+                           (gitdir, common) for name in
+                           (("config.worktree",), ("info", "sparse-checkout"))))
+            self.plain_adds[session] = plain
+        return self.plain_adds[session]
+
+    async def _add_agent_worktree(self, effect: CreateWorktree) -> bool:
+        """Make an agent worktree as ``git worktree add --no-track -B <branch> <path>
+        HEAD`` run in the session worktree does, with the repository lock held only
+        while its administrative directory is written (a few small files) instead of
+        for four git processes; False (nothing changed but, maybe, the branch) when
+        git must do it: a stale worktree in the way, an unusual repository.
+
+        The branch is set with ``git update-ref`` and the files are checked out with
+        ``git reset --hard`` — what ``git worktree add`` itself runs — outside the lock.
+        The layout written is git's (gitrepository-layout(5), "worktrees/<id>"): while
+        it is being written the directory holds a ``locked`` file, as git's does, so
+        that no ``git worktree prune`` takes it for a broken one.
+        """
+        session, path = effect.repo_root, effect.path
+        gitdir = _git_dir(session)
+        name = os.path.basename(path)
+        if gitdir is None or os.path.lexists(path) or not _WORKTREE_ID.match(name) or \
+                not await self._plain_add(session):
+            return False
+        common = _common_dir(gitdir)
+        admin = os.path.join(common, "worktrees", name)
+        base = loose_head(session)
+        if base is None or os.path.lexists(admin):
+            return False
+        await git(session, "update-ref", "-m", "branch: Created from HEAD",
+                  f"refs/heads/{effect.branch}", base)
+        ensure_dir(Path(path).parent)
+        async with _locked(effect.lock_path):
+            try:
+                os.makedirs(os.path.dirname(admin), exist_ok=True)
+                os.mkdir(admin)
+            except OSError:
+                return False  # someone else's: git picks another name
+            try:
+                _write_text(os.path.join(admin, "locked"), "initializing")
+                os.mkdir(path)
+                real = os.path.realpath(path)
+                _write_text(os.path.join(admin, "gitdir"), os.path.join(real, ".git") + "\n")
+                _write_text(os.path.join(admin, "commondir"), "../..\n")
+                _write_text(os.path.join(admin, "HEAD"), f"ref: refs/heads/{effect.branch}\n")
+                _write_text(os.path.join(real, ".git"),
+                            f"gitdir: {os.path.realpath(admin)}\n")
+                os.unlink(os.path.join(admin, "locked"))
+            except OSError:
+                shutil.rmtree(admin, ignore_errors=True)
+                shutil.rmtree(path, ignore_errors=True)
+                return False
+        await git(path, "reset", "--hard", "--no-recurse-submodules", "--quiet")
+        return True
+
     async def _create_agent(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
         """An agent worktree from the session worktree's ``HEAD`` (spec 06 §5.1)."""
-        async with _locked(effect.lock_path):
-            if os.path.exists(effect.path):
-                # a stale agent worktree of an interrupted attempt: ours to remove
-                await git(effect.repo_root, "worktree", "remove", "--force", effect.path,
-                          check=False)
-                await git(effect.repo_root, "worktree", "prune", check=False)
-            ensure_dir(Path(effect.path).parent)
-            # from the session worktree's HEAD (run there): the branch starts at it; ``-B``
-            # resets a stale branch of the same agent id (a crash) instead of failing
-            await git(effect.repo_root, "worktree", "add", "-q", "--no-track", "-B",
-                      effect.branch, effect.path, "HEAD")
+        if not await self._add_agent_worktree(effect):
+            await self._git_add_agent_worktree(effect)
         # the new branch is the agent's alone: its commit is the base, read unlocked
         base = loose_head(effect.path) or await head(effect.path)
         if base is None:
@@ -475,6 +577,23 @@ class RealWorktrees:
                                   message=f"the agent worktree {effect.path} has no HEAD")
         return WorktreeCreated(command_id=effect.command_id, path=effect.path,
                                branch=effect.branch, head=base)
+
+    async def _git_add_agent_worktree(self, effect: CreateWorktree) -> None:
+        """``git worktree add`` an agent worktree, replacing a stale one first."""
+        async with _locked(effect.lock_path):
+            if os.path.exists(effect.path):
+                # a stale agent worktree of an interrupted attempt: ours to remove
+                await git(effect.repo_root, "worktree", "remove", "--force", effect.path,
+                          check=False)
+                await git(effect.repo_root, "worktree", "prune", check=False)
+            elif _registered(effect.repo_root, effect.path):
+                # its files are gone but git still has it (a crash while it was removed)
+                await git(effect.repo_root, "worktree", "prune", check=False)
+            ensure_dir(Path(effect.path).parent)
+            # from the session worktree's HEAD (run there): the branch starts at it; ``-B``
+            # resets a stale branch of the same agent id (a crash) instead of failing
+            await git(effect.repo_root, "worktree", "add", "-q", "--no-track", "-B",
+                      effect.branch, effect.path, "HEAD")
 
     async def _create_pooled(self, effect: CreateWorktree
                              ) -> WorktreeCreated | WorktreeFailed:
@@ -621,8 +740,11 @@ class RealWorktrees:
                 ensure_dir(Path(where).parent)
                 await git(effect.repo_root, "worktree", "add", where, effect.target)
                 temp = True
-        merged = await git(where, *await self._identity(where), "merge", "--no-ff", "-m",
-                           effect.message, effect.source, check=False)
+        # into a session worktree: no auto maintenance after each of the job's merges (the
+        # agents' own commits still run it)
+        quiet = ("-c", "maintenance.auto=false") if effect.into_worktree is not None else ()
+        merged = await git(where, *await self._identity(where), *quiet, "merge", "--no-ff",
+                           "-m", effect.message, effect.source, check=False)
         if merged.returncode == 0:
             fast = await _merged_and_deleted(where, effect.source) \
                 if effect.into_worktree is not None else None
@@ -783,8 +905,25 @@ class RealWorktrees:
                                                   effect.branch)
         except GitError as error:
             problems.append(error.message)
+        # Removing the worktree as ``git worktree remove --force`` does, in two parts: its
+        # files outside the repository lock (nothing else reads them), then its
+        # administrative directory under the lock, which is all that concurrent ``git
+        # worktree`` commands look at.  The lock is held for microseconds instead of a git
+        # process; anything unusual (locked, not a linked worktree) is left to git.
+        admin = None
+        if not effect.keep and os.path.exists(effect.path):
+            admin = linked_admin(effect.path)
+            if admin is not None and not await remove_tree(effect.path):
+                admin = None
         async with _locked(effect.lock_path):
-            if not effect.keep and os.path.exists(effect.path):
+            if admin is not None:
+                try:  # a handful of small files: no thread needed
+                    shutil.rmtree(admin)
+                except FileNotFoundError:
+                    pass  # pruned by someone already
+                except OSError:
+                    await git(effect.repo_root, "worktree", "prune", check=False)
+            elif not effect.keep and os.path.exists(effect.path):
                 gone = await git(effect.repo_root, "worktree", "remove", "--force",
                                  effect.path, check=False)
                 if gone.returncode != 0:

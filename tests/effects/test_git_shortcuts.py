@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from prodigy_effects import gitobjects
 from prodigy_effects.worktrees import _merged_head, agent_work, loose_head, loose_parents
 
 
@@ -120,3 +124,93 @@ def test_loose_parents_agree_with_git_or_give_up(tmp_path: Path) -> None:
     assert loose_parents(str(root), tree) is None  # not a commit
     git(root, "gc", "-q")  # everything packed: ask git
     assert loose_parents(str(root), head) is None
+
+
+# --- the commits and files of an agent branch, read from loose objects ---------------
+
+# one change to the working tree of a branch: (kind, path, content)
+CHANGE = st.tuples(
+    st.sampled_from(["write", "write", "remove", "chmod", "link", "mkdir"]),
+    st.sampled_from(["a", "b.txt", "d/c", "d/e/f", "d/e/g h", "x/y"]),
+    st.sampled_from(["1", "2", "3"]),
+)
+
+
+def _apply(root: Path, kind: str, path: str, content: str) -> None:
+    target = root / path
+    if kind == "remove":
+        if target.is_file() or target.is_symlink():
+            target.unlink()
+        return
+    if kind == "mkdir":  # a file becomes a directory (or a directory gains a file)
+        if target.is_file() or target.is_symlink():
+            target.unlink()
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "inner").write_text(content)
+        return
+    if target.is_dir():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "link":
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        target.symlink_to(content)
+    elif kind == "chmod" and target.is_file() and not target.is_symlink():
+        target.chmod(target.stat().st_mode ^ 0o111)
+    elif kind in ("write", "chmod"):
+        target.write_text(content)
+
+
+@settings(max_examples=25, deadline=None)
+@given(commits=st.lists(st.lists(CHANGE, min_size=0, max_size=4), min_size=1, max_size=3))
+def test_branch_work_from_loose_objects_agrees_with_git(tmp_path_factory: Any,
+                                                        commits: list[Any]) -> None:
+    root = repo(tmp_path_factory.mktemp("bw"))
+    (root / "d").mkdir()
+    (root / "d" / "c").write_text("0")
+    (root / "a").write_text("0")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "base")
+    base = git(root, "rev-parse", "HEAD")
+    git(root, "checkout", "-q", "-b", "agent")
+    for changes in commits:
+        for change in changes:
+            _apply(root, *change)
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "--allow-empty", "-m", "work")
+    listed = tuple(git(root, "rev-list", "--reverse", f"{base}..refs/heads/agent").split())
+    names = subprocess.run(["git", "diff", "--name-only", "-z", base, "refs/heads/agent",
+                            "--"], cwd=root, check=True, capture_output=True,
+                           text=True).stdout
+    expected = (listed, tuple(sorted(n for n in names.split("\0") if n)))
+    known = gitobjects.branch_work(str(root / ".git"), base, "agent")
+    assert known is None or known == expected
+    assert trio.run(agent_work, str(root), base, "agent") == expected
+
+
+def test_branch_work_reads_the_usual_agent_branch_and_gives_up_on_the_rest(
+        tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    base = git(root, "rev-parse", "HEAD")
+    common = str(root / ".git")
+    git(root, "checkout", "-q", "-b", "agent")
+    (root / "src").mkdir()
+    (root / "src" / "new.py").write_text("x")
+    (root / "out.txt").write_text("y")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "one")
+    one = git(root, "rev-parse", "HEAD")
+    assert gitobjects.branch_work(common, base, "agent") == ((one,), ("out.txt",
+                                                                       "src/new.py"))
+    assert gitobjects.branch_work(common, one, "agent") == ((), ())
+    (root / "out.txt").unlink()
+    (root / "moved.txt").write_text("y")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "a rename, maybe")
+    assert gitobjects.branch_work(common, one, "agent") is None  # git decides renames
+    assert trio.run(agent_work, str(root), one, "agent")[1] == ("moved.txt",)  # renamed
+    assert gitobjects.branch_work(common, base, "agent")[1] == ("moved.txt", "src/new.py")
+    assert gitobjects.branch_work(common, base, "nothing") is None  # no loose ref
+    git(root, "gc", "-q")  # packed: ask git
+    assert gitobjects.branch_work(common, base, "agent") is None
+    assert trio.run(agent_work, str(root), base, "agent")[1] == ("moved.txt", "src/new.py")

@@ -1,0 +1,152 @@
+"""Agent worktrees made and removed by Prodigy itself, checked against real git.
+
+``RealWorktrees`` makes an agent worktree by writing git's administrative files itself
+(under the repository lock) and running ``git update-ref`` and ``git reset --hard``
+outside it, and removes one by deleting its files and then its administrative directory
+— what ``git worktree add``/``remove --force`` do.  These tests show that git sees the
+result as its own, and that git is left to do it whenever it would do more.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from prodigy_core.job_ops import AgentReleased, FinishAgent
+from prodigy_core.worktree_ops import CreateWorktree, WorktreeCreated
+from prodigy_effects.worktrees import RealWorktrees
+
+
+def git(cwd: Path | str, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> dict[str, Path]:
+    root = tmp_path / "repo"
+    (root / "src").mkdir(parents=True)
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "Test")
+    (root / "a.txt").write_text("a\n")
+    (root / "src" / "m.py").write_text("x = 1\n")
+    os.chmod(root / "src" / "m.py", 0o755)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "init")
+    session = tmp_path / "store" / "worktrees" / "repo" / "session-1"
+    git(root, "worktree", "add", "-q", "-b", "prodigy-session-1", str(session))
+    return {"root": root, "session": session,
+            "agents": tmp_path / "store" / "worktrees" / "session-1",
+            "lock": tmp_path / "store" / "git.lock"}
+
+
+def create(repo: dict[str, Path], path: Path, branch: str) -> CreateWorktree:
+    return CreateWorktree(command_id=1, repo_root=str(repo["session"]), path=str(path),
+                          branch=branch, base_commit="", mode="agent",
+                          lock_path=str(repo["lock"]))
+
+
+def finish(repo: dict[str, Path], path: Path, branch: str, base: str) -> FinishAgent:
+    return FinishAgent(command_id=2, repo_root=str(repo["session"]), path=str(path),
+                       branch=branch, base=base, lock_path=str(repo["lock"]))
+
+
+def listed(root: Path) -> dict[str, str]:
+    """``git worktree list``: path → branch (or "detached")."""
+    out: dict[str, str] = {}
+    for block in git(root, "worktree", "list", "--porcelain").split("\n\n"):
+        fields = dict(line.split(" ", 1) if " " in line else (line, "")
+                      for line in block.splitlines())
+        out[fields["worktree"]] = fields.get("branch", "detached").removeprefix("refs/heads/")
+    return out
+
+
+def admin_names(common: Path, name: str) -> set[str]:
+    return {str(p.relative_to(common / "worktrees" / name))
+            for p in (common / "worktrees" / name).rglob("*") if p.is_file()}
+
+
+async def test_an_agent_worktree_is_one_git_knows_and_is_removed_without_a_trace(
+        repo: dict[str, Path]) -> None:
+    wt = RealWorktrees()
+    # the session has moved on: agents start at its HEAD
+    (repo["session"] / "s.txt").write_text("s\n")
+    git(repo["session"], "add", "s.txt")
+    git(repo["session"], "commit", "-qm", "session work")
+    path = repo["agents"] / "mapreduce-agent-job_agent_0"
+    made = await wt.create(create(repo, path, "prodigy-agent-job_agent_0"))
+    assert isinstance(made, WorktreeCreated)
+    assert made.head == git(repo["session"], "rev-parse", "HEAD")
+    assert listed(repo["root"])[str(path.resolve())] == "prodigy-agent-job_agent_0"
+    assert git(path, "status", "--porcelain", "--untracked-files=all") == ""
+    assert (path / "s.txt").read_text() == "s\n"
+    assert os.access(path / "src" / "m.py", os.X_OK)  # modes checked out as git does
+    assert git(repo["root"], "worktree", "prune", "--dry-run", "--verbose") == ""
+    # the same administrative files as a worktree `git worktree add` makes
+    reference = repo["agents"] / "made-by-git"
+    git(repo["session"], "worktree", "add", "-q", "--no-track", "-B", "by-git",
+        str(reference), "HEAD")
+    common = repo["root"] / ".git"
+    assert admin_names(common, path.name) == admin_names(common, reference.name)
+    assert (common / "worktrees" / path.name / "commondir").read_text() == \
+        (common / "worktrees" / reference.name / "commondir").read_text()
+    # the agent works in it like in any worktree
+    (path / "b.txt").write_text("b\n")
+    git(path, "add", "b.txt")
+    git(path, "commit", "-qm", "agent work")
+    work = git(path, "rev-parse", "HEAD")
+    released = await wt.finish_agent(finish(repo, path, "prodigy-agent-job_agent_0",
+                                            made.head or ""))
+    assert isinstance(released, AgentReleased) and released.warning is None
+    assert released.commits == (work,) and released.files == ("b.txt",)
+    assert not path.exists() and not (common / "worktrees" / path.name).exists()
+    assert str(path.resolve()) not in listed(repo["root"])
+    assert git(repo["root"], "worktree", "prune", "--dry-run", "--verbose") == ""
+    assert git(repo["root"], "rev-parse", "prodigy-agent-job_agent_0") == work  # kept
+
+
+async def test_git_makes_the_worktree_when_a_post_checkout_hook_would_run(
+        repo: dict[str, Path]) -> None:
+    hook = repo["root"] / ".git" / "hooks" / "post-checkout"
+    hook.write_text("#!/bin/sh\necho ran > hook-ran\n")
+    hook.chmod(0o755)
+    path = repo["agents"] / "agent-hooked"
+    made = await RealWorktrees().create(create(repo, path, "hooked"))
+    assert isinstance(made, WorktreeCreated)
+    assert (path / "hook-ran").read_text() == "ran\n"  # git ran the hook, as always
+
+
+async def test_leftovers_of_a_crash_are_replaced(repo: dict[str, Path]) -> None:
+    wt = RealWorktrees()
+    path = repo["agents"] / "agent-again"
+    first = await wt.create(create(repo, path, "again"))
+    assert isinstance(first, WorktreeCreated)
+    (path / "junk").write_text("half done")
+    # a crash left the worktree: the rerun of the same agent replaces it
+    again = await wt.create(create(repo, path, "again"))
+    assert isinstance(again, WorktreeCreated) and not (path / "junk").exists()
+    # a crash between deleting the files and the administrative directory
+    for item in sorted(path.rglob("*"), reverse=True):
+        item.unlink() if item.is_file() or item.is_symlink() else item.rmdir()
+    path.rmdir()
+    third = await wt.create(create(repo, path, "again"))
+    assert isinstance(third, WorktreeCreated)
+    assert listed(repo["root"])[str(path.resolve())] == "again"
+    assert git(path, "status", "--porcelain") == ""
+
+
+async def test_a_locked_agent_worktree_is_left_to_git_which_refuses(
+        repo: dict[str, Path]) -> None:
+    wt = RealWorktrees()
+    path = repo["agents"] / "agent-locked"
+    made = await wt.create(create(repo, path, "locked"))
+    assert isinstance(made, WorktreeCreated)
+    git(repo["root"], "worktree", "lock", "--reason", "inspecting", str(path))
+    released = await wt.finish_agent(finish(repo, path, "locked", made.head or ""))
+    assert isinstance(released, AgentReleased)
+    assert released.warning is not None and "locked" in released.warning
+    assert path.exists() and str(path.resolve()) in listed(repo["root"])
