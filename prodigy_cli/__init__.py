@@ -1,3 +1,5 @@
 """Prodigy command-line interface: argument parsing and wiring only."""
 
-VERSION = "0.1.0"
+from prodigy_core import __version__ as VERSION
+
+__all__ = ["VERSION"]

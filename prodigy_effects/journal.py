@@ -28,13 +28,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from prodigy_core import __version__
 from prodigy_core.reprs import shows_fields
 from prodigy_effects.fsutil import ensure_dir, fsync_dir
 from prodigy_effects.storage import E_NOT_WRITABLE, StorageError
@@ -63,11 +63,8 @@ _NO_SEQ = sys.maxsize
 
 
 def prodigy_version() -> str:
-    """The installed Prodigy version (``"unknown"`` when not installed)."""
-    try:
-        return metadata.version("prodigy")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    """The Prodigy version (``prodigy_core.__version__``)."""
+    return __version__
 
 
 def _identity(text: str) -> str:

@@ -62,7 +62,8 @@ def test_core_datetime_now_is_never_called() -> None:
 
 
 def test_version_imports_nothing_heavy() -> None:
-    """`prodigy --version` stays fast: it must not import the core, trio or yaml."""
+    """`prodigy --version` stays fast: it must not import the core, trio or yaml (the
+    bare ``prodigy_core`` package, which holds only ``__version__``, is allowed)."""
     import subprocess
     import sys
 
@@ -72,7 +73,8 @@ def test_version_imports_nothing_heavy() -> None:
     assert result.stdout.startswith("prodigy ")
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
-    heavy = {name for name in imported
+    heavy = {name for name in imported - {"prodigy_core"}
              if name.split(".")[0] in ("prodigy_core", "prodigy_effects", "trio", "yaml",
                                         "attrs", "cattrs")}
+    assert len((ROOT / "prodigy_core" / "__init__.py").read_text().splitlines()) < 10
     assert not heavy, sorted(heavy)

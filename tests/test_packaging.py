@@ -33,3 +33,14 @@ def test_command_templates_are_package_data() -> None:
     matched = {p for pattern in patterns for p in package.glob(pattern)}
     missing = [str(t.relative_to(ROOT)) for t in templates if t not in matched]
     assert not missing, f"not in [tool.setuptools.package-data] prodigy_cli: {missing}"
+
+
+def test_the_version_in_the_code_is_the_distribution_version() -> None:
+    """Event metadata and `prodigy --version` use ``prodigy_core.__version__`` (no
+    metadata look-up at start-up); it must be what pyproject.toml installs."""
+    import prodigy_cli
+    import prodigy_core
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert prodigy_core.__version__ == config["project"]["version"]
+    assert prodigy_core.__version__ == prodigy_cli.VERSION
