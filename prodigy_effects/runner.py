@@ -121,20 +121,26 @@ def git_version() -> tuple[int, ...] | None:
 
 def git_checkout(project: Path) -> GitCheckout:
     """Check the repository requirements of spec 06 §1–§2; ``RunError`` E4001/E4002."""
-    version = git_version()
-    if version is None:
-        raise RunError("E4001", "git is not installed (it must be on PATH)",
-                       hint="install git 2.25 or newer")
-    if version[:2] < MIN_GIT:
-        raise RunError("E4001", f"git {'.'.join(map(str, version))} is too old; Prodigy "
-                                f"needs git 2.25 or newer", hint="upgrade git")
-    # the usual case in one process: not bare, its top level and common directory
-    both = _git_out(project, "rev-parse", "--is-bare-repository", "--show-toplevel",
-                    "--path-format=absolute", "--git-common-dir")
-    lines = both.stdout.splitlines()
-    if both.returncode == 0 and len(lines) == 3 and lines[0] == "false" and lines[1]:
+    # the usual case in one process: not bare, its top level and common directory; a git
+    # that understands ``--path-format`` (2.31) is new enough, so its version is only
+    # asked when this does not work
+    try:
+        both = _git_out(project, "rev-parse", "--is-bare-repository", "--show-toplevel",
+                        "--path-format=absolute", "--git-common-dir")
+    except OSError:
+        both = None
+    lines = both.stdout.splitlines() if both is not None else []
+    if both is not None and both.returncode == 0 and len(lines) == 3 and \
+            lines[0] == "false" and lines[1]:
         top_dir, common_dir = lines[1], Path(lines[2])
     else:
+        version = git_version()
+        if version is None:
+            raise RunError("E4001", "git is not installed (it must be on PATH)",
+                           hint="install git 2.25 or newer")
+        if version[:2] < MIN_GIT:
+            raise RunError("E4001", f"git {'.'.join(map(str, version))} is too old; "
+                                    f"Prodigy needs git 2.25 or newer", hint="upgrade git")
         bare = _git_out(project, "rev-parse", "--is-bare-repository")
         if bare.returncode == 0 and bare.stdout.strip() == "true":
             raise RunError("E4001", f"{project} is a bare repository; Prodigy needs a "

@@ -116,8 +116,17 @@ async def _locked(lock_path: str) -> AsyncIterator[None]:
 
 
 async def branch_exists(cwd: str, branch: str) -> bool:
+    if loose_branch(cwd, branch) is not None:
+        return True  # a loose ref file: no need to ask git
     result = await git(cwd, "show-ref", "--verify", "-q", f"refs/heads/{branch}", check=False)
     return result.returncode == 0
+
+
+def loose_branch(cwd: str, branch: str) -> str | None:
+    """The commit of ``branch`` when its ref is a loose file (None: ask git)."""
+    gitdir = _git_dir(cwd)
+    return gitobjects.loose_ref(_common_dir(gitdir), f"refs/heads/{branch}") \
+        if gitdir is not None else None
 
 
 async def _is_worktree(path: str) -> bool:
@@ -216,6 +225,26 @@ def _registered(session: str, path: str) -> bool:
         os.path.join(_common_dir(gitdir), "worktrees", os.path.basename(path)))
 
 
+def _write_admin(admin: str, path: str, branch: str) -> bool:
+    """Write the new (empty) administrative directory ``admin`` of a worktree at ``path``
+    with ``branch`` checked out, and the worktree's ``.git`` file; False (both removed
+    again) when that fails."""
+    try:
+        _write_text(os.path.join(admin, "locked"), "initializing")
+        os.mkdir(path)
+        real = os.path.realpath(path)
+        _write_text(os.path.join(admin, "gitdir"), os.path.join(real, ".git") + "\n")
+        _write_text(os.path.join(admin, "commondir"), "../..\n")
+        _write_text(os.path.join(admin, "HEAD"), f"ref: refs/heads/{branch}\n")
+        _write_text(os.path.join(real, ".git"), f"gitdir: {os.path.realpath(admin)}\n")
+        os.unlink(os.path.join(admin, "locked"))
+    except OSError:
+        shutil.rmtree(admin, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        return False
+    return True
+
+
 def _write_text(path: str, text: str) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -278,6 +307,50 @@ def linked_admin(path: str) -> str | None:
     if os.path.lexists(os.path.join(admin, "locked")):
         return None  # git refuses to remove a locked worktree: let it say so
     return admin
+
+
+def _reaches(cwd: str, start: str | None, wanted: str, limit: int = 50) -> bool:
+    """Is commit ``wanted`` ``start`` or one of its ancestors, as far as the first
+    ``limit`` loose commits tell (False: not found there — ask git)?"""
+    gitdir = _git_dir(cwd)
+    if start is None or gitdir is None:
+        return False
+    objects = os.path.join(_common_dir(gitdir), "objects")
+    todo, seen = [start], set()
+    while todo and len(seen) < limit:
+        sha = todo.pop()
+        if sha == wanted:
+            return True
+        if sha in seen:
+            continue
+        seen.add(sha)
+        fields = gitobjects.commit_fields(objects, sha)
+        if fields is not None:
+            todo.extend(fields[1])
+    return False
+
+
+async def _remove_if_clean(path: str) -> bool:
+    """Remove a clean linked worktree as ``git worktree remove`` (not forced) does: only
+    when ``git status`` lists nothing (untracked files and submodule changes count);
+    False, with nothing removed, when it is not clean or not usual (locked, with
+    submodules: git refuses those in its own words)."""
+    admin = linked_admin(path)
+    if admin is None or os.path.exists(os.path.join(path, ".gitmodules")):
+        return False
+    status = await git(path, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+                       "--ignore-submodules=none", check=False)
+    if status.returncode != 0 or status.stdout.strip(b"\0"):
+        return False
+    if not await remove_tree(path):
+        return False
+    try:
+        shutil.rmtree(admin)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        await git(os.path.dirname(os.path.dirname(admin)), "worktree", "prune", check=False)
+    return True
 
 
 async def remove_tree(path: str) -> bool:
@@ -471,7 +544,7 @@ class RealWorktrees:
     clock: Callable[[], str] | None = None
     identities: dict[str, list[str]] = attrs.field(factory=dict)
     mask: Callable[[str], str] = attrs.field(default=lambda text: text)
-    # session worktree → may agent worktrees be made without ``git worktree add``
+    # working tree → may worktrees be made from it without ``git worktree add``
     plain_adds: dict[str, bool] = attrs.field(factory=dict)
 
     async def _identity(self, cwd: str) -> list[str]:
@@ -489,7 +562,7 @@ class RealWorktrees:
                                           f"{error.message}")
 
     async def _plain_add(self, session: str) -> bool:
-        """May agent worktrees of this session be made by ``_add_agent_worktree``?  Not
+        """May worktrees be made from ``session`` by ``_add_worktree``?  Not
         when ``git worktree add`` would do more than it does: run a ``post-checkout``
         hook, copy sparse-checkout or per-worktree settings (git 2.36+), or write refs
         other than loose files.  Asked once per session (one git process)."""
@@ -517,11 +590,20 @@ class RealWorktrees:
         return self.plain_adds[session]
 
     async def _add_agent_worktree(self, effect: CreateWorktree) -> bool:
-        """Make an agent worktree as ``git worktree add --no-track -B <branch> <path>
-        HEAD`` run in the session worktree does, with the repository lock held only
-        while its administrative directory is written (a few small files) instead of
-        for four git processes; False (nothing changed but, maybe, the branch) when
-        git must do it: a stale worktree in the way, an unusual repository.
+        """``git worktree add --no-track -B <branch> <path> HEAD`` in the session
+        worktree, done by ``_add_worktree``; False when git must do it."""
+        base = loose_head(effect.repo_root)
+        return base is not None and await self._add_worktree(
+            effect.repo_root, effect.path, effect.branch, base, effect.lock_path, new=False)
+
+    async def _add_worktree(self, where: str, path: str, branch: str, base: str,
+                            lock_path: str, *, new: bool) -> bool:
+        """Make a worktree at ``path`` with ``branch`` at commit ``base``, as ``git worktree
+        add`` run in ``where`` does, with the repository lock held only while its
+        administrative directory is written (a few small files) instead of for four git
+        processes; False (nothing changed but, maybe, an agent's branch) when git must do
+        it: something in the way, an unusual repository.  ``new``: the branch must not
+        exist yet (``-b``); otherwise it is reset (``-B``).
 
         The branch is set with ``git update-ref`` and the files are checked out with
         ``git reset --hard`` — what ``git worktree add`` itself runs — outside the lock.
@@ -529,40 +611,35 @@ class RealWorktrees:
         it is being written the directory holds a ``locked`` file, as git's does, so
         that no ``git worktree prune`` takes it for a broken one.
         """
-        session, path = effect.repo_root, effect.path
-        gitdir = _git_dir(session)
+        gitdir = _git_dir(where)
         name = os.path.basename(path)
         if gitdir is None or os.path.lexists(path) or not _WORKTREE_ID.match(name) or \
-                not await self._plain_add(session):
+                not _SHA.match(base) or not await self._plain_add(where):
             return False
         common = _common_dir(gitdir)
         admin = os.path.join(common, "worktrees", name)
-        base = loose_head(session)
-        if base is None or os.path.lexists(admin):
+        if os.path.lexists(admin):
             return False
-        await git(session, "update-ref", "-m", "branch: Created from HEAD",
-                  f"refs/heads/{effect.branch}", base)
+        made = await git(where, "update-ref", "-m", "branch: Created from HEAD",
+                         f"refs/heads/{branch}", base, *([""] if new else []), check=False)
+        if made.returncode != 0:
+            if new:
+                return False  # it exists after all: git says so in its own words
+            raise GitError(_message(made) or f"cannot set the branch {branch}")
         ensure_dir(Path(path).parent)
-        async with _locked(effect.lock_path):
+        async with _locked(lock_path):
             try:
                 os.makedirs(os.path.dirname(admin), exist_ok=True)
                 os.mkdir(admin)
             except OSError:
-                return False  # someone else's: git picks another name
-            try:
-                _write_text(os.path.join(admin, "locked"), "initializing")
-                os.mkdir(path)
-                real = os.path.realpath(path)
-                _write_text(os.path.join(admin, "gitdir"), os.path.join(real, ".git") + "\n")
-                _write_text(os.path.join(admin, "commondir"), "../..\n")
-                _write_text(os.path.join(admin, "HEAD"), f"ref: refs/heads/{effect.branch}\n")
-                _write_text(os.path.join(real, ".git"),
-                            f"gitdir: {os.path.realpath(admin)}\n")
-                os.unlink(os.path.join(admin, "locked"))
-            except OSError:
-                shutil.rmtree(admin, ignore_errors=True)
-                shutil.rmtree(path, ignore_errors=True)
-                return False
+                made_here = False  # someone else's: git picks another name
+            else:
+                made_here = _write_admin(admin, path, branch)
+        if not made_here:
+            if new:  # the branch is ours alone: git makes it again
+                await git(where, "update-ref", "-d", f"refs/heads/{branch}", base,
+                          check=False)
+            return False
         await git(path, "reset", "--hard", "--no-recurse-submodules", "--quiet")
         return True
 
@@ -625,6 +702,11 @@ class RealWorktrees:
         if effect.mode in ("reuse", "resume") and await _is_worktree(effect.path):
             return WorktreeCreated(command_id=cid, path=effect.path, branch=effect.branch,
                                    head=await head(effect.path), created=False, dirty=dirty)
+        if effect.mode == "create" and await self._add_worktree(
+                effect.repo_root, effect.path, effect.branch, effect.base_commit,
+                effect.lock_path, new=True):
+            return WorktreeCreated(command_id=cid, path=effect.path, branch=effect.branch,
+                                   head=effect.base_commit, created=True, dirty=dirty)
         async with _locked(effect.lock_path):
             # a new session's branch is new (its name holds the unique session id): git
             # refuses ``-b`` if it is not, so no look first
@@ -857,7 +939,9 @@ class RealWorktrees:
         problems: list[str] = []
         async with _locked(effect.lock_path):
             removed = False
-            if os.path.exists(effect.path):
+            if os.path.exists(effect.path) and await _remove_if_clean(effect.path):
+                removed = True
+            elif os.path.exists(effect.path):
                 gone = await git(effect.repo_root, "worktree", "remove", effect.path,
                                  check=False)
                 removed = gone.returncode == 0
@@ -877,6 +961,14 @@ class RealWorktrees:
     async def _delete_branch(self, effect: RemoveWorktree) -> str:
         """Delete a merged branch, never an unmerged one (spec 06 §8.3)."""
         repo, branch, target = effect.repo_root, effect.branch, effect.target
+        tip = loose_branch(repo, branch)
+        if target and tip is not None and _reaches(repo, loose_branch(repo, target), tip):
+            # merged (the target's loose history holds its tip): one process deletes it,
+            # and only if it still points there
+            gone = await git(repo, "update-ref", "-d", f"refs/heads/{branch}", tip,
+                             check=False)
+            if gone.returncode == 0:
+                return ""
         where = await worktree_of_branch(repo, target) if target else None
         if where is not None:
             # ``-d`` checks against HEAD: run it where the target is checked out

@@ -1,4 +1,4 @@
-"""Agent worktrees made and removed by Prodigy itself, checked against real git.
+"""Agent and session worktrees made and removed by Prodigy itself, checked against git.
 
 ``RealWorktrees`` makes an agent worktree by writing git's administrative files itself
 (under the repository lock) and running ``git update-ref`` and ``git reset --hard``
@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from prodigy_core.job_ops import AgentReleased, FinishAgent
-from prodigy_core.worktree_ops import CreateWorktree, WorktreeCreated
+from prodigy_core.worktree_ops import (
+    CreateWorktree,
+    RemoveWorktree,
+    WorktreeCreated,
+    WorktreeFailed,
+    WorktreeRemoved,
+)
 from prodigy_effects.worktrees import RealWorktrees
 
 
@@ -29,7 +35,7 @@ def git(cwd: Path | str, *args: str) -> str:
 def repo(tmp_path: Path) -> dict[str, Path]:
     root = tmp_path / "repo"
     (root / "src").mkdir(parents=True)
-    git(root, "init", "-q")
+    git(root, "init", "-q", "-b", "main")
     git(root, "config", "user.email", "t@example.com")
     git(root, "config", "user.name", "Test")
     (root / "a.txt").write_text("a\n")
@@ -150,3 +156,59 @@ async def test_a_locked_agent_worktree_is_left_to_git_which_refuses(
     assert isinstance(released, AgentReleased)
     assert released.warning is not None and "locked" in released.warning
     assert path.exists() and str(path.resolve()) in listed(repo["root"])
+
+
+# --- session worktrees: made the same way; removed only when clean, branch only merged --
+
+
+def session(repo: dict[str, Path], name: str) -> CreateWorktree:
+    return CreateWorktree(command_id=3, repo_root=str(repo["root"]),
+                          path=str(repo["agents"].parent / "repo" / name),
+                          branch=f"prodigy-{name}",
+                          base_commit=git(repo["root"], "rev-parse", "HEAD"), mode="create",
+                          lock_path=str(repo["lock"]))
+
+
+def remove(repo: dict[str, Path], made: CreateWorktree) -> RemoveWorktree:
+    return RemoveWorktree(command_id=4, repo_root=made.repo_root, path=made.path,
+                          branch=made.branch, target="main", lock_path=str(repo["lock"]))
+
+
+async def test_a_session_worktree_is_made_and_removed_as_git_would(
+        repo: dict[str, Path]) -> None:
+    wt = RealWorktrees()
+    effect = session(repo, "session-2")
+    made = await wt.create(effect)
+    assert isinstance(made, WorktreeCreated) and made.created
+    assert made.head == effect.base_commit
+    path = Path(effect.path)
+    assert listed(repo["root"])[str(path.resolve())] == effect.branch
+    assert git(path, "status", "--porcelain", "--untracked-files=all") == ""
+    # the branch is new: a second session of the same name is refused, nothing left over
+    again = await wt.create(session(repo, "session-2"))
+    assert isinstance(again, WorktreeFailed)
+    # clean, and its branch holds nothing the target lacks: both go
+    gone = await wt.remove(remove(repo, effect))
+    assert isinstance(gone, WorktreeRemoved) and gone.warning is None
+    assert not path.exists() and str(path.resolve()) not in listed(repo["root"])
+    assert effect.branch not in git(repo["root"], "branch", "--format=%(refname:short)")
+    assert git(repo["root"], "worktree", "prune", "--dry-run", "--verbose") == ""
+
+
+async def test_a_session_worktree_with_work_in_it_is_kept(repo: dict[str, Path]) -> None:
+    wt = RealWorktrees()
+    dirty, unmerged = session(repo, "dirty"), session(repo, "unmerged")
+    for effect in (dirty, unmerged):
+        assert isinstance(await wt.create(effect), WorktreeCreated)
+    (Path(dirty.path) / "notes.txt").write_text("untracked\n")  # not committed
+    (Path(unmerged.path) / "work.txt").write_text("w\n")
+    git(unmerged.path, "add", "work.txt")
+    git(unmerged.path, "commit", "-qm", "work the target lacks")
+    kept = await wt.remove(remove(repo, dirty))
+    assert kept.warning is not None and "untracked" in kept.warning
+    assert (Path(dirty.path) / "notes.txt").exists()
+    assert str(Path(dirty.path).resolve()) in listed(repo["root"])
+    merged_not = await wt.remove(remove(repo, unmerged))
+    assert merged_not.warning is not None and "not fully merged" in merged_not.warning
+    assert not Path(unmerged.path).exists()  # the worktree was clean: removed
+    assert git(repo["root"], "rev-parse", unmerged.branch)  # its unmerged branch stays

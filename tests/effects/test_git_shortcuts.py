@@ -214,3 +214,27 @@ def test_branch_work_reads_the_usual_agent_branch_and_gives_up_on_the_rest(
     git(root, "gc", "-q")  # packed: ask git
     assert gitobjects.branch_work(common, base, "agent") is None
     assert trio.run(agent_work, str(root), base, "agent")[1] == ("moved.txt", "src/new.py")
+
+
+def test_a_missing_or_old_git_is_refused_clearly(tmp_path: Path, monkeypatch: Any) -> None:
+    """git's version is only asked when `rev-parse --path-format` (git 2.31) fails."""
+    from prodigy_effects.runner import RunError, git_checkout
+
+    root = repo(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))  # no git at all
+    try:
+        git_checkout(root)
+        raise AssertionError("no error without git")
+    except RunError as error:
+        assert error.code == "E4001" and "not installed" in error.message
+    old = bin_dir / "git"
+    old.write_text("#!/bin/sh\n[ \"$1\" = --version ] && echo 'git version 2.20.1' && "
+                   "exit 0\necho \"unknown option\" >&2; exit 129\n")
+    old.chmod(0o755)
+    try:
+        git_checkout(root)
+        raise AssertionError("no error with git 2.20")
+    except RunError as error:
+        assert error.code == "E4001" and "2.20.1 is too old" in error.message
