@@ -19,6 +19,7 @@ import zlib
 
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 TREE_MODE = b"40000"
+GITLINK_MODE = b"160000"
 MAX_COMMITS = 100  # a longer branch is git's to walk
 MAX_OBJECTS = 400  # a bigger tree difference too
 
@@ -122,6 +123,8 @@ def _diff(objects_dir: str, old: str, new: str, prefix: bytes,
         path = prefix + name
         if was is None or now is None:
             mode, sha = now or was  # type: ignore[misc]
+            if mode == GITLINK_MODE:
+                return False  # a submodule: git may ignore it (diff.ignoreSubmodules)
             into = changes["added" if was is None else "deleted"]
             if mode == TREE_MODE:
                 if not _all_files(objects_dir, sha, path + b"/", into, budget):
@@ -133,6 +136,8 @@ def _diff(objects_dir: str, old: str, new: str, prefix: bytes,
         elif was[0] == TREE_MODE:
             if not _diff(objects_dir, was[1], now[1], path + b"/", changes, budget):
                 return False
+        elif GITLINK_MODE in (was[0], now[0]):
+            return False  # a submodule: git may ignore it (diff.ignoreSubmodules)
         else:
             changes["modified"].append(path)
     return True

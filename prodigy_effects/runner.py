@@ -121,6 +121,9 @@ def git_version() -> tuple[int, ...] | None:
 
 def git_checkout(project: Path) -> GitCheckout:
     """Check the repository requirements of spec 06 §1–§2; ``RunError`` E4001/E4002."""
+    if not Path(project).is_dir():
+        raise RunError("E4001", f"not a git repository: {project} does not exist",
+                       hint="pass -p/--path with a directory inside a git repository")
     # the usual case in one process: not bare, its top level and common directory; a git
     # that understands ``--path-format`` (2.31) is new enough, so its version is only
     # asked when this does not work

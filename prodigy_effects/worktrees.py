@@ -203,19 +203,16 @@ def _git_dir(cwd: str) -> str | None:
     dot = os.path.join(cwd, ".git")
     if os.path.isdir(dot):
         return dot
-    try:
-        with open(dot, encoding="utf-8") as handle:
-            first = handle.readline().strip()
-    except OSError:
-        return None
-    if not first.startswith("gitdir:"):
+    first = _first_line(dot)
+    if first is None or not first.startswith("gitdir:"):
         return None
     target = first[len("gitdir:"):].strip()
     return target if os.path.isabs(target) else os.path.normpath(os.path.join(cwd, target))
 
 
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_WORKTREE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# worktree ids git keeps as they are (it rewrites ``..`` and a ``.lock`` ending)
+_WORKTREE_ID = re.compile(r"^(?!.*\.\.)(?!.*\.lock$)[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _registered(session: str, path: str) -> bool:
@@ -227,34 +224,35 @@ def _registered(session: str, path: str) -> bool:
 
 def _write_admin(admin: str, path: str, branch: str) -> bool:
     """Write the new (empty) administrative directory ``admin`` of a worktree at ``path``
-    with ``branch`` checked out, and the worktree's ``.git`` file; False (both removed
-    again) when that fails."""
+    with ``branch`` checked out, and the worktree's ``.git`` file; False (what was made
+    removed again) when that fails.  ``admin`` keeps its ``locked`` file: the caller
+    removes it once the files are checked out, as ``git worktree add`` does."""
+    made_path = False
     try:
         _write_text(os.path.join(admin, "locked"), "initializing")
         os.mkdir(path)
+        made_path = True
         real = os.path.realpath(path)
         _write_text(os.path.join(admin, "gitdir"), os.path.join(real, ".git") + "\n")
         _write_text(os.path.join(admin, "commondir"), "../..\n")
         _write_text(os.path.join(admin, "HEAD"), f"ref: refs/heads/{branch}\n")
         _write_text(os.path.join(real, ".git"), f"gitdir: {os.path.realpath(admin)}\n")
-        os.unlink(os.path.join(admin, "locked"))
     except OSError:
         shutil.rmtree(admin, ignore_errors=True)
-        shutil.rmtree(path, ignore_errors=True)
+        if made_path:  # never what was there before
+            shutil.rmtree(path, ignore_errors=True)
         return False
     return True
 
 
 def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
         handle.write(text)
 
 
 def _common_dir(gitdir: str) -> str:
-    try:
-        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as handle:
-            rel = handle.readline().strip()
-    except OSError:
+    rel = _first_line(os.path.join(gitdir, "commondir"))
+    if rel is None:
         return gitdir
     return rel if os.path.isabs(rel) else os.path.normpath(os.path.join(gitdir, rel))
 
@@ -268,11 +266,12 @@ def head_branch(cwd: str) -> str | None:
 
 
 def _first_line(path: str) -> str | None:
-    """The first line of a small text file of git's, stripped (None: unreadable)."""
+    """The first line of a small text file of git's, stripped (None: unreadable).  Bytes
+    that are not UTF-8 (a path's) come back as surrogate escapes, as ``os`` paths do."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             return handle.readline().strip()
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         return None
 
 
@@ -307,6 +306,33 @@ def linked_admin(path: str) -> str | None:
     if os.path.lexists(os.path.join(admin, "locked")):
         return None  # git refuses to remove a locked worktree: let it say so
     return admin
+
+
+def _branch_in_use(cwd: str, branch: str) -> bool:
+    """Is ``branch`` checked out in any worktree, or configured (``[branch "<name>"]``,
+    which ``git branch -d`` removes and ``update-ref -d`` would leave)?  True when
+    unsure: then ``git branch -d`` decides."""
+    gitdir = _git_dir(cwd)
+    if gitdir is None:
+        return True
+    common = _common_dir(gitdir)
+    wanted = f"ref: refs/heads/{branch}"
+    heads = [os.path.join(common, "HEAD")]
+    try:
+        heads += [os.path.join(common, "worktrees", name, "HEAD")
+                  for name in os.listdir(os.path.join(common, "worktrees"))]
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return True
+    if any(_first_line(head) == wanted for head in heads):
+        return True
+    try:
+        with open(os.path.join(common, "config"), "rb") as handle:
+            config = handle.read()
+    except OSError:
+        return True
+    return f'[branch "{branch}"]'.encode("utf-8", "surrogateescape") in config
 
 
 def _reaches(cwd: str, start: str | None, wanted: str, limit: int = 50) -> bool:
@@ -640,7 +666,18 @@ class RealWorktrees:
                 await git(where, "update-ref", "-d", f"refs/heads/{branch}", base,
                           check=False)
             return False
-        await git(path, "reset", "--hard", "--no-recurse-submodules", "--quiet")
+        try:
+            await git(path, "reset", "--hard", "--no-recurse-submodules", "--quiet")
+            os.unlink(os.path.join(admin, "locked"))
+        except BaseException:
+            # a failed or interrupted checkout leaves nothing behind (as git's own)
+            with trio.CancelScope(shield=True):
+                shutil.rmtree(path, ignore_errors=True)
+                shutil.rmtree(admin, ignore_errors=True)
+                if new:
+                    await git(where, "update-ref", "-d", f"refs/heads/{branch}", base,
+                              check=False)
+            raise
         return True
 
     async def _create_agent(self, effect: CreateWorktree) -> WorktreeCreated | WorktreeFailed:
@@ -659,9 +696,10 @@ class RealWorktrees:
         """``git worktree add`` an agent worktree, replacing a stale one first."""
         async with _locked(effect.lock_path):
             if os.path.exists(effect.path):
-                # a stale agent worktree of an interrupted attempt: ours to remove
-                await git(effect.repo_root, "worktree", "remove", "--force", effect.path,
-                          check=False)
+                # a stale agent worktree of an interrupted attempt: ours to remove, also
+                # when a checkout killed half-way left it locked ("initializing")
+                await git(effect.repo_root, "worktree", "remove", "--force", "--force",
+                          effect.path, check=False)
                 await git(effect.repo_root, "worktree", "prune", check=False)
             elif _registered(effect.repo_root, effect.path):
                 # its files are gone but git still has it (a crash while it was removed)
@@ -962,7 +1000,8 @@ class RealWorktrees:
         """Delete a merged branch, never an unmerged one (spec 06 §8.3)."""
         repo, branch, target = effect.repo_root, effect.branch, effect.target
         tip = loose_branch(repo, branch)
-        if target and tip is not None and _reaches(repo, loose_branch(repo, target), tip):
+        if target and tip is not None and not _branch_in_use(repo, branch) and \
+                _reaches(repo, loose_branch(repo, target), tip):
             # merged (the target's loose history holds its tip): one process deletes it,
             # and only if it still points there
             gone = await git(repo, "update-ref", "-d", f"refs/heads/{branch}", tip,

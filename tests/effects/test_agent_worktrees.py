@@ -212,3 +212,62 @@ async def test_a_session_worktree_with_work_in_it_is_kept(repo: dict[str, Path])
     assert merged_not.warning is not None and "not fully merged" in merged_not.warning
     assert not Path(unmerged.path).exists()  # the worktree was clean: removed
     assert git(repo["root"], "rev-parse", unmerged.branch)  # its unmerged branch stays
+
+
+async def test_a_branch_still_checked_out_or_configured_is_left_to_git(
+        repo: dict[str, Path]) -> None:
+    wt = RealWorktrees()
+    locked, tracked = session(repo, "locked"), session(repo, "tracked")
+    for effect in (locked, tracked):
+        assert isinstance(await wt.create(effect), WorktreeCreated)
+    git(repo["root"], "worktree", "lock", locked.path)
+    kept = await wt.remove(remove(repo, locked))
+    assert kept.warning is not None and "locked" in kept.warning
+    # the worktree stays, and so does the branch it has checked out (git branch -d refuses)
+    assert git(locked.path, "symbolic-ref", "--short", "HEAD") == locked.branch
+    assert git(repo["root"], "rev-parse", "--verify", "-q", locked.branch)
+    # a branch with configuration: deleted by git, which removes the configuration too
+    git(repo["root"], "config", f"branch.{tracked.branch}.remote", "origin")
+    gone = await wt.remove(remove(repo, tracked))
+    assert gone.warning is None
+    assert tracked.branch not in git(repo["root"], "branch", "--format=%(refname:short)")
+    config = subprocess.run(["git", "config", "--get", f"branch.{tracked.branch}.remote"],
+                            cwd=repo["root"], capture_output=True, text=True)
+    assert config.returncode == 1 and config.stdout == ""
+
+
+async def test_a_failed_checkout_leaves_nothing_behind(repo: dict[str, Path]) -> None:
+    (repo["root"] / ".gitattributes").write_text("*.txt filter=broken\n")
+    git(repo["root"], "add", ".gitattributes")
+    git(repo["root"], "commit", "-qm", "attributes")
+    git(repo["root"], "config", "filter.broken.smudge", "false")
+    git(repo["root"], "config", "filter.broken.required", "true")
+    effect = session(repo, "broken")
+    failed = await RealWorktrees().create(effect)
+    assert isinstance(failed, WorktreeFailed) and failed.code == "E4003"
+    assert not Path(effect.path).exists()
+    assert str(Path(effect.path).resolve()) not in listed(repo["root"])
+    assert not (repo["root"] / ".git" / "worktrees" / "broken").exists()
+    assert effect.branch not in git(repo["root"], "branch", "--format=%(refname:short)")
+
+
+async def test_a_worktree_path_that_is_not_utf8(repo: dict[str, Path]) -> None:
+    wt = RealWorktrees()
+    odd = repo["agents"] / os.fsdecode(b"caf\xe9")
+    made = await wt.create(create(repo, odd / "agent-0", "agent-0"))
+    assert isinstance(made, WorktreeCreated)
+    assert git(odd / "agent-0", "status", "--porcelain") == ""
+    released = await wt.finish_agent(finish(repo, odd / "agent-0", "agent-0",
+                                            made.head or ""))
+    assert isinstance(released, AgentReleased) and released.warning is None
+    assert not (odd / "agent-0").exists()
+    assert git(repo["root"], "worktree", "prune", "--dry-run", "--verbose") == ""
+
+
+def test_worktree_ids_git_would_rename_are_left_to_git() -> None:
+    from prodigy_effects.worktrees import _WORKTREE_ID
+
+    assert _WORKTREE_ID.match("mapreduce-agent-mapreduce-20260101_000000_agent_3")
+    assert _WORKTREE_ID.match("session-1.2")
+    for name in ("x..y", "z.lock", ".hidden", "sp ace", ""):
+        assert not _WORKTREE_ID.match(name), name

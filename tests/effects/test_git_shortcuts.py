@@ -238,3 +238,25 @@ def test_a_missing_or_old_git_is_refused_clearly(tmp_path: Path, monkeypatch: An
         raise AssertionError("no error with git 2.20")
     except RunError as error:
         assert error.code == "E4001" and "2.20.1 is too old" in error.message
+
+
+def test_a_submodule_change_is_left_to_git(tmp_path: Path) -> None:
+    """git may leave gitlinks out (diff.ignoreSubmodules): the files cannot say."""
+    root = repo(tmp_path)
+    base = git(root, "rev-parse", "HEAD")
+    git(root, "checkout", "-q", "-b", "agent")
+    git(root, "update-index", "--add", "--cacheinfo", f"160000,{base},sm")
+    git(root, "commit", "-q", "-m", "a gitlink")
+    assert gitobjects.branch_work(str(root / ".git"), base, "agent") is None
+    git(root, "config", "diff.ignoreSubmodules", "all")
+    assert trio.run(agent_work, str(root), base, "agent")[1] == ()
+
+
+def test_a_missing_project_directory_is_a_clear_error(tmp_path: Path) -> None:
+    from prodigy_effects.runner import RunError, git_checkout
+
+    try:
+        git_checkout(tmp_path / "gone")
+        raise AssertionError("no error")
+    except RunError as error:
+        assert error.code == "E4001" and "does not exist" in error.message
