@@ -143,6 +143,13 @@ async def test_leftovers_of_a_crash_are_replaced(repo: dict[str, Path]) -> None:
     assert isinstance(third, WorktreeCreated)
     assert listed(repo["root"])[str(path.resolve())] == "again"
     assert git(path, "status", "--porcelain") == ""
+    # a kill -9 during the checkout: the worktree is still locked ("initializing")
+    (repo["root"] / ".git" / "worktrees" / path.name / "locked").write_text("initializing")
+    (repo["root"] / ".git" / "worktrees" / path.name / "index").unlink()
+    fourth = await wt.create(create(repo, path, "again"))
+    assert isinstance(fourth, WorktreeCreated)
+    assert not (repo["root"] / ".git" / "worktrees" / path.name / "locked").exists()
+    assert git(path, "status", "--porcelain") == ""
 
 
 async def test_a_locked_agent_worktree_is_left_to_git_which_refuses(
