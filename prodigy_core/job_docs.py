@@ -17,7 +17,7 @@ from pyrsistent import PMap, pmap
 
 from prodigy_core.interpolate import Var
 from prodigy_core.job_ops import SaveJobState
-from prodigy_core.job_state import ItemStatus, JobState, Queued
+from prodigy_core.job_state import ItemStates, ItemStatus, JobState, Queued
 from prodigy_core.json_values import JSON
 
 FORMAT_VERSION = 1
@@ -256,7 +256,7 @@ def restore(state: JobState, doc: dict[str, JSON],
     cost = doc.get("cost_usd")
     state = _restore_worktree_stats(state, doc.get("worktree_stats"))
     return attrs.evolve(
-        state, items=items, items_loaded=loaded, item_state=pmap(status),
+        state, items=items, items_loaded=loaded, item_state=ItemStates.of(status),
         results=pmap(results), attempts=pmap(attempts), queue=tuple(queue),
         variables=bound, setup_index=setup_index,
         setup_base=base if isinstance(base, str) else None, reduce_index=reduce_index,

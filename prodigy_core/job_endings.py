@@ -20,7 +20,7 @@ from prodigy_core.effects import CancelCommands, Effect, Finish, LogEvent, Print
 from prodigy_core.events import CancelRequested, Event
 from prodigy_core.job_docs import job_doc
 from prodigy_core.job_ops import SaveJobState
-from prodigy_core.job_state import ItemStatus, JobState
+from prodigy_core.job_state import ItemStates, ItemStatus, JobState
 from prodigy_core.json_values import JSON
 from prodigy_core.problems import InvalidTransition
 from prodigy_core.step_frames import Stepper
@@ -143,7 +143,7 @@ def interrupted(state: JobState) -> Moves:
     # running items go back to pending (the attempt is not counted)
     back: dict[int, ItemStatus] = {i: ("pending" if s == "running" else s)
                                    for i, s in state.item_state.items()}
-    item_state = pmap(back)
+    item_state = ItemStates.of(back)
     attempts = state.attempts
     for index in state.agents:
         attempts = attempts.set(index, max(0, attempts.get(index, 1) - 1))

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import attrs
-from pyrsistent import PMap, pmap
+from pyrsistent import PMap
 
 from prodigy_core import agent_merges as am
 from prodigy_core import job_agents as ja
@@ -86,7 +86,7 @@ from prodigy_core.job_ops import (
     WorkItemsFailed,
     WorkItemsLoaded,
 )
-from prodigy_core.job_state import ItemStatus, JobConfig, JobState
+from prodigy_core.job_state import ItemStates, ItemStatus, JobConfig, JobState
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Step, Workflow
 from prodigy_core.problems import InvalidTransition
@@ -175,7 +175,7 @@ def start_reprocess(workflow: Workflow, ctx: RunContext, config: JobConfig, *,
     fresh: dict[int, ItemStatus] = {i: "pending" for i in range(len(items))}
     state = JobState(workflow=plain, ctx=ctx, config=config, started_at=ctx.started_at,
                      last_time=ctx.started_at, items=tuple(items), item_ids=tuple(item_ids),
-                     items_loaded=True, item_state=pmap(fresh), variables=variables)
+                     items_loaded=True, item_state=ItemStates.of(fresh), variables=variables)
     return _t(_create_worktree(state, "resume" if reuse_worktree else "create"))
 
 
@@ -532,7 +532,7 @@ def _on_items(state: JobState, event: Event) -> Moves:
         return job_failed(state, selected.message, selected.code, effects)
     items = tuple(selected)
     fresh: dict[int, ItemStatus] = {i: "pending" for i in range(len(items))}
-    state = attrs.evolve(state, items=items, items_loaded=True, item_state=pmap(fresh))
+    state = attrs.evolve(state, items=items, items_loaded=True, item_state=ItemStates.of(fresh))
     effects += [SaveJobFile(name=f"items/{state.item_id(i)}.json", content=item)
                 for i, item in enumerate(items)]
     effects += [
@@ -570,7 +570,7 @@ def _enter_map(state: JobState) -> Moves:
     # agents that were running when the job stopped start again (their work is gone)
     again: dict[int, ItemStatus] = {i: ("pending" if s == "running" else s)
                                     for i, s in state.item_state.items()}
-    state = attrs.evolve(state, item_state=pmap(again))
+    state = attrs.evolve(state, item_state=ItemStates.of(again))
     state, more = am.start_recovery(state)
     effects += more
     if not am.busy(state):

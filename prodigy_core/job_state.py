@@ -12,6 +12,7 @@ immutable (attrs frozen classes, tuples, pyrsistent maps); transitions use
 
 from __future__ import annotations
 
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Literal
 
 import attrs
@@ -34,6 +35,65 @@ BreakerStatus = Literal["closed", "open", "half_open"]
 # what a job-level ``Sleep`` is for: a phase limit (spec 05 §4.2, §12.3) or the open
 # period of the job circuit breaker (spec 05 §10.5)
 TimerUse = Literal["setup", "reduce", "breaker"]
+
+
+@shows_fields
+@attrs.frozen(repr=False)
+class ItemStates:
+    """The status of every item, with the number of items in each status kept up to date
+    (the job machine asks for those counts on every event; counting a job's thousands of
+    items each time made a job's CPU time per item grow with its size).
+
+    Read like the mapping it wraps (``get``, ``items``, ``values``, ``[index]``, ``in``,
+    iteration, ``len``); ``set`` gives a new one; ``of`` makes one from a mapping.
+    """
+
+    statuses: PMap[int, ItemStatus] = pmap()
+    tally: PMap[str, int] = pmap()
+
+    @classmethod
+    def of(cls, statuses: Mapping[int, ItemStatus]) -> ItemStates:
+        tally: dict[str, int] = {}
+        for status in statuses.values():
+            tally[status] = tally.get(status, 0) + 1
+        return cls(pmap(statuses), pmap(tally))
+
+    def set(self, index: int, status: ItemStatus) -> ItemStates:
+        old = self.statuses.get(index)
+        if old == status:
+            return self
+        tally = self.tally
+        if old is not None:  # no zero counts: equal statuses, equal tallies
+            tally = tally.set(old, tally[old] - 1) if tally[old] > 1 else tally.discard(old)
+        tally = tally.set(status, tally.get(status, 0) + 1)
+        return ItemStates(self.statuses.set(index, status), tally)
+
+    def count(self, status: ItemStatus) -> int:
+        return self.tally.get(status, 0)
+
+    def get(self, index: int, default: ItemStatus | None = None) -> ItemStatus | None:
+        return self.statuses.get(index, default)
+
+    def items(self) -> ItemsView[int, ItemStatus]:
+        return self.statuses.items()
+
+    def values(self) -> ValuesView[ItemStatus]:
+        return self.statuses.values()
+
+    def keys(self) -> KeysView[int]:
+        return self.statuses.keys()
+
+    def __getitem__(self, index: int) -> ItemStatus:
+        return self.statuses[index]
+
+    def __contains__(self, index: object) -> bool:
+        return index in self.statuses
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.statuses)
+
+    def __len__(self) -> int:
+        return len(self.statuses)
 
 
 @shows_fields
@@ -190,7 +250,7 @@ class JobState:
     items: tuple[JSON, ...] = ()
     item_ids: tuple[str, ...] = ()
     items_loaded: bool = False
-    item_state: PMap[int, ItemStatus] = pmap()
+    item_state: ItemStates = ItemStates()
     attempts: PMap[int, int] = pmap()
     results: PMap[int, dict[str, JSON]] = pmap()
     # agents and merges (spec 05 §7–§8)
@@ -255,7 +315,7 @@ class JobState:
         return f"item_{index}"
 
     def count(self, status: ItemStatus) -> int:
-        return sum(1 for s in self.item_state.values() if s == status)
+        return self.item_state.count(status)
 
     @property
     def finished(self) -> bool:

@@ -306,6 +306,10 @@ class JobMachine(RuleBasedStateMachine):
             return
         state = self.state
         assert set(state.item_state.values()) <= set(STATUSES)
+        # the counts kept up to date are the counts of the statuses
+        for status in STATUSES:
+            assert state.count(status) == sum(1 for s in state.item_state.values()
+                                              if s == status), status
         if state.items_loaded:
             assert set(state.item_state) == set(range(state.total))
             assert sum(state.count(s) for s in STATUSES) == state.total
