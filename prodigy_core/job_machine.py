@@ -533,8 +533,8 @@ def _on_items(state: JobState, event: Event) -> Moves:
     items = tuple(selected)
     fresh: dict[int, ItemStatus] = {i: "pending" for i in range(len(items))}
     state = attrs.evolve(state, items=items, items_loaded=True, item_state=ItemStates.of(fresh))
-    effects += [SaveJobFile(name=f"items/{state.item_id(i)}.json", content=item)
-                for i, item in enumerate(items)]
+    effects += [SaveJobFile(name=f"items/{state.item_id(i)}.json", content=item,
+                            durable=False) for i, item in enumerate(items)]
     effects += [
         LogEvent(event_type="job_started", fields=(
             ("config", {"input": spec.input, "json_path": spec.json_path,

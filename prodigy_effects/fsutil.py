@@ -76,10 +76,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE, *,
+                       durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync dir).
 
     On any error the temporary file is removed and the target is untouched.
+    ``durable`` false skips both fsyncs: still all-or-nothing for every reader, but a
+    power cut may lose it (for copies of data kept durably elsewhere).
     """
     path = Path(path)
     ensure_dir(path.parent)
@@ -92,7 +95,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp_name, path)
@@ -101,7 +105,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
         if not replaced:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 _ENCODED: dict[int, tuple[Any, str]] = {}

@@ -252,7 +252,7 @@ async def _perform(
                 env.jobs.save_state(doc)
         case SaveJobFile():
             if env.jobs is not None:
-                env.jobs.save_file(effect.name, effect.content)
+                env.jobs.save_file(effect.name, effect.content, durable=effect.durable)
         case RecordDLQ():
             if env.jobs is not None:
                 env.jobs.record_dlq(effect)

@@ -139,9 +139,9 @@ class RealJobs:
 
     # --- the job store ---------------------------------------------------------------
 
-    def _write(self, path: Path, doc: Any) -> None:
+    def _write(self, path: Path, doc: Any, *, durable: bool = True) -> None:
         ensure_dir(path.parent)
-        atomic_write_bytes(path, self.mask(dumps_json(doc)).encode("utf-8"))
+        atomic_write_bytes(path, self.mask(dumps_json(doc)).encode("utf-8"), durable=durable)
 
     def save_state(self, doc: dict[str, Any]) -> None:
         if not self.version:
@@ -162,8 +162,8 @@ class RealJobs:
             with contextlib.suppress(OSError):
                 os.unlink(old)
 
-    def save_file(self, name: str, content: Any) -> None:
-        self._write(self.directory / name, content)
+    def save_file(self, name: str, content: Any, *, durable: bool = True) -> None:
+        self._write(self.directory / name, content, durable=durable)
 
     def record_dlq(self, effect: RecordDLQ) -> None:
         if self.dlq is not None:

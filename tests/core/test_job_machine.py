@@ -20,6 +20,7 @@ from prodigy_core.job_ops import (
     ForgetDLQ,
     LoadWorkItems,
     RecordDLQ,
+    SaveJobFile,
     SaveJobState,
 )
 from prodigy_core.model import ErrorPolicy, ItemRetry, RetrySpec
@@ -111,6 +112,14 @@ def test_agent_worktrees_use_the_repository_lock_but_merges_into_the_session_do_
     merges = d.of(MergeBranch)
     assert [item_of(e.source) for e in merges] == [0, 1, 2]
     assert all(e.into_worktree == PATH and e.lock_path == "" for e in merges)
+
+
+def test_item_files_are_copies_not_synced_and_map_results_are_synced() -> None:
+    d = JobDriver(mapreduce(ECHO, max_parallel=2, reduce=(shell("echo done"),)))
+    d.run([0, 1, 2], commits=True)
+    files = {e.name: e.durable for e in d.of(SaveJobFile)}
+    assert files["items/item_0.json"] is False and files["items/item_2.json"] is False
+    assert files["map-results.json"] is True
 
 
 def test_all_succeed_in_item_order_with_max_parallel_agents() -> None:

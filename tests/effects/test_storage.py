@@ -559,3 +559,21 @@ def test_session_ids_started_in_the_same_millisecond_differ(tmp_path: Path,
     ids = [runner.new_session_id(storage) for _ in range(4)]
     assert ids == [f"workflow-{1_700_000_000_123 + i}" for i in range(4)]
     assert runner.new_session_id() == "workflow-1700000000123"  # without storage: no check
+
+
+def test_a_write_that_need_not_be_durable_is_still_atomic(tmp_path: Path,
+                                                          monkeypatch: Any) -> None:
+    """Copies of data kept elsewhere (a job's item files) skip the fsyncs only."""
+    import os
+
+    from prodigy_effects import fsutil
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(fsutil.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    target = tmp_path / "items" / "item_0.json"
+    fsutil.atomic_write_bytes(target, b'{"a": 1}\n', durable=False)
+    assert target.read_bytes() == b'{"a": 1}\n' and synced == []
+    assert sorted(p.name for p in target.parent.iterdir()) == ["item_0.json"]
+    fsutil.atomic_write_bytes(target, b'{"a": 2}\n')
+    assert target.read_bytes() == b'{"a": 2}\n' and len(synced) == 2  # file and directory
