@@ -385,4 +385,21 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
 
 
 def entry() -> None:
-    raise SystemExit(main())
+    """The ``prodigy`` console script: run, then leave without tearing the interpreter
+    down.  Everything Prodigy writes is closed (and synced where it must be) before
+    ``main`` returns; what is left — freeing every module and object one by one — took
+    about 0.1 s per run.  Exit handlers still run first (``logging``, a coverage tool),
+    and the standard streams are flushed."""
+    code = main()
+    import atexit
+
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:  # not CPython: the ordinary way out
+        raise SystemExit(code)
+    run_exit_handlers()
+    import contextlib
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to say
+            stream.flush()
+    os._exit(code)

@@ -78,3 +78,24 @@ def test_version_imports_nothing_heavy() -> None:
                                         "attrs", "cattrs")}
     assert len((ROOT / "prodigy_core" / "__init__.py").read_text().splitlines()) < 10
     assert not heavy, sorted(heavy)
+
+
+def test_the_console_script_runs_exit_handlers_and_keeps_the_exit_code() -> None:
+    """`entry` leaves with os._exit (no interpreter teardown): exit handlers still run,
+    buffered output is written, the exit code is the command's."""
+    import subprocess
+    import sys
+
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('exit handler ran'))\n"
+              "from prodigy_cli.main import entry\n"
+              "sys.argv = ['prodigy'] + sys.argv[1:]\n"
+              "print('buffered', end='')\n"
+              "entry()\n")
+    ok = subprocess.run([sys.executable, "-c", script, "--version"], capture_output=True,
+                        text=True, cwd=ROOT)
+    assert ok.returncode == 0
+    assert ok.stdout.startswith("bufferedprodigy ") and "exit handler ran" in ok.stdout
+    bad = subprocess.run([sys.executable, "-c", script, "run", "no-such-file.yml"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "E1001" in bad.stderr and "exit handler ran" in bad.stdout
