@@ -122,7 +122,9 @@ def _diff(objects_dir: str, old: str, new: str, prefix: bytes,
             continue
         path = prefix + name
         if was is None or now is None:
-            mode, sha = now or was  # type: ignore[misc]
+            entry = now if now is not None else was
+            assert entry is not None  # the name is in one of the two trees
+            mode, sha = entry
             if mode == GITLINK_MODE:
                 return False  # a submodule: git may ignore it (diff.ignoreSubmodules)
             into = changes["added" if was is None else "deleted"]
@@ -156,6 +158,23 @@ def changed_paths(objects_dir: str, old_tree: str, new_tree: str) -> tuple[str, 
         return None
     paths = changes["added"] + changes["deleted"] + changes["modified"]
     return tuple(sorted(p.decode("utf-8", "surrogateescape") for p in paths))
+
+
+def reaches(objects_dir: str, start: str, wanted: str, limit: int = 50) -> bool:
+    """Is commit ``wanted`` ``start`` or one of its ancestors among the first ``limit``
+    loose commits of ``start``'s history (False: not found there — ask git)?"""
+    todo, seen = [start], set()
+    while todo and len(seen) < limit:
+        sha = todo.pop()
+        if sha == wanted:
+            return True
+        if sha in seen:
+            continue
+        seen.add(sha)
+        fields = commit_fields(objects_dir, sha)
+        if fields is not None:
+            todo.extend(fields[1])
+    return False
 
 
 def loose_ref(common_dir: str, ref: str) -> str | None:

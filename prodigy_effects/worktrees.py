@@ -335,25 +335,13 @@ def _branch_in_use(cwd: str, branch: str) -> bool:
     return f'[branch "{branch}"]'.encode("utf-8", "surrogateescape") in config
 
 
-def _reaches(cwd: str, start: str | None, wanted: str, limit: int = 50) -> bool:
-    """Is commit ``wanted`` ``start`` or one of its ancestors, as far as the first
-    ``limit`` loose commits tell (False: not found there — ask git)?"""
+def _reaches(cwd: str, start: str | None, wanted: str) -> bool:
+    """Is commit ``wanted`` ``start`` or one of its ancestors, as far as git's loose
+    objects tell (False: not found there — ask git)?"""
     gitdir = _git_dir(cwd)
     if start is None or gitdir is None:
         return False
-    objects = os.path.join(_common_dir(gitdir), "objects")
-    todo, seen = [start], set()
-    while todo and len(seen) < limit:
-        sha = todo.pop()
-        if sha == wanted:
-            return True
-        if sha in seen:
-            continue
-        seen.add(sha)
-        fields = gitobjects.commit_fields(objects, sha)
-        if fields is not None:
-            todo.extend(fields[1])
-    return False
+    return gitobjects.reaches(os.path.join(_common_dir(gitdir), "objects"), start, wanted)
 
 
 async def _remove_if_clean(path: str) -> bool:
@@ -370,13 +358,20 @@ async def _remove_if_clean(path: str) -> bool:
         return False
     if not await remove_tree(path):
         return False
+    await drop_admin(admin)
+    return True
+
+
+async def drop_admin(admin: str) -> None:
+    """Delete a removed worktree's administrative directory (a handful of small files: no
+    thread needed); when that fails, ``git worktree prune`` forgets it (its files are
+    gone).  Already gone — pruned by someone — is fine."""
     try:
         shutil.rmtree(admin)
     except FileNotFoundError:
         pass
     except OSError:
         await git(os.path.dirname(os.path.dirname(admin)), "worktree", "prune", check=False)
-    return True
 
 
 async def remove_tree(path: str) -> bool:
@@ -1048,12 +1043,7 @@ class RealWorktrees:
                 admin = None
         async with _locked(effect.lock_path):
             if admin is not None:
-                try:  # a handful of small files: no thread needed
-                    shutil.rmtree(admin)
-                except FileNotFoundError:
-                    pass  # pruned by someone already
-                except OSError:
-                    await git(effect.repo_root, "worktree", "prune", check=False)
+                await drop_admin(admin)
             elif not effect.keep and os.path.exists(effect.path):
                 gone = await git(effect.repo_root, "worktree", "remove", "--force",
                                  effect.path, check=False)

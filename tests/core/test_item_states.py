@@ -5,23 +5,23 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prodigy_core.job_state import ItemStates
+from prodigy_core.job_state import ItemStates, ItemStatus
 
-STATUSES = ("pending", "running", "merging", "succeeded", "failed")
+STATUSES: tuple[ItemStatus, ...] = ("pending", "running", "merging", "succeeded", "failed")
 
 
 @given(start=st.dictionaries(st.integers(0, 20), st.sampled_from(STATUSES)),
        changes=st.lists(st.tuples(st.integers(0, 25), st.sampled_from(STATUSES))))
-def test_counts_follow_every_change(start: dict[int, str], changes: list[tuple[int, str]]
-                                    ) -> None:
-    states = ItemStates.of(start)  # type: ignore[arg-type]
+def test_counts_follow_every_change(start: dict[int, ItemStatus],
+                                    changes: list[tuple[int, ItemStatus]]) -> None:
+    states = ItemStates.of(start)
     expected = dict(start)
     for index, status in changes:
         before = states
-        states = states.set(index, status)  # type: ignore[arg-type]
+        states = states.set(index, status)
         expected[index] = status
         assert before.get(index) != status or states is before  # no change: the same one
     assert dict(states) == expected and len(states) == len(expected)
     for status in STATUSES:
-        assert states.count(status) == list(expected.values()).count(status)  # type: ignore
-    assert states == ItemStates.of(expected)  # type: ignore[arg-type]
+        assert states.count(status) == list(expected.values()).count(status)
+    assert states == ItemStates.of(expected)

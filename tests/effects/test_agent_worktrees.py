@@ -24,11 +24,7 @@ from prodigy_core.worktree_ops import (
     WorktreeRemoved,
 )
 from prodigy_effects.worktrees import RealWorktrees
-
-
-def git(cwd: Path | str, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+from tests.effects._git import git
 
 
 @pytest.fixture

@@ -12,11 +12,7 @@ from hypothesis import strategies as st
 
 from prodigy_effects import gitobjects
 from prodigy_effects.worktrees import _merged_head, agent_work, loose_head, loose_parents
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+from tests.effects._git import git
 
 
 def repo(tmp_path: Path) -> Path:

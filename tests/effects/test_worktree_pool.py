@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,11 +17,7 @@ import pytest
 from prodigy_core.job_ops import AgentReleased, FinishAgent
 from prodigy_core.worktree_ops import CreateWorktree, RemovePool, WorktreeCreated
 from prodigy_effects.worktrees import RealWorktrees
-
-
-def git(cwd: Path | str, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+from tests.effects._git import git
 
 
 @pytest.fixture

@@ -3,18 +3,13 @@ reported as such, never as done (spec 06 §6.3)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import trio
 
 from prodigy_core.worktree_ops import ConcludeMerge, MergeConcluded
 from prodigy_effects.worktrees import RealWorktrees
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+from tests.effects._git import git
 
 
 def repo(tmp_path: Path) -> tuple[Path, str]:
