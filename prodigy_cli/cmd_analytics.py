@@ -22,7 +22,7 @@ import attrs
 from prodigy_cli.cli_support import E_USAGE, now_utc, parse_time, repo_filter, table, write_json
 from prodigy_core import analytics_report as report
 from prodigy_core.analytics_report import CallRecord, GroupBy
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.transcript_view import replay_lines
 from prodigy_effects.analytics_data import (
     Run,
@@ -38,8 +38,8 @@ from prodigy_effects.storage import Storage, StorageError
 __all__ = ["Scope", "cmd_analytics", "resolve_transcripts", "select"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Scope:
     """The runs and calls a report covers, and how to describe them."""
 

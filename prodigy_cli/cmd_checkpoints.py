@@ -28,7 +28,7 @@ from prodigy_cli.cli_support import (
     repo_filter,
     write_json,
 )
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.storage import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
@@ -64,8 +64,8 @@ def dispatch(action: str, args: argparse.Namespace, storage: Storage, out: TextI
 # --------------------------------------------------------------------------- loading
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Version:
     """One version of a checkpoint on disk and what validation found."""
 

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import attrs
 
 from prodigy_cli.cli_support import E_USAGE, parse_time, table, write_json
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.dlq_store import (
     DlqEntry,
     error_type_label,
@@ -40,8 +40,8 @@ E_DLQ_ITEM = "E6011"
 _EMPTY = "No items in the DLQ."
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Scope:
     """Which DLQ a command reads.  ``repo``/``root``: the repository shown (``None``: all);
     ``current``: the repository the command runs in, even with ``--all-repos``."""

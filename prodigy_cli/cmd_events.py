@@ -38,7 +38,7 @@ from prodigy_cli.cli_support import (
     table,
     write_json,
 )
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.fsutil import atomic_write_bytes, ensure_dir
 from prodigy_effects.journal import event_files, follow, list_run_dirs, normalise_envelope
 from prodigy_effects.journal import read_events as journal_read_events
@@ -345,15 +345,15 @@ def events_export(args: argparse.Namespace, storage: Storage, out: TextIO, err: 
 # --------------------------------------------------------------------------- clean
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Line:
     raw: bytes
     moment: datetime | None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _RunPlan:
     """What cleaning does to one run: per file, the line numbers to remove."""
 

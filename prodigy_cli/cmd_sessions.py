@@ -30,7 +30,7 @@ from prodigy_cli.cli_support import (
     repo_filter,
     write_json,
 )
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.journal import read_events
 from prodigy_effects.storage import Storage
 
@@ -40,8 +40,8 @@ _DEFAULT_STATUSES = frozenset({"Completed"})
 _ALL_STATUSES = frozenset({"Completed", "Failed", "Paused", "Cancelled"})
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Doomed:
     """A session to delete and every path that goes with it (deleted in this order)."""
 

@@ -51,7 +51,7 @@ from prodigy_core.job_state import JobState
 from prodigy_core.json_values import JSON
 from prodigy_core.merge_conflicts import strategy
 from prodigy_core.problems import InvalidTransition
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.step_frames import Stepper
 from prodigy_core.worktree_ops import MergeBranch, MergeConflicted
 
@@ -211,8 +211,8 @@ def _id(state: JobState) -> tuple[JobState, int]:
 # --- resume ----------------------------------------------------------------------------
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Unfinished:
     """A resolution that had begun but had not ended when the job stopped."""
 

@@ -13,15 +13,15 @@ from pyrsistent import PMap, pmap
 
 from prodigy_core.claude_stream import ClaudeCall
 from prodigy_core.json_values import JSON
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 
 def _int(value: JSON | None) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Usage:
     claude_calls: int = 0
     failed_calls: int = 0

@@ -23,7 +23,7 @@ from typing import Literal
 import attrs
 
 from prodigy_core.json_values import JSON
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import shows_fields, value_class
 
 GroupBy = Literal["session", "job", "step", "item", "model", "day"]
 GROUPS: tuple[GroupBy, ...] = ("session", "job", "step", "item", "model", "day")
@@ -57,8 +57,8 @@ def _counts(value: object) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((str(k), _int(v)) for k, v in value.items() if _int(v) > 0))
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CallRecord:
     """One Claude call (spec 14 §2) with the Prodigy context it ran in."""
 
@@ -233,8 +233,8 @@ def _record(envelope: Mapping[str, object], body: Mapping[str, object], slot: _P
 # --------------------------------------------------------------------------- totals
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Totals:
     runs: int = 0
     calls: int = 0
@@ -290,8 +290,8 @@ def totals(records: Iterable[CallRecord], *, runs: int = 0) -> Totals:
 # --------------------------------------------------------------------------- grouping
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class GroupRow:
     """One row of ``analytics cost``; ``scope`` is the run of a step or item."""
 
@@ -367,8 +367,8 @@ def top_steps(records: Iterable[CallRecord], *, n: int = 5,
 # --------------------------------------------------------------------------- tools
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ToolRow:
     name: str
     uses: int = 0
@@ -440,8 +440,8 @@ def item_costs(records: Iterable[CallRecord]) -> dict[tuple[str, str], float]:
     return costs
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Projection:
     """Forecast for the unfinished items of a job (spec 14 §4, ``cost --project``)."""
 
@@ -490,8 +490,8 @@ def project(costs: Sequence[float], durations_ms: Sequence[int], *, remaining: i
 # --------------------------------------------------------------------------- recommendations
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Recommendation:
     code: str
     message: str

@@ -27,14 +27,14 @@ import attrs
 from pyrsistent import PMap, pmap
 
 from prodigy_core.model import CircuitBreakerSpec
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 BreakerStatus = Literal["closed", "open", "half_open"]
 Change = tuple[str, str, str]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Breaker:
     status: BreakerStatus = "closed"
     failures: int = 0
@@ -43,8 +43,8 @@ class Breaker:
     in_flight: int = 0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Breakers:
     """Every breaker of a run, and the latest time the run has heard of."""
 

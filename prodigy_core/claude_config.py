@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 ROOT_SAFE_PERMISSIONS = (
     "--permission-mode", "acceptEdits",
@@ -22,8 +22,8 @@ ROOT_SAFE_PERMISSIONS = (
 NON_ROOT_PERMISSIONS = ("--dangerously-skip-permissions",)
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ClaudeSettings:
     executable: str = "claude"
     permission_args: tuple[str, ...] | None = None
@@ -34,8 +34,8 @@ class ClaudeSettings:
     console_output: bool | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Invocation:
     argv: tuple[str, ...]
     stdin: str | None = None

@@ -23,7 +23,7 @@ import attrs
 from pyrsistent import PMap, pmap
 
 from prodigy_core.json_values import JSON
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.results import seconds_text
 
 NoticeKind = Literal["session_started", "tool_invoked", "api_retry", "assistant_text",
@@ -31,8 +31,8 @@ NoticeKind = Literal["session_started", "tool_invoked", "api_retry", "assistant_
 TOOL_INPUT_LIMIT = 2048
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Notice:
     """Something a stream line told us, for the journal and the console."""
 
@@ -41,8 +41,8 @@ class Notice:
     text: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ClaudeCall:
     """The running summary of one call's stream."""
 
@@ -191,8 +191,8 @@ def _user(call: ClaudeCall, message: dict[str, object]) -> tuple[ClaudeCall, tup
 # --- the outcome -----------------------------------------------------------------------
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ClaudeOutcome:
     passed: bool
     output: str

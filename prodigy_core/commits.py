@@ -32,7 +32,7 @@ from prodigy_core.events import ChangesCommitted, CommitsListed, CommitsSquashed
 from prodigy_core.globs import path_matches
 from prodigy_core.interpolate import Var, interpolate
 from prodigy_core.model import CommitConfig, Step
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.results import ExecResult
 
 NO_CONFIG = CommitConfig()
@@ -119,8 +119,8 @@ def list_effect(*, command_id: int, cwd: str, since: str | None) -> ListCommits:
     return ListCommits(command_id=command_id, cwd=cwd, since=since)
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Checked:
     """What ``CommitsListed`` did to an execution."""
 

@@ -21,13 +21,13 @@ from pyrsistent import PMap, pmap
 from prodigy_core.claude_config import ClaudeSettings
 from prodigy_core.interpolate import Var
 from prodigy_core.model import EnvConditional, EnvDynamic, RetrySpec
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 MINIMAL_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TERM", "TZ", "LANG")
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class InputSpec:
     """One input of input mode (spec 03 §8.2)."""
 
@@ -36,8 +36,8 @@ class InputSpec:
     file_path: str | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WorktreeSpec:
     """The session worktree a run works in (spec 06 §3).
 
@@ -65,8 +65,8 @@ class WorktreeSpec:
     subdir: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RunContext:
     session_id: str
     workflow_name: str

@@ -15,11 +15,11 @@ from typing import Literal
 import attrs
 
 from prodigy_core.json_values import JSON
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RunCommand:
     """Run one process.
 
@@ -51,8 +51,8 @@ class RunCommand:
     memory_limit_mb: int | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WriteFile:
     """Write a file for a ``write_file`` step or ``output_file``.
 
@@ -74,8 +74,8 @@ class WriteFile:
     step_path: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ReadFile:
     """Read a text file (the ``result_file`` of a completeness ``validate``).
 
@@ -90,8 +90,8 @@ class ReadFile:
     path: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ReadGitHead:
     """Find ``HEAD`` of the repository containing ``cwd`` (read-only git).
 
@@ -103,8 +103,8 @@ class ReadGitHead:
     cwd: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CommitChanges:
     """Commit what a step left uncommitted (``auto_commit``, spec 02 §12.2).
 
@@ -130,8 +130,8 @@ class CommitChanges:
     step_path: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ListCommits:
     """Describe what changed in the repository containing ``cwd`` since ``since``.
 
@@ -148,8 +148,8 @@ class ListCommits:
     since: str | None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class SquashCommits:
     """Replace the commits ``since..HEAD`` by one commit (``commit_config.squash``).
 
@@ -168,8 +168,8 @@ class SquashCommits:
     sign: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Sleep:
     """Wait ``seconds``: the core's only timer.
 
@@ -184,8 +184,8 @@ class Sleep:
     seconds: float
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CancelCommands:
     """Stop every running command (SIGTERM to its group, grace period, SIGKILL).
 
@@ -199,8 +199,8 @@ class CancelCommands:
     command_ids: tuple[int, ...] = ()
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class LogEvent:
     """Append one record to the run's journal (the event log).
 
@@ -219,8 +219,8 @@ class LogEvent:
         return out
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class SaveCheckpoint:
     """Write the run's checkpoint atomically.
 
@@ -232,8 +232,8 @@ class SaveCheckpoint:
     checkpoint: JSON
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class SaveSession:
     """Write the session record (``sessions/<id>.json``).
 
@@ -244,8 +244,8 @@ class SaveSession:
     session: JSON
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Print:
     """Show a line to the person running Prodigy.
 
@@ -265,8 +265,8 @@ class Print:
     stream: Literal["out", "err"] = "out"
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class DescribeStep:
     """Describe a step about to run, for the dry-run plan.
 
@@ -277,8 +277,8 @@ class DescribeStep:
     info: JSON
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Finish:
     """The run is over; the interpreter returns ``outcome`` to its caller.
 
@@ -289,8 +289,8 @@ class Finish:
     exit_code: int
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RunClaude:
     """Run one Claude Code CLI call (spec 07).
 
@@ -315,8 +315,8 @@ class RunClaude:
     step_path: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RegisterSecret:
     """Mask one more value from now on (spec 11 §9.1).
 

@@ -26,14 +26,14 @@ from prodigy_core.model import (
 )
 from prodigy_core.parse import paths
 from prodigy_core.problems import Problem
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 Positions = Mapping[str, tuple[int, int]]
 LateEntry = tuple[str, EnvDynamic | EnvConditional]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ResolvedEnv:
     """The workflow environment at start.
 

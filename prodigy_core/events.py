@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CommandFinished:
     """A ``RunCommand`` ended (exited, was killed by its timeout, or was cancelled).
 
@@ -40,8 +40,8 @@ class CommandFinished:
     exhausted: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CommandNotStarted:
     """A ``RunCommand`` could not be started (missing working directory, no ``sh``…).
 
@@ -56,8 +56,8 @@ class CommandNotStarted:
     monotonic: float = 0.0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class FileWritten:
     """A ``WriteFile`` succeeded; ``size`` bytes were written to ``path``."""
 
@@ -69,8 +69,8 @@ class FileWritten:
     planned: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class FileWriteFailed:
     """A ``WriteFile`` failed (bad format, missing parent, I/O error)."""
 
@@ -80,8 +80,8 @@ class FileWriteFailed:
     monotonic: float = 0.0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class FileRead:
     """Answer to ``ReadFile``: the file's text, or None when it could not be read.
 
@@ -96,8 +96,8 @@ class FileRead:
     planned: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class GitHeadRead:
     """Answer to ``ReadGitHead``: the commit sha, or None outside a repository."""
 
@@ -106,8 +106,8 @@ class GitHeadRead:
     planned: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ChangesCommitted:
     """Answer to ``CommitChanges``: the new commit and the paths it contains.
 
@@ -121,8 +121,8 @@ class ChangesCommitted:
     planned: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CommitsListed:
     """Answer to ``ListCommits``.
 
@@ -144,8 +144,8 @@ class CommitsListed:
     planned: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CommitsSquashed:
     """Answer to ``SquashCommits``: the sha of the single replacing commit."""
 
@@ -154,8 +154,8 @@ class CommitsSquashed:
     planned: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class GitFailed:
     """A git effect (``CommitChanges``, ``ListCommits``, ``SquashCommits``) failed.
 
@@ -167,8 +167,8 @@ class GitFailed:
     message: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Slept:
     """A ``Sleep`` ended.  ``monotonic`` is the clock reading at the end."""
 
@@ -176,8 +176,8 @@ class Slept:
     monotonic: float = 0.0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CancelRequested:
     """The user asked Prodigy to stop (SIGINT or SIGTERM).
 
@@ -188,8 +188,8 @@ class CancelRequested:
     at: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ClaudeLine:
     """One stdout line of a running Claude call, as it arrived.
 
@@ -202,8 +202,8 @@ class ClaudeLine:
     line: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ClaudeFinished:
     """A ``RunClaude`` ended.
 

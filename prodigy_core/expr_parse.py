@@ -28,15 +28,15 @@ from typing import Final, Literal, TypeAlias
 import attrs
 
 from prodigy_core.json_values import JSON, PATH_RE
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 Mode: TypeAlias = Literal["when", "filter"]
 Side: TypeAlias = Literal["left", "right"]
 CompareOp: TypeAlias = Literal["==", "!=", "<", "<=", ">", ">="]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ExprError:
     """A syntax (E1009) or evaluation (E3004, W6002, E2001) problem of an expression."""
 
@@ -45,16 +45,16 @@ class ExprError:
     column: int = 0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Const:
     """A literal value (string, number, boolean, null)."""
 
     value: JSON
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Ref:
     """``${path}``; ``exists`` is set for the pseudo-field ``${path.exists}``."""
 
@@ -62,51 +62,51 @@ class Ref:
     exists: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Field:
     """A field path relative to the work item (filters only)."""
 
     path: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Not:
     operand: Expr
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class And:
     left: Expr
     right: Expr
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Or:
     left: Expr
     right: Expr
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Compare:
     op: CompareOp
     left: Expr
     right: Expr
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class In:
     operand: Expr
     options: tuple[Expr, ...]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Matches:
     """``x matches pattern`` and ``matches(x, pattern)``."""
 
@@ -114,8 +114,8 @@ class Matches:
     pattern: Expr
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Call:
     name: str
     args: tuple[Expr, ...]
@@ -155,8 +155,8 @@ _CMP_OPS: Final[dict[str, CompareOp]] = {
 TokenKind: TypeAlias = Literal["str", "num", "ref", "word", "op", "end"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Token:
     kind: TokenKind
     text: str

@@ -28,13 +28,13 @@ import attrs
 from prodigy_core.expr_eval import item_field, numeric_value
 from prodigy_core.expr_parse import ExprError
 from prodigy_core.json_values import JSON, MISSING, PATH_RE, dumps_compact
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import shows_fields, value_class
 
 __all__ = ["SortKey", "distinct_items", "parse_sort_by", "sort_items"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class SortKey:
     """One ``sort_by`` key: a field path, its direction and where nulls go."""
 

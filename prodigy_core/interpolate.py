@@ -41,7 +41,7 @@ from prodigy_core.json_values import (
     render_value,
     walk,
 )
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.shellquote import QuoteScanner, QuoteState, escape_outside, shell_escape
 
 __all__ = [
@@ -60,8 +60,8 @@ __all__ = [
     "shell_quote_state",
 ]
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Var:
     """A variable's value and where it came from.
 
@@ -75,8 +75,8 @@ class Var:
     git_list: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Reference:
     """One syntactically valid ``${...}``, ``$NAME`` or ``$N`` occurrence in a template."""
 
@@ -89,8 +89,8 @@ class Reference:
     end: int
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class TemplateProblem:
     """A load-time problem in a template: ``E1012`` (malformed) or ``W1003`` (filter syntax)."""
 
@@ -99,8 +99,8 @@ class TemplateProblem:
     offset: int
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Interpolated:
     """Result of ``interpolate``: the text and the braced references left unresolved."""
 
@@ -130,15 +130,15 @@ def _is_glob(modifier: str) -> bool:
 # --------------------------------------------------------------------------- scanning
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Literal:
     text: str  # what the output receives
     source: str  # what the template had (differs only for "$$")
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Malformed:
     text: str
     problem: TemplateProblem

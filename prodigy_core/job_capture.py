@@ -35,12 +35,12 @@ from prodigy_core.interpolate import Var
 from prodigy_core.json_path import ItemsError, apply_json_path
 from prodigy_core.json_values import JSON
 from prodigy_core.model import CaptureOutputSpec
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.step_frames import Outcome
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Captured:
     """What the entries of one setup step produced."""
 
@@ -49,8 +49,8 @@ class Captured:
     error: str | None = None  # the first entry that failed without a default
 
 
-@shows_fields
-@attrs.frozen(repr=False)
+@value_class
+@attrs.frozen(repr=False, eq=False)
 class Miss:
     """Extraction found nothing: the default is used, or setup fails (E6004)."""
 

@@ -90,7 +90,7 @@ from prodigy_core.job_state import ItemStates, ItemStatus, JobConfig, JobState
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Step, Workflow
 from prodigy_core.problems import InvalidTransition
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.step_frames import Outcome, Stepper
 from prodigy_core.worktree_ops import (
     BranchMerged,
@@ -109,8 +109,8 @@ FORMAT_VERSION = 1
 Moves = tuple[JobState, list[Effect]]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Transition:
     state: JobState
     effects: tuple[Effect, ...]

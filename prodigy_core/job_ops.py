@@ -14,13 +14,13 @@ from __future__ import annotations
 import attrs
 
 from prodigy_core.json_values import JSON
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 # ---------------------------------------------------------------------------- effects
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class LoadWorkItems:
     """Read the map input (spec 05 §5.1–§5.3).
 
@@ -40,8 +40,8 @@ class LoadWorkItems:
     setup_base: str | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class FinishAgent:
     """An agent's steps are over: describe and release its worktree (spec 05 §7.4–§7.6).
 
@@ -77,8 +77,8 @@ class FinishAgent:
     idle_timeout_secs: float = 0.0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MeasureWorktree:
     """Measure the size of an agent worktree (``resource_limits.max_disk_mb``, spec 06 §9.4).
 
@@ -91,8 +91,8 @@ class MeasureWorktree:
     path: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class SaveJobState:
     """Write a new version of the job state checkpoint (spec 09 §4.3), atomically.
 
@@ -103,8 +103,8 @@ class SaveJobState:
     doc: dict[str, JSON]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class SaveJobFile:
     """Write ``<job dir>/<name>`` (``items/<item_id>.json``, ``map-results.json``).
 
@@ -117,8 +117,8 @@ class SaveJobFile:
     durable: bool = True
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RecordDLQ:
     """Add a failed item to the job's DLQ, or count one more failure of it (spec 05 §13)."""
 
@@ -130,8 +130,8 @@ class RecordDLQ:
     manual_review_required: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ForgetDLQ:
     """Remove an item's DLQ entry (it succeeded when run again)."""
 
@@ -141,8 +141,8 @@ class ForgetDLQ:
 # ----------------------------------------------------------------------------- events
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WorkItemsLoaded:
     """Answer to ``LoadWorkItems``: the input's text and how it was obtained.
 
@@ -157,8 +157,8 @@ class WorkItemsLoaded:
     generated: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WorkItemsFailed:
     """The map input could not be read (``code`` E6001/E6003)."""
 
@@ -167,8 +167,8 @@ class WorkItemsFailed:
     message: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WorktreeMeasured:
     """Answer to ``MeasureWorktree``: ``size_bytes``, or ``message`` when it could not be
     measured (the worktree is gone, say)."""
@@ -178,8 +178,8 @@ class WorktreeMeasured:
     message: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class AgentReleased:
     """Answer to ``FinishAgent``."""
 

@@ -24,7 +24,7 @@ from prodigy_core.context import RunContext
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Workflow
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.step_frames import Stepper
 from prodigy_core.work_items import FailureKind
 
@@ -37,8 +37,8 @@ BreakerStatus = Literal["closed", "open", "half_open"]
 TimerUse = Literal["setup", "reduce", "breaker"]
 
 
-@shows_fields
-@attrs.frozen(repr=False)
+@value_class
+@attrs.frozen(repr=False, eq=False)
 class ItemStates:
     """The status of every item, with the number of items in each status kept up to date
     (the job machine asks for those counts on every event; counting a job's thousands of
@@ -96,8 +96,8 @@ class ItemStates:
         return len(self.statuses)
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class JobConfig:
     """Where a job keeps its things (decided by the caller, who knows the storage root).
 
@@ -118,8 +118,8 @@ class JobConfig:
     final_merge: bool = True
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Failure:
     """Why an item failed (the structured cause of spec 05 §13.2)."""
 
@@ -134,8 +134,8 @@ class Failure:
     kept_worktree: str | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Agent:
     """One attempt of one item: its worktree, its step machine and its progress."""
 
@@ -175,8 +175,8 @@ class Agent:
     transcript: str | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class PoolWorktree:
     """A worktree of the job's pool (``allocation_strategy: pooled``, spec 06 §9.2).
 
@@ -192,8 +192,8 @@ class PoolWorktree:
     idle_since: float = 0.0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Queued:
     """An agent branch waiting for (or in) the merge queue (spec 05 §8)."""
 
@@ -211,8 +211,8 @@ class Queued:
     cost: float = 0.0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class DispatchBreaker:
     """The job circuit breaker (``prodigy_core.job_breaker`` explains it).
 
@@ -228,8 +228,8 @@ class DispatchBreaker:
     trials: frozenset[int] = frozenset()
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class JobState:
     workflow: Workflow
     ctx: RunContext

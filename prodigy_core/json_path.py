@@ -28,11 +28,11 @@ from prodigy_core.expressions import (
     eval_filter,
 )
 from prodigy_core.json_values import JSON, MISSING
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ItemsError:
     """Loading or selecting items failed: E6002 (input), E1009 (filter, sort_by,
     distinct), E1010 (json_path), E2001 (unresolved ``${name}`` in a filter)."""
@@ -47,8 +47,8 @@ class ItemsError:
 # --------------------------------------------------------------------------- json_path
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Test:
     """One comparison of a filter: ``target op value`` (``op`` None tests existence)."""
 
@@ -57,14 +57,14 @@ class _Test:
     value: JSON
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _All:
     parts: tuple[_Bool, ...]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _AnyOf:
     parts: tuple[_Bool, ...]
 
@@ -72,8 +72,8 @@ class _AnyOf:
 _Bool: TypeAlias = _Test | _All | _AnyOf
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Compiled:
     root: Any  # a jsonpath-ng tree with the adapted nodes below
 

@@ -58,7 +58,7 @@ from prodigy_core.merge_docs import merge_variables as _merge_variables
 from prodigy_core.merge_docs import meta_doc
 from prodigy_core.model import Step, Workflow
 from prodigy_core.problems import InvalidTransition
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.results import cut
 from prodigy_core.worktree_ops import (
     AskUser,
@@ -86,8 +86,8 @@ __all__ = ["MergeMachine", "MergeOutcome", "Moved", "begin", "begin_resolution",
            "start_alone", "step_alone", "strategy"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MergeOutcome:
     """How the merge step ended (``reason`` as in spec 08 §1.2 ``merge.reason``)."""
 
@@ -106,8 +106,8 @@ class MergeOutcome:
         return {"target": self.target, "merged": self.merged, "reason": self.reason}
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MergeMachine:
     ctx: RunContext
     workflow: Workflow
@@ -158,8 +158,8 @@ class MergeMachine:
         return self.outcome is not None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Moved:
     machine: MergeMachine
     effects: tuple[Effect, ...]
@@ -674,8 +674,8 @@ def _rollback(m: MergeMachine, conflict: MergeConflicted,
 # --- the merge alone (``prodigy worktree merge``) ------------------------------------
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MergeTransition:
     state: MergeMachine
     effects: tuple[Effect, ...]

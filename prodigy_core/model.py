@@ -18,7 +18,7 @@ from typing import Literal
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 StepKind = Literal["shell", "claude", "write_file", "foreach", "goal_seek", "workflow"]
 CaptureFormat = Literal["string", "json", "lines", "number", "boolean"]
@@ -28,8 +28,8 @@ Strategy = Literal["recovery", "fallback", "cleanup", "custom"]
 Mode = Literal["standard", "mapreduce"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CaptureStreams:
     """Which companion values ``capture`` stores (spec 02 §11.2)."""
 
@@ -40,8 +40,8 @@ class CaptureStreams:
     duration: bool = True
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WriteFileSpec:
     """A ``write_file:`` command (spec 02 §5). ``path`` and ``content`` are interpolated."""
 
@@ -52,8 +52,8 @@ class WriteFileSpec:
     create_dirs: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Backoff:
     """Delay growth between retries (spec 10 §2.2). Unset delays default to ``initial_delay``."""
 
@@ -64,8 +64,8 @@ class Backoff:
     delays: tuple[float, ...] = ()
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RetryMatcher:
     """One ``retry_on`` entry (spec 10 §2.4).
 
@@ -80,8 +80,8 @@ class RetryMatcher:
     exit_codes: tuple[int, ...] = ()
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CircuitBreakerSpec:
     name: str | None = None
     failure_threshold: int = 5
@@ -90,8 +90,8 @@ class CircuitBreakerSpec:
     half_open_requests: int = 1
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RetrySpec:
     """A step's ``retry:`` (spec 10 §2)."""
 
@@ -108,8 +108,8 @@ class RetrySpec:
     circuit_breaker: CircuitBreakerSpec | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class OnFailure:
     """A normalised ``on_failure`` (spec 10 §4).
 
@@ -130,8 +130,8 @@ class OnFailure:
     allow: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CommitConfig:
     message_template: str | None = None
     message_pattern: str | None = None
@@ -142,15 +142,15 @@ class CommitConfig:
     squash: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class StepValidate:
     commands: tuple[str, ...]
     timeout: float | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class OnIncomplete:
     """``validate.on_incomplete`` (spec 12 §2.4)."""
 
@@ -161,8 +161,8 @@ class OnIncomplete:
     commit_required: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ValidateSpec:
     """A step's completeness ``validate:`` (spec 12 §2). ``expected_schema`` is frozen JSON."""
 
@@ -174,8 +174,8 @@ class ValidateSpec:
     on_incomplete: OnIncomplete | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class GoalSeekSpec:
     """A ``goal_seek:`` step's loop (spec 12 §1).  ``command`` is the nested step run
     each attempt (``shell`` or ``claude``)."""
@@ -190,8 +190,8 @@ class GoalSeekSpec:
     fail_on_incomplete: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ForeachSpec:
     """A ``foreach:`` step (spec 12 §3).
 
@@ -208,8 +208,8 @@ class ForeachSpec:
     continue_on_error: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class GitUse:
     """Which git context variables (spec 03 §7) a step needs; set by ``prodigy_core.gitvars``.
 
@@ -228,8 +228,8 @@ class GitUse:
     scope_workflow: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Step:
     """One step, in any scope (spec 02). ``source`` is its ``$.path`` in the file.
 
@@ -276,8 +276,8 @@ class Step:
 # --- environment values (spec 11 §2) -------------------------------------------------
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class EnvStatic:
     """A literal value (interpolated once at start). ``None`` unsets the name."""
 
@@ -285,23 +285,23 @@ class EnvStatic:
     secret: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class EnvDynamic:
     command: str
     cache: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class EnvConditional:
     condition: str
     when_true: str
     when_false: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class EnvPerProfile:
     values: tuple[tuple[str, str | None], ...]
     default: str | None = None
@@ -311,22 +311,22 @@ class EnvPerProfile:
 EnvValue = EnvStatic | EnvDynamic | EnvConditional | EnvPerProfile
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class SecretSource:
     provider: Literal["env", "file"]
     key: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class EnvFile:
     path: str
     required: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Profile:
     name: str
     description: str | None = None
@@ -336,8 +336,8 @@ class Profile:
 # --- phases -----------------------------------------------------------------------------
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CaptureOutputSpec:
     """One ``setup.capture_outputs`` entry (spec 05 §4.3)."""
 
@@ -351,8 +351,8 @@ class CaptureOutputSpec:
     has_default: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class StepList:
     """A phase's steps with its optional phase timeout (``setup``, ``reduce``, ``merge``)."""
 
@@ -361,8 +361,8 @@ class StepList:
     capture_outputs: tuple[tuple[str, CaptureOutputSpec], ...] = ()
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class TimeoutConfig:
     """``map.timeout_config`` (spec 05 §11)."""
 
@@ -374,8 +374,8 @@ class TimeoutConfig:
     enable_monitoring: bool = True
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ItemRetry:
     """``error_policy.retry_config``: item-level retry (spec 05 §10.4)."""
 
@@ -386,8 +386,8 @@ class ItemRetry:
     jitter: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class JobBreaker:
     """``error_policy.circuit_breaker`` (spec 05 §10.5)."""
 
@@ -397,8 +397,8 @@ class JobBreaker:
     half_open_requests: int = 3
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ErrorPolicy:
     """The MapReduce item failure policy (spec 05 §1.4, §10), shorthands already merged."""
 
@@ -411,8 +411,8 @@ class ErrorPolicy:
     circuit_breaker: JobBreaker | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MapSpec:
     """The ``map:`` block of a MapReduce workflow (spec 05 §1). Run by a later issue."""
 
@@ -432,8 +432,8 @@ class MapSpec:
 PoolStrategy = Literal["on_demand", "pooled", "reuse", "dedicated"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class PoolCleanup:
     """``worktree_config.cleanup_policy`` (spec 06 §9.1); durations in seconds."""
 
@@ -444,8 +444,8 @@ class PoolCleanup:
     clean_ignored: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ResourceLimits:
     """``worktree_config.resource_limits`` (spec 06 §9.4)."""
 
@@ -453,8 +453,8 @@ class ResourceLimits:
     max_memory_mb: int | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WorktreeConfig:
     """``worktree_config``: how MapReduce agents get their worktrees (spec 06 §9).
 
@@ -467,8 +467,8 @@ class WorktreeConfig:
     resource_limits: ResourceLimits | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Workflow:
     """A validated workflow. ``steps`` is the standard step list (empty for MapReduce)."""
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 Severity = Literal["error", "warning"]
 
@@ -26,8 +26,8 @@ class InvalidTransition(Exception):
     """A state machine received an event it cannot handle: a bug, never a domain failure."""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Problem:
     severity: Severity
     code: str

@@ -20,13 +20,13 @@ import attrs
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Step
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 OUTPUT_LIMIT = 64 * 1024
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ExecResult:
     """The outcome of one execution of a command."""
 
@@ -42,8 +42,8 @@ class ExecResult:
     planned: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CaptureError:
     code: str
     message: str

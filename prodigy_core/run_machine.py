@@ -54,7 +54,7 @@ from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import Workflow
 from prodigy_core.problems import InvalidTransition
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.results import cut
 from prodigy_core.run_docs import (
     CHECKPOINT_VERSION,
@@ -87,8 +87,8 @@ from prodigy_core.worktree_ops import (
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RunState:
     workflow: Workflow
     ctx: RunContext
@@ -142,8 +142,8 @@ class RunState:
         return self.status != "running" and self.phase != "merge"
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Transition:
     state: RunState
     effects: tuple[Effect, ...]

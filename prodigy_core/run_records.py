@@ -14,12 +14,12 @@ from pyrsistent import PMap, pmap
 
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.results import cut
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class StepRecord:
     """A finished step of the current iteration, as stored in the checkpoint."""
 

@@ -34,7 +34,7 @@ from typing import Final, Literal, TypeAlias
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import shows_fields, value_class
 
 __all__ = ["QuoteScanner", "QuoteState", "escape_outside", "shell_escape"]
 
@@ -48,8 +48,8 @@ _HEREDOC_SPECIAL_RE: Final = re.compile(r"([\\$`])")
 _CommandQuote: TypeAlias = Literal["none", "single", "double"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Heredoc:
     """A here-document whose operator was read: its delimiter and how its body is read."""
 

@@ -24,14 +24,14 @@ from prodigy_core.effects import Effect, LogEvent
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
 from prodigy_core.model import RetrySpec, Step
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.results import ExecResult
 
 Status = Literal["succeeded", "recovered", "failed", "failed_allowed", "skipped"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Outcome:
     """How a step ended (spec 02 §8 stage 8)."""
 
@@ -55,8 +55,8 @@ class Outcome:
         return self.status != "failed"
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class GoalState:
     """A ``goal_seek`` execution in progress (``step_goal``).
 
@@ -74,8 +74,8 @@ class GoalState:
     command_duration: float = 0.0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Lane:
     """One ``foreach`` item whose ``do`` steps are running, with its own step machine."""
 
@@ -84,8 +84,8 @@ class Lane:
     locals: PMap[str, Var] = pmap()
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ForeachState:
     """A ``foreach`` execution in progress (``step_foreach``).
 
@@ -112,8 +112,8 @@ class ForeachState:
     span: tuple[float, float] | None = None
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class StepFrame:
     step: Step
     path: str
@@ -177,8 +177,8 @@ class StepFrame:
     env_ready: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class SeqFrame:
     steps: tuple[Step, ...]
     paths: tuple[str, ...]
@@ -199,8 +199,8 @@ class SeqFrame:
 Frame = StepFrame | SeqFrame
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Stepper:
     """The step machine's state for one scope."""
 

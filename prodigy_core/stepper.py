@@ -115,7 +115,7 @@ from prodigy_core.json_values import JSON
 from prodigy_core.masking import REDACTED, is_sensitive
 from prodigy_core.model import CircuitBreakerSpec, RetrySpec, Step
 from prodigy_core.problems import InvalidTransition
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.results import ExecResult
 from prodigy_core.step_frames import (
     Frame,
@@ -154,8 +154,8 @@ ENV_VALUE_LIMIT = 65536  # spec 03 §9.2: larger values are not exported (W3004)
 # --- public entry points ------------------------------------------------------------
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Stepped:
     """What one call of the step machine returns to its scope machine."""
 

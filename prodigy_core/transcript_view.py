@@ -25,7 +25,7 @@ import attrs
 from prodigy_core.analytics_report import CallRecord, bash_command
 from prodigy_core.claude_stream import ClaudeCall, fold, main_input
 from prodigy_core.json_values import JSON
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 EntryKind = Literal["prompt", "init", "system", "retry", "text", "tool", "tool_result",
                     "result", "unparsed"]
@@ -34,8 +34,8 @@ _TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d(?:\.\d+)?)"
 _EXIT = re.compile(r"^\s*Exit code (-?\d+)\s*")
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Entry:
     """One event of a transcript; ``seconds`` is its timestamp as epoch seconds, if any."""
 

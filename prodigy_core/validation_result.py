@@ -17,13 +17,13 @@ import attrs
 
 from prodigy_core.interpolate import Var
 from prodigy_core.json_values import JSON
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 W3005 = "warning[W3005]: validation output is not JSON; treating as complete"
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Verdict:
     """One validation's judged result."""
 

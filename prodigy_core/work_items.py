@@ -52,7 +52,7 @@ from prodigy_core.json_path import ItemsError, check_json_path
 from prodigy_core.json_path import apply_json_path as json_path_items
 from prodigy_core.json_values import JSON, MISSING, PATH_RE, Missing, dumps_compact
 from prodigy_core.model import MapSpec
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 __all__ = [
     "AgentStatus",
@@ -85,8 +85,8 @@ __all__ = [
 ]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ItemsWarning:
     """A warning while selecting items: W6001 (json_path ignored for line input),
     W6002 (filter type error), W6003 (json_path matched nothing)."""
@@ -95,8 +95,8 @@ class ItemsWarning:
     message: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Selection:
     """The final item list of §5.4 and the warnings produced on the way."""
 
@@ -107,8 +107,8 @@ class Selection:
 # --------------------------------------------------------------------------- input text
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Unparsed:
     message: str
     line: int
@@ -485,8 +485,8 @@ FailureKind: TypeAlias = Literal[
 ]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ItemFailure:
     """The structured cause of an item failure (spec 05 §13.2).
 

@@ -18,13 +18,13 @@ from typing import Literal
 import attrs
 
 from prodigy_core.json_values import JSON
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 # ---------------------------------------------------------------------------- effects
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class CreateWorktree:
     """Create (or reuse, or find again) the session worktree.
 
@@ -67,8 +67,8 @@ class CreateWorktree:
     owner: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class InspectMerge:
     """Gather what the final merge needs to decide (read-only git).
 
@@ -87,8 +87,8 @@ class InspectMerge:
     details: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class AskUser:
     """Ask the user a yes/no question on the terminal (the merge prompt, spec 06 §7.4).
 
@@ -101,8 +101,8 @@ class AskUser:
     question: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MergeBranch:
     """Merge ``source`` into ``target`` with ``git merge --no-ff -m <message>``.
 
@@ -127,8 +127,8 @@ class MergeBranch:
     lock_path: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ConcludeMerge:
     """Accept or roll back a conflicted merge after a resolution attempt (spec 06 §6.3).
 
@@ -151,8 +151,8 @@ class ConcludeMerge:
     lock_path: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class VerifyMerged:
     """Is ``source`` an ancestor of ``target`` (``git merge-base --is-ancestor``)?
 
@@ -165,8 +165,8 @@ class VerifyMerged:
     target: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RemoveWorktree:
     """Remove a worktree and its branch (``git worktree remove``; ``git branch -d``).
 
@@ -184,8 +184,8 @@ class RemoveWorktree:
     lock_path: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RemovePool:
     """Remove the job's worktree pool (``pooled`` with ``cleanup_on_complete``, spec 06 §9).
 
@@ -203,8 +203,8 @@ class RemovePool:
     lock_path: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class SaveWorktreeMeta:
     """Write the worktree's metadata document (spec 09 §4.6) atomically.
 
@@ -219,8 +219,8 @@ class SaveWorktreeMeta:
 # ----------------------------------------------------------------------------- events
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WorktreeCreated:
     """Answer to ``CreateWorktree``.
 
@@ -244,8 +244,8 @@ class WorktreeCreated:
     monotonic: float = 0.0
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WorktreeFailed:
     """The worktree could not be created or found (``code`` E4001–E4006)."""
 
@@ -254,8 +254,8 @@ class WorktreeFailed:
     message: str
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MergeInspected:
     """Answer to ``InspectMerge`` (see there).
 
@@ -277,8 +277,8 @@ class MergeInspected:
     planned: bool = False
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class UserAnswered:
     """Answer to ``AskUser``: the line read (None at end of input), or no terminal."""
 
@@ -287,8 +287,8 @@ class UserAnswered:
     terminal: bool = True
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class BranchMerged:
     """``MergeBranch`` succeeded and was verified: ``sha`` is the merge commit."""
 
@@ -298,8 +298,8 @@ class BranchMerged:
     warnings: tuple[str, ...] = ()
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MergeConflicted:
     """``MergeBranch`` stopped with conflicts in ``paths``.
 
@@ -315,8 +315,8 @@ class MergeConflicted:
     warnings: tuple[str, ...] = ()
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MergeFailed:
     """A merge could not be done; nothing was changed (``code`` E4005/E4007, git's message)."""
 
@@ -326,8 +326,8 @@ class MergeFailed:
     reason: str = "refused"
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MergeConcluded:
     """Answer to ``ConcludeMerge``: ``accepted`` with the merge commit, or why not."""
 
@@ -337,8 +337,8 @@ class MergeConcluded:
     reason: str = ""
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class MergeVerified:
     """Answer to ``VerifyMerged``."""
 
@@ -346,8 +346,8 @@ class MergeVerified:
     merged: bool
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class WorktreeRemoved:
     """Answer to ``RemoveWorktree``; ``warning`` (W4005) when something was left."""
 

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from prodigy_core.analytics_report import CallRecord, calls_from_events
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.journal import list_run_dirs, read_events
 from prodigy_effects.storage import Storage
 
@@ -38,8 +38,8 @@ __all__ = [
 ]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Run:
     """One run directory: its records, plus what its other events say about the job."""
 
@@ -110,8 +110,8 @@ def load_runs(storage: Storage, repo: str | None) -> list[Run]:
 # --------------------------------------------------------------------------- transcripts
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Transcript:
     """A transcript file and the journaled call it belongs to (``None`` if not journaled)."""
 

@@ -27,15 +27,15 @@ import trio
 
 from prodigy_core.effects import RunClaude
 from prodigy_core.events import ClaudeFinished
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import shows_fields, value_class
 from prodigy_effects import spawn
 from prodigy_effects.resources import MEMORY_SAMPLE_SECONDS, watch_memory
 
 STDERR_LIMIT = 1024 * 1024
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ClaudeProcessResult:
     exit_code: int
     stderr: str = ""

@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.dlq_store import UNSET
 from prodigy_effects.fsutil import rfc3339_ms
 from prodigy_effects.journal import JournalWriter, last_seq
@@ -39,8 +39,8 @@ from prodigy_effects.worktree_admin import (
 __all__ = ["ArtifactRemoval", "job_session_id", "record_removals", "remove_artifacts"]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ArtifactRemoval:
     """What :func:`remove_artifacts` did.  ``ok`` is true when nothing is left behind
     (the branch and a kept worktree are gone, or there were none); ``warnings`` are

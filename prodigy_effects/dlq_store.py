@@ -47,7 +47,7 @@ from typing import Any
 import attrs
 
 from prodigy_core import work_items
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.fsutil import atomic_write_bytes, dumps_json, rfc3339_ms
 from prodigy_effects.repolock import repo_lock
 from prodigy_effects.storage import (
@@ -212,8 +212,8 @@ def _item_files(directory: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- reading
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class DlqEntry:
     """One DLQ entry as found on disk: where it is and its document (spec 09 §4.5).
 

@@ -45,7 +45,7 @@ from prodigy_core.job_ops import (
     WorkItemsLoaded,
     WorktreeMeasured,
 )
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.worktree_ops import (
     AskUser,
     BranchMerged,
@@ -205,8 +205,8 @@ class Prompter(Protocol):
     async def ask(self, effect: AskUser, cancel: trio.Event) -> UserAnswered: ...
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Env:
     """Everything an interpreter needs from the world."""
 

@@ -40,7 +40,7 @@ from prodigy_core.events import (
 )
 from prodigy_core.globs import select_paths
 from prodigy_core.job_ops import MeasureWorktree, WorktreeMeasured
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import shows_fields, value_class
 from prodigy_core.worktree_ops import (
     AskUser,
     BranchMerged,
@@ -65,8 +65,8 @@ from prodigy_effects.env import Env, OutputSink, Prompter, Worktrees
 from prodigy_effects.masker import Masker
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Scripted:
     """The scripted answer to one command."""
 
@@ -168,8 +168,8 @@ class MemoryFiles:
 ROOT_SHA = "0" * 40
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class FakeCommit:
     sha: str
     message: str
@@ -411,8 +411,8 @@ class ScriptedClaude:
                               duration=end - start, monotonic=end)
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ClaudeScript:
     lines: tuple[str, ...] = (
         '{"type":"system","subtype":"init","session_id":"fake-session","model":"fake"}',

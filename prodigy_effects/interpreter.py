@@ -68,7 +68,7 @@ from prodigy_core.job_ops import (
     WorkItemsFailed,
     WorktreeMeasured,
 )
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.worktree_ops import (
     AskUser,
     ConcludeMerge,
@@ -100,8 +100,8 @@ class _Transition(Protocol[S]):  # pragma: no cover - structural type only
     def effects(self) -> tuple[Effect, ...]: ...
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RunResult:
     exit_code: int
     outcome: Any

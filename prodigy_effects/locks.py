@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.fsutil import ensure_dir, fsync_dir, rfc3339_ms
 from prodigy_effects.storage import (
     E_LOCK_HELD,
@@ -54,8 +54,8 @@ __all__ = [
 _MAX_ATTEMPTS = 5
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class LockInfo:
     """The content of a lock file. ``readable`` is false when it could not be parsed;
     then the other fields are ``None``."""

@@ -30,7 +30,7 @@ from prodigy_core.envresolve import ResolvedEnv, resolve_environment
 from prodigy_core.masking import display_secrets, step_env_secrets
 from prodigy_core.model import Workflow
 from prodigy_core.problems import Problem
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_core.support import claude_config
 from prodigy_effects.claude_runner import ClaudeEffectRunner
 from prodigy_effects.dryrun import DryRunEnv, PlanConsole
@@ -65,8 +65,8 @@ class RunError(Exception):
         self.hint = hint
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Repo:
     root: str
     name: str
@@ -88,8 +88,8 @@ def find_repo(project_dir: Path) -> Repo:
 MIN_GIT = (2, 25)
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class GitCheckout:
     """The user's git checkout a run starts from (spec 06 §2, §4.1)."""
 
@@ -382,8 +382,8 @@ def map_inputs(project_dir: Path, patterns: Sequence[str],
     return [found[k] for k in sorted(found)]
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class RunRequest:
     workflow: Workflow
     workflow_path: str
@@ -521,8 +521,8 @@ def build_context(req: RunRequest, *, session_id: str, repo: Repo,
     )
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Wiring:
     storage: Storage
     out: TextIO

@@ -38,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.fsutil import (
     atomic_write_bytes,
     dumps_json,
@@ -193,8 +193,8 @@ SESSION_MIGRATIONS: dict[int, Migration] = {0: _session_v0_to_v1}
 SNAPSHOT_MIGRATIONS: dict[int, Migration] = {0: _snapshot_v0_to_v1}
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class _Kind:
     """How one kind of document is named, versioned and migrated."""
 

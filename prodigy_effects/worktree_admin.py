@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 from prodigy_effects.fsutil import atomic_write_bytes, dumps_json
 from prodigy_effects.locks import LockInfo, is_stale, read_lock
 from prodigy_effects.repolock import repo_lock
@@ -337,8 +337,8 @@ def lock_holder(storage: Storage, ids: Iterable[str | None]) -> LockInfo | None:
 # -------------------------------------------------------------------------- removal
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Removal:
     """What :func:`remove_worktree` did; ``warnings`` are ``W4005: …`` texts."""
 

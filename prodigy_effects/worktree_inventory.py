@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import shows_fields, value_class
 from prodigy_effects import worktree_pool
 from prodigy_effects.locks import LockInfo
 from prodigy_effects.repolock import repo_lock
@@ -424,8 +424,8 @@ def _remove_shared(storage: Storage, repo: str, plan: CleanPlan, *, force: bool)
 # ------------------------------------------------------------------------- orphans
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class Orphans:
     """Left-overs under ``worktrees/<repo>/``.
 

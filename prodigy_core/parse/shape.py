@@ -41,7 +41,7 @@ from prodigy_core.parse.steps import parse_step_list
 from prodigy_core.parse.suggest import unknown_key
 from prodigy_core.parse.worktree_config import parse_worktree_config
 from prodigy_core.problems import Problem, sorted_problems
-from prodigy_core.reprs import shows_fields
+from prodigy_core.reprs import value_class
 
 COMMON_KEYS = frozenset(
     {
@@ -69,8 +69,8 @@ PHASE_KEYS = ("setup", "map", "reduce")
 MAPREDUCE_KEYS = frozenset(PHASE_KEYS) | {"error_policy", *SHORTHANDS}
 
 
-@shows_fields
-@attrs.frozen(kw_only=True, repr=False)
+@value_class
+@attrs.frozen(kw_only=True, repr=False, eq=False)
 class ParseResult:
     """A validated workflow (``None`` when any error was found) and every problem, sorted."""
 
