@@ -76,7 +76,7 @@ def init_repo(path: Path, env: dict[str, str]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="claude calls per run (default 5)")
-    parser.add_argument("--repeat", type=int, default=9,
+    parser.add_argument("--repeat", type=int, default=15,
                         help="runs of each side (median; the CLI's own time varies a lot)")
     args = parser.parse_args()
     claude = find_claude()
