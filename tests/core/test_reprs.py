@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import prodigy_cli
 import prodigy_core
 import prodigy_effects
+from prodigy_core import reprs
 from prodigy_core.reprs import shows_fields, value_class
 
 
@@ -136,3 +137,9 @@ def test_no_class_of_prodigy_carries_methods_compiled_by_attrs() -> None:
     mutable = {f"{c.__module__}.{c.__qualname__}.__eq__" for c in classes
                if c.__setattr__ is object.__setattr__}
     assert sorted(set(compiled) - mutable) == []
+    # a value class's __eq__ is its own (a subclass left undecorated would compare only
+    # the fields of its parent)
+    borrowed = [cls.__qualname__ for cls in classes
+                if getattr(cls.__eq__, "__module__", None) == reprs.__name__
+                and cls.__eq__.__qualname__ != f"{cls.__qualname__}.__eq__"]
+    assert borrowed == []
