@@ -22,6 +22,7 @@ from prodigy_core.model import (
     EnvPerProfile,
     EnvStatic,
     EnvValue,
+    Profile,
     Workflow,
 )
 from prodigy_core.parse import paths
@@ -253,12 +254,7 @@ def resolve_environment(
                 values[name] = interpolate(picked, variables(), environ=environ,
                                            positional=tuple(args)).text
 
-    entries: list[tuple[str, EnvValue, str]] = [
-        (name, value, paths.child("$.env", name)) for name, value in workflow.env]
-    if active is not None:
-        at = paths.child("$.profiles", active.name)
-        entries.extend((name, value, paths.child(at, name)) for name, value in active.values)
-    for name, value, at in entries:
+    for name, value, at in env_entries(workflow, active):
         evaluate(name, value, at)
     files = secret_files or {}
     for name, source in workflow.secrets:
@@ -303,11 +299,34 @@ def resolve_environment(
                        cached=tuple(cached.items()), sources=tuple(sources))
 
 
+def env_entries(workflow: Workflow,
+                active: Profile | None) -> list[tuple[str, EnvValue, str]]:
+    """The ``env`` entries in the order they are computed, with their ``$.path``: the
+    workflow's, where the active profile's value of a name takes the place of the
+    workflow's value of that name — so a later value built from it (``API_URL:
+    "https://${APP_ENV}.example.com"``) sees the profile's — then the names only the
+    profile defines, in its order."""
+    overrides: dict[str, tuple[EnvValue, str]] = {}
+    if active is not None:
+        at = paths.child("$.profiles", active.name)
+        overrides = {name: (value, paths.child(at, name)) for name, value in active.values}
+    out: list[tuple[str, EnvValue, str]] = []
+    for name, value in workflow.env:
+        if name in overrides:
+            profile_value, at = overrides.pop(name)
+            out.append((name, profile_value, at))
+        else:
+            out.append((name, value, paths.child("$.env", name)))
+    out.extend((name, value, at) for name, (value, at) in overrides.items())
+    return out
+
+
 def late_entries(workflow: Workflow,
                  profile_values: Sequence[tuple[str, EnvValue]] = ()) -> tuple[LateEntry, ...]:
     """The conditional and dynamic entries that are the final definition of their name
     (a later static value, profile value or secret of the same name replaces them)."""
-    ordered = [*workflow.env, *profile_values]
+    active = Profile(name="", values=tuple(profile_values)) if profile_values else None
+    ordered = [(name, value) for name, value, _ in env_entries(workflow, active)]
     last: dict[str, int] = {name: i for i, (name, _) in enumerate(ordered)}
     secret_names = {name for name, _ in workflow.secrets}
     out: list[LateEntry] = []

@@ -266,3 +266,37 @@ def test_a_short_sensitive_value_from_interpolation_warns_w1013() -> None:
     assert "warning[W1013]: the value of 'API_TOKEN' in 'shell: x' is shorter than 4 " \
            "characters and cannot be masked" in d.printed
     assert not d.of(RegisterSecret)
+
+
+# --- profiles (spec 11 §5; docs/decisions.md "Profiles") ------------------------------------
+
+
+def test_a_profile_value_takes_the_place_of_the_workflow_value_it_replaces() -> None:
+    workflow = wf(
+        env=(("APP_ENV", EnvStatic(value="staging")),
+             ("API_URL", EnvStatic(value="https://${APP_ENV}.example.com")),
+             ("MODE", MODE)),
+        profiles=(Profile(name="prod", values=(
+            ("APP_ENV", EnvStatic(value="prod")),
+            ("KIND", EnvStatic(value="prod-${APP_ENV}")),
+            ("TAG", EnvStatic(value="${API_URL}#${KIND}")))),))
+    plain = dict(resolve_environment(workflow, environ={}, profile=None).values)
+    assert plain == {"APP_ENV": "staging", "API_URL": "https://staging.example.com",
+                     "MODE": "lax"}
+    prod = resolve_environment(workflow, environ={}, profile="prod")
+    assert dict(prod.values) == {
+        "APP_ENV": "prod", "API_URL": "https://prod.example.com", "MODE": "lax",
+        "KIND": "prod-prod", "TAG": "https://prod.example.com#prod-prod"}
+    # the conditional stays the final definition of MODE and is computed per step
+    assert [name for name, _ in prod.late] == ["MODE"]
+    sources = dict(prod.sources)
+    assert sources["MODE"].endswith("at $.env.MODE")
+
+
+def test_a_profile_static_value_replaces_a_conditional_one_in_its_place() -> None:
+    workflow = wf(env=(("MODE", MODE), ("LABEL", EnvStatic(value="mode=${MODE}"))),
+                  profiles=(Profile(name="p", values=(("MODE", EnvStatic(value="fixed")),)),))
+    resolved = resolve_environment(workflow, environ={}, profile="p")
+    assert dict(resolved.values) == {"MODE": "fixed", "LABEL": "mode=fixed"}
+    assert resolved.late == ()
+    assert late_entries(workflow, workflow.profiles[0].values) == ()

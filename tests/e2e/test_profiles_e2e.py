@@ -45,9 +45,9 @@ def test_env_file_layers_and_profiles(project: Project) -> None:
                          "a", "b"], first
     out = project.run("run", "wf.yml", "-y", "--profile", "prod")
     assert out.returncode == 0, out.stdout + out.stderr
-    # the profile layer wins over workflow env; static values are interpolated once, at
-    # start, before the profile layer, so API_URL keeps the workflow value
-    assert seen(project).split() == ["prod", "https://staging.example.com", "us", "yes",
+    # the profile layer wins over workflow env, and a value built from a name the profile
+    # sets sees the profile's value (docs/decisions.md, "Profiles")
+    assert seen(project).split() == ["prod", "https://prod.example.com", "us", "yes",
                                      "file-value", "a", "b", "p=prod", "prod"]
     env = project.env
     env["PRODIGY_PROFILE"] = "prod"
