@@ -286,7 +286,7 @@ def resolve_environment(
                 severity="warning", code="W1013", file=file,
                 message=f"secret '{name}' is shorter than 4 characters and cannot be "
                         "masked"), paths.child("$.secrets", name), positions))
-    late = late_entries(workflow, active.values if active else ())
+    late = late_entries(workflow, active)
     profile_names = {name for name, _ in active.values} if active else set()
     sources: list[tuple[str, str]] = []
     for name, _entry in late:
@@ -321,11 +321,9 @@ def env_entries(workflow: Workflow,
     return out
 
 
-def late_entries(workflow: Workflow,
-                 profile_values: Sequence[tuple[str, EnvValue]] = ()) -> tuple[LateEntry, ...]:
+def late_entries(workflow: Workflow, active: Profile | None = None) -> tuple[LateEntry, ...]:
     """The conditional and dynamic entries that are the final definition of their name
     (a later static value, profile value or secret of the same name replaces them)."""
-    active = Profile(name="", values=tuple(profile_values)) if profile_values else None
     ordered = [(name, value) for name, value, _ in env_entries(workflow, active)]
     last: dict[str, int] = {name: i for i, (name, _) in enumerate(ordered)}
     secret_names = {name for name, _ in workflow.secrets}

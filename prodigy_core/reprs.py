@@ -86,6 +86,6 @@ def value_class(cls: T) -> T:
 
     __eq__.__qualname__ = f"{cls.__qualname__}.__eq__"
     __hash__.__qualname__ = f"{cls.__qualname__}.__hash__"
-    for name, method in (("__eq__", __eq__), ("__hash__", __hash__), ("__repr__", _fields_repr)):
+    for name, method in (("__eq__", __eq__), ("__hash__", __hash__)):
         setattr(cls, name, method)
-    return cls
+    return shows_fields(cls)

@@ -64,8 +64,9 @@ def test_late_entries_are_the_final_conditional_or_dynamic_definitions() -> None
     assert late_entries(workflow) == (("A", MODE), ("B", dyn),
                                       ("C", EnvDynamic(command="x", cache=True)))
     # a later static value (here: the active profile's) replaces a conditional one
-    assert late_entries(workflow, (("A", EnvStatic(value="fixed")),)) == (
-        ("B", dyn), ("C", EnvDynamic(command="x", cache=True)))
+    fixed = Profile(name="p", values=(("A", EnvStatic(value="fixed")),))
+    assert late_entries(workflow, fixed) == (("B", dyn),
+                                             ("C", EnvDynamic(command="x", cache=True)))
 
 
 def test_dynamic_values_are_not_run_at_start_without_a_runner() -> None:
@@ -299,4 +300,4 @@ def test_a_profile_static_value_replaces_a_conditional_one_in_its_place() -> Non
     resolved = resolve_environment(workflow, environ={}, profile="p")
     assert dict(resolved.values) == {"MODE": "fixed", "LABEL": "mode=fixed"}
     assert resolved.late == ()
-    assert late_entries(workflow, workflow.profiles[0].values) == ()
+    assert late_entries(workflow, workflow.profiles[0]) == ()
