@@ -257,7 +257,9 @@ def test_iterations_stop_when_nothing_was_committed(project: Project) -> None:
     assert "Stopping: No changes were made" not in out.stdout
     # the three iterations' commits came back with the merge into the checkout
     assert (project.root / "it.txt").read_text().split() == ["1", "2", "3"]
-    assert project.git("log", "--no-merges", "--format=%s").split() == ["it", "it", "it", "init"]
+    # (--topo-order: commits made within the same second as "init" tie by date otherwise)
+    assert project.git("log", "--topo-order", "--no-merges", "--format=%s").split() == [
+        "it", "it", "it", "init"]
 
 
 def test_json_summary_is_the_only_stdout(project: Project) -> None:
