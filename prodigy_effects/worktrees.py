@@ -386,6 +386,16 @@ async def remove_tree(path: str) -> bool:
     return True
 
 
+# pauses before merging again when another git process held a lock file (≈ 3 s in all)
+MERGE_LOCK_RETRIES = (0.1, 0.3, 0.6, 1.0, 1.0)
+
+
+def _lock_busy(result: subprocess.CompletedProcess[bytes]) -> bool:
+    """Did git fail because another process held one of its ``*.lock`` files?"""
+    err = result.stderr.decode("utf-8", "replace")
+    return ".lock': File exists" in err or "cannot lock ref" in err
+
+
 async def _merge_in_progress(cwd: str) -> bool:
     found_dir = _git_dir(cwd)
     if found_dir is not None and os.path.isdir(found_dir):
@@ -858,8 +868,7 @@ class RealWorktrees:
         # into a session worktree: no auto maintenance after each of the job's merges (the
         # agents' own commits still run it)
         quiet = ("-c", "maintenance.auto=false") if effect.into_worktree is not None else ()
-        merged = await git(where, *await self._identity(where), *quiet, "merge", "--no-ff",
-                           "-m", effect.message, effect.source, check=False)
+        merged = await self._run_merge(where, effect, quiet)
         if merged.returncode == 0:
             fast = await _merged_and_deleted(where, effect.source) \
                 if effect.into_worktree is not None else None
@@ -886,12 +895,34 @@ class RealWorktrees:
                     await self._drop_temp(effect.repo_root, where)
             return MergeConflicted(command_id=cid, paths=conflicts, merge_dir=where, pre=pre,
                                    aborted=aborted, warnings=tuple(warnings))
+        if await _merge_in_progress(where):
+            # ours (none was in progress before it): leave the tree as it was
+            await git(where, "merge", "--abort", check=False)
         if temp:
             await self._drop_temp(effect.repo_root, where)
         return MergeFailed(command_id=cid, code="E4005",
                            message=f"git refused to merge {effect.source} into "
                                    f"{effect.target} in {where}: {_message(merged)}",
                            reason="refused")
+
+    async def _run_merge(self, where: str, effect: MergeBranch, quiet: tuple[str, ...]
+                         ) -> subprocess.CompletedProcess[bytes]:
+        """``git merge --no-ff``, again after a pause when another git process held one of
+        git's lock files (the user's editor or IDE, a git command of theirs in the same
+        checkout: Prodigy's lock cannot keep those out). Git makes the merge commit and
+        then fails to move the branch, leaving ``MERGE_HEAD`` behind, so the half-made
+        merge is aborted before the next attempt."""
+        pauses = iter(MERGE_LOCK_RETRIES)
+        while True:
+            merged = await git(where, *await self._identity(where), *quiet, "merge",
+                               "--no-ff", "-m", effect.message, effect.source, check=False)
+            pause = next(pauses, None)
+            if merged.returncode == 0 or pause is None or not _lock_busy(merged) \
+                    or await _unmerged(where):  # (a conflict is reported as such)
+                return merged
+            if await _merge_in_progress(where):
+                await git(where, "merge", "--abort", check=False)
+            await trio.sleep(pause)
 
     async def _drop_temp(self, repo_root: str, path: str) -> None:
         """Remove a temporary merge worktree (ours alone; forcing is safe here)."""
